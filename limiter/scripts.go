@@ -1,0 +1,150 @@
+package limiter
+
+import (
+	_ "embed"
+	"math/bits"
+)
+
+// The four algorithms share one contract, in Lua and in Go.
+//
+// Lua: KEYS[1] is the only key a script touches (Cluster-safe). ARGV is
+// limit, window_us, burst, cost, now_us. An empty now_us makes the script
+// read the store's clock (TIME): in production every node decides on Redis
+// time, so node clocks never matter; tests inject now_us. The reply is
+// {allowed 1|0, remaining, reset_after_us, retry_after_us}.
+//
+// Both forms:
+//   - Cost 0 peeks: allowed reports whether a cost-1 request would pass
+//     (remaining > 0), retry_after is that request's wait, nothing is written
+//     and no key is created.
+//   - A denied request consumes and writes nothing.
+//   - reset_after is the time until the key is back to its full quota with no
+//     further traffic: 0 for an empty key, in all four algorithms.
+//   - retry_after is the smallest wait after which the same request would be
+//     admitted if nothing else arrived; 0 when allowed.
+//   - A cost above the capacity (Limit.Capacity: the burst for a token
+//     bucket, the limit otherwise) can never be admitted: it is denied with
+//     retry_after = reset_after. Callers should reject such costs up front.
+//   - remaining never goes below 0, even for a key filled under a larger
+//     limit that has since been lowered.
+//   - Every write sets PEXPIRE to ceil(reset_after/1 ms) + 1 ms: the key lives
+//     exactly as long as it matters. The extra millisecond covers Redis keeping
+//     expiry times in whole milliseconds of its own clock. Expiry is only
+//     garbage collection: a stale key that has not expired yet decides exactly
+//     like an absent one, which the differential test checks by persisting keys.
+//
+// Exactness: Lua numbers are doubles, so every value the scripts compute is
+// an integer below 2^53, and every division is a floor or ceil of integers
+// below 2^53, which a double computes exactly. Limit.Validate keeps the inputs
+// small enough: limit <= 1e8 (< 2^27), window <= 8.64e10 µs (< 2^37), the
+// token bucket's burst*T <= 2^50, and now_us < 2^52 (until the year 2112).
+// Products that could exceed 2^53 (count * window in sliding_window) are
+// never formed: mulDiv splits them. The Go twins use int64 and give the same
+// numbers, which the differential test against a real redis-server checks.
+
+var (
+	//go:embed sliding_log.lua
+	slidingLogLua string
+	//go:embed sliding_window.lua
+	slidingWindowLua string
+	//go:embed token_bucket.lua
+	tokenBucketLua string
+	//go:embed fixed_window.lua
+	fixedWindowLua string
+)
+
+// Script returns the Lua source of alg, to be run with EVALSHA (rueidis'
+// NewLuaScript) as described in the package's contract above.
+func Script(alg Algorithm) string {
+	switch alg {
+	case SlidingLog:
+		return slidingLogLua
+	case SlidingWindow:
+		return slidingWindowLua
+	case TokenBucket:
+		return tokenBucketLua
+	case FixedWindow:
+		return fixedWindowLua
+	}
+	panic("BUG: limiter.Script: unknown algorithm " + string(alg))
+}
+
+// State is the in-process twin of one Redis key; the zero value is an empty
+// key. Each algorithm uses only its own fields.
+type State struct {
+	Log       []int64 // sliding_log: timestamps (µs) of admitted units, ascending, one per unit
+	Window    int64   // sliding_window, fixed_window: index of the window Count belongs to
+	Count     int64   // sliding_window, fixed_window: units admitted in Window
+	Prev      int64   // sliding_window: units admitted in Window-1
+	TAT       int64   // token_bucket: theoretical arrival time (µs)
+	ExpiresAt int64   // µs; mirrors the Redis key's PEXPIRE: at or after it the state is empty
+}
+
+// Decide is the Go twin of Script(alg): it decides one request at now (µs)
+// against s and updates s exactly as the script updates its key. p must come
+// from a validated Limit and p.Cost must not be negative.
+func Decide(alg Algorithm, s *State, now int64, p Params) Result {
+	if now >= s.ExpiresAt {
+		s.reset()
+	}
+	switch alg {
+	case SlidingLog:
+		return decideSlidingLog(s, now, p)
+	case SlidingWindow:
+		return decideSlidingWindow(s, now, p)
+	case TokenBucket:
+		return decideTokenBucket(s, now, p)
+	case FixedWindow:
+		return decideFixedWindow(s, now, p)
+	}
+	panic("BUG: limiter.Decide: unknown algorithm " + string(alg))
+}
+
+// reset empties s, keeping the log's memory for reuse.
+func (s *State) reset() {
+	*s = State{Log: s.Log[:0]}
+}
+
+// expire records the PEXPIRE a script sets after a write that leaves the key
+// full again after resetAfter µs.
+func (s *State) expire(now, resetAfter int64) {
+	s.ExpiresAt = now + pexpireMS(resetAfter)*1000
+}
+
+// pexpireMS is the PEXPIRE, in milliseconds, of a key that matters for
+// resetAfter more µs: see the contract above.
+func pexpireMS(resetAfter int64) int64 {
+	return ceilDiv(resetAfter, 1000) + 1
+}
+
+// floorDiv is Lua's math.floor(a / b) for b > 0.
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && a < 0 {
+		q--
+	}
+	return q
+}
+
+// ceilDiv is Lua's math.ceil(a / b) for b > 0.
+func ceilDiv(a, b int64) int64 {
+	return -floorDiv(-a, b)
+}
+
+// mulDiv returns floor(a*x/m) and a*x mod m for non-negative a, x and
+// positive m, with a*x/m below 2^63. a*x itself may exceed 2^63: the Lua
+// scripts split it to stay below 2^53, here the 128-bit product does.
+func mulDiv(a, x, m int64) (q, r int64) {
+	hi, lo := bits.Mul64(uint64(a), uint64(x))
+	uq, ur := bits.Div64(hi, lo, uint64(m))
+	return int64(uq), int64(ur)
+}
+
+// mulDivCeil returns ceil(a*x/m) under mulDiv's conditions.
+func mulDivCeil(a, x, m int64) int64 {
+	q, r := mulDiv(a, x, m)
+	if r > 0 {
+		q++
+	}
+	return q
+}

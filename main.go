@@ -1,0 +1,168 @@
+// Command ratelimiter runs a distributed rate-limiter node on Redis (more
+// roles follow). main wires flags to package configs; the packages work.
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ratelimiter/ratelimiter/config"
+	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node"
+)
+
+//go:embed config.toml
+var defaultConfig []byte
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "ratelimiter:", err)
+		os.Exit(1)
+	}
+}
+
+// fileConfig is the layout of the configuration file; each role owns its
+// section and its validation.
+type fileConfig struct {
+	Node   node.Config     `toml:"node"`
+	Limits []limiter.Limit `toml:"limits"`
+}
+
+func (f *fileConfig) Validate() error {
+	var p config.Problems
+	p.Merge("node", f.Node.Validate())
+	p.Merge("limits", node.ValidateLimits(f.Limits))
+	return p.Err()
+}
+
+// loadConfig reads path, or the embedded config.toml when path is empty.
+func loadConfig(path string) (*fileConfig, error) {
+	f := &fileConfig{Node: node.DefaultConfig()}
+	var err error
+	if path == "" {
+		err = config.Decode("config.toml (embedded)", defaultConfig, f)
+	} else {
+		err = config.Load(path, f)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	f.Node.Limits = f.Limits
+	return f, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	app := &cli.App{
+		Name:           "ratelimiter",
+		Usage:          "a distributed rate limiter on Redis",
+		Writer:         stdout,
+		ErrWriter:      stderr,
+		ExitErrHandler: func(*cli.Context, error) {}, // main reports errors once
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
+		},
+		Commands: []*cli.Command{nodeCommand()},
+	}
+	return app.RunContext(ctx, args)
+}
+
+func newLogger(c *cli.Context) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return nil, fmt.Errorf("invalid --log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.String("log-format") {
+	case "text":
+		return slog.New(slog.NewTextHandler(c.App.ErrWriter, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(c.App.ErrWriter, opts)), nil
+	}
+	return nil, errors.New("invalid --log-format: want text or json")
+}
+
+func nodeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "node",
+		Usage: "run a rate-limiter node",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "TOML file (default: the embedded config.toml)"},
+			&cli.StringFlag{Name: "listen", EnvVars: []string{"LISTEN_ADDR"}, Usage: "address to serve on"},
+			&cli.StringFlag{Name: "node-id", EnvVars: []string{"NODE_ID"}, Usage: "node id (default: host name)"},
+			&cli.StringFlag{Name: "redis-url", EnvVars: []string{"REDIS_URL"}, Usage: "redis://host:port, comma-separated seeds, or ?master_set= for Sentinel; empty: in-process store"},
+			&cli.StringFlag{Name: "admin-token", EnvVars: []string{"ADMIN_TOKEN"}, Usage: "bearer token for mutating management calls"},
+			&cli.StringFlag{Name: "advertise", Usage: "address peers use to reach this node"},
+			&cli.StringFlag{Name: "redis-prefix", Usage: "prefix of every Redis key"},
+			&cli.DurationFlag{Name: "redis-timeout", Usage: "bound of one Redis call"},
+			&cli.StringFlag{Name: "failure-mode", Usage: "open or closed while Redis is unreachable"},
+			&cli.StringFlag{Name: "unmatched", Usage: "allow or deny keys that match no limit"},
+			&cli.DurationFlag{Name: "heartbeat-interval"},
+			&cli.DurationFlag{Name: "unhealthy-after"},
+			&cli.DurationFlag{Name: "forget-after"},
+			&cli.DurationFlag{Name: "sync-interval"},
+			&cli.StringFlag{Name: "key-header", Usage: "request header holding the key for GET /api/v1/check"},
+			&cli.Float64Flag{Name: "hot-key-ratio"},
+			&cli.IntFlag{Name: "deny-cache-size"},
+			&cli.IntFlag{Name: "max-body-bytes"},
+			&cli.IntFlag{Name: "max-batch"},
+		},
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c)
+			if err != nil {
+				return err
+			}
+			f, err := loadConfig(c.String("config"))
+			if err != nil {
+				return err
+			}
+			cfg := f.Node
+			applyNodeFlags(c, &cfg)
+			n, err := node.New(cfg, nil, log, time.Now)
+			if err != nil {
+				return fmt.Errorf("cannot start node: %w", err)
+			}
+			return n.Run(c.Context)
+		},
+	}
+}
+
+// applyNodeFlags lays flags (and their environment variables) over the file.
+func applyNodeFlags(c *cli.Context, cfg *node.Config) {
+	str := map[string]*string{"listen": &cfg.Listen, "node-id": &cfg.ID, "redis-url": &cfg.RedisURL,
+		"admin-token": &cfg.AdminToken, "advertise": &cfg.Advertise, "redis-prefix": &cfg.RedisPrefix,
+		"failure-mode": &cfg.FailureMode, "unmatched": &cfg.Unmatched, "key-header": &cfg.KeyHeader}
+	for name, dst := range str {
+		if c.IsSet(name) {
+			*dst = c.String(name)
+		}
+	}
+	dur := map[string]*config.Duration{"redis-timeout": &cfg.RedisTimeout, "heartbeat-interval": &cfg.HeartbeatInterval,
+		"unhealthy-after": &cfg.UnhealthyAfter, "forget-after": &cfg.ForgetAfter, "sync-interval": &cfg.SyncInterval}
+	for name, dst := range dur {
+		if c.IsSet(name) {
+			dst.Duration = c.Duration(name)
+		}
+	}
+	ints := map[string]*int{"deny-cache-size": &cfg.DenyCacheSize, "max-body-bytes": &cfg.MaxBodyBytes, "max-batch": &cfg.MaxBatch}
+	for name, dst := range ints {
+		if c.IsSet(name) {
+			*dst = c.Int(name)
+		}
+	}
+	if c.IsSet("hot-key-ratio") {
+		cfg.HotKeyRatio = c.Float64("hot-key-ratio")
+	}
+}

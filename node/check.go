@@ -1,0 +1,346 @@
+package node
+
+import (
+	"context"
+	"strconv"
+	"time"
+	"unsafe"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fastjson"
+
+	"github.com/ratelimiter/ratelimiter/limiter"
+)
+
+// Reasons given with a decision.
+const (
+	reasonWithin     = "within_limit"
+	reasonLimit      = "limit"
+	reasonBlocked    = "blocked"
+	reasonShadow     = "shadow"
+	reasonFailOpen   = "fail_open"
+	reasonFailClosed = "fail_closed"
+	reasonNoLimit    = "no_limit"
+)
+
+var parsers fastjson.ParserPool
+
+// decision is the outcome of one check, ready to be written out.
+type decision struct {
+	policy  *Policy // nil when no limit matched
+	res     limiter.Result
+	reason  string
+	allowed bool
+}
+
+// checkInput is a validated check request.
+type checkInput struct {
+	key  []byte
+	cost int64
+}
+
+// problemError is a request problem to answer with application/problem+json.
+type problemError struct {
+	status int
+	typ    string
+	detail string
+}
+
+func (e *problemError) Error() string { return e.detail }
+
+func badRequest(detail string) *problemError {
+	return &problemError{status: fasthttp.StatusBadRequest, typ: "invalid-request", detail: detail}
+}
+
+// validate checks the key and the cost against the policy that matched it.
+func (in *checkInput) validate(p *Policy) *problemError {
+	if msg := limiter.ValidateKey(in.key); msg != "" {
+		return badRequest(msg)
+	}
+	if in.cost <= 0 {
+		return badRequest("cost must be a positive integer")
+	}
+	if p != nil && in.cost > p.Capacity() {
+		return badRequest("cost " + strconv.FormatInt(in.cost, 10) + " exceeds the capacity " +
+			strconv.FormatInt(p.Capacity(), 10) + " of policy " + strconv.Quote(p.Name) + ": it could never be admitted")
+	}
+	return nil
+}
+
+// parseCheck reads one {"key": ..., "cost": ...} object.
+func parseCheck(v *fastjson.Value) (checkInput, *problemError) {
+	in := checkInput{cost: 1}
+	if v.Type() != fastjson.TypeObject {
+		return in, badRequest("a check must be a JSON object with a \"key\"")
+	}
+	kv := v.Get("key")
+	if kv == nil || kv.Type() != fastjson.TypeString {
+		return in, badRequest("\"key\" must be a JSON string")
+	}
+	in.key, _ = kv.StringBytes()
+	if cv := v.Get("cost"); cv != nil {
+		c, err := cv.Int64()
+		if err != nil {
+			return in, badRequest("\"cost\" must be an integer")
+		}
+		in.cost = c
+	}
+	return in, nil
+}
+
+// handleCheck serves POST and GET /api/v1/check. GET is the forward-auth
+// form: the decision is in the status and headers, the body is empty.
+func (n *Node) handleCheck(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	if n.selfState() == stateDraining {
+		n.problem(ctx, &problemError{status: fasthttp.StatusServiceUnavailable, typ: "temporary-reduced-capacity",
+			detail: "node " + n.id + " is draining; send checks to another node"})
+		return
+	}
+	var in checkInput
+	var perr *problemError
+	if ctx.IsPost() {
+		p := parsers.Get()
+		defer parsers.Put(p)
+		v, err := p.ParseBytes(ctx.PostBody())
+		if err != nil {
+			perr = badRequest("malformed JSON: " + err.Error())
+		} else {
+			in, perr = parseCheck(v)
+		}
+	} else {
+		in, perr = n.checkQuery(ctx)
+	}
+	if perr != nil {
+		n.metrics.badRequests.Inc()
+		n.problem(ctx, perr)
+		return
+	}
+	st := n.state.Load()
+	var p *Policy
+	if l := st.table.Match(in.key); l != nil {
+		p = st.policies[l.KeyPattern]
+	}
+	if perr = in.validate(p); perr != nil {
+		n.metrics.badRequests.Inc()
+		n.problem(ctx, perr)
+		return
+	}
+	d := n.decide(st, p, in)
+	n.account(&d, in.key, start)
+	n.writeDecision(ctx, &d, in.key, ctx.IsPost())
+}
+
+func (n *Node) checkQuery(ctx *fasthttp.RequestCtx) (checkInput, *problemError) {
+	in := checkInput{cost: 1}
+	args := ctx.QueryArgs()
+	in.key = args.Peek("key")
+	if len(in.key) == 0 && n.cfg.KeyHeader != "" {
+		in.key = ctx.Request.Header.Peek(n.cfg.KeyHeader)
+	}
+	if c := args.Peek("cost"); len(c) > 0 {
+		v, err := strconv.ParseInt(unsafe.String(&c[0], len(c)), 10, 64)
+		if err != nil {
+			return in, badRequest("cost must be an integer")
+		}
+		in.cost = v
+	}
+	return in, nil
+}
+
+// decide answers one valid check: blocks and cached denials locally, the
+// rest from the store, by the failure mode when the store fails.
+func (n *Node) decide(st *sharedState, p *Policy, in checkInput) decision {
+	if p == nil {
+		return decision{reason: reasonNoLimit, allowed: n.cfg.Unmatched == "allow"}
+	}
+	now := n.now().UnixMicro()
+	if d, ok := n.localDecision(st, p, in, now); ok {
+		return d
+	}
+	items := n.items.Get().(*[1]Item)
+	items[0] = Item{Key: unsafeString(in.key), Cost: in.cost, Policy: p}
+	err := n.decideStored(items[:], "check")
+	res := items[0].Result
+	items[0] = Item{}
+	n.items.Put(items)
+	return n.finish(p, in, res, err, now)
+}
+
+// localDecision answers blocked keys and keys known to be over their limit.
+func (n *Node) localDecision(st *sharedState, p *Policy, in checkInput, now int64) (decision, bool) {
+	if b, ok := st.blocks[unsafeString(in.key)]; ok && now < b.until {
+		wait := b.until - now
+		return decision{policy: p, reason: reasonBlocked, res: limiter.Result{ResetAfter: wait, RetryAfter: wait}}, true
+	}
+	if c, ok := n.denies.get(in.key, p, in.cost, now); ok {
+		n.metrics.localDenials.Inc()
+		wait := c.until - now
+		return decision{policy: p, reason: reasonLimit, res: limiter.Result{ResetAfter: max(c.resetAt-now, wait), RetryAfter: wait}}, true
+	}
+	return decision{}, false
+}
+
+// decideStored asks the store, bounded by the Redis timeout.
+func (n *Node) decideStored(items []Item, op string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RedisTimeout.Duration)
+	t0 := time.Now()
+	err := n.store.Decide(ctx, items)
+	cancel()
+	took := time.Since(t0)
+	n.metrics.redisOps[op].Inc()
+	n.metrics.redisLatency.Update(took.Seconds())
+	sl := n.stats.slot(n.now())
+	sl.redisCalls.Add(1)
+	sl.redisMicros.Add(took.Microseconds())
+	if err != nil {
+		n.storeFailed(op, err)
+		sl.errors.Add(1)
+		return err
+	}
+	if n.failures.Load() != 0 || !n.connected.Load() {
+		n.storeOK()
+	}
+	return nil
+}
+
+// finish turns a store result (or failure) into a decision, applying shadow
+// mode and remembering denials.
+func (n *Node) finish(p *Policy, in checkInput, res limiter.Result, err error, now int64) decision {
+	if err != nil {
+		if p.failOpen {
+			return decision{policy: p, reason: reasonFailOpen, allowed: true}
+		}
+		return decision{policy: p, reason: reasonFailClosed, res: limiter.Result{RetryAfter: 1e6, ResetAfter: 1e6}}
+	}
+	d := decision{policy: p, res: res, allowed: res.Allowed, reason: reasonWithin}
+	if !res.Allowed {
+		d.reason = reasonLimit
+		if p.Shadow {
+			d.allowed, d.reason = true, reasonShadow
+		} else if res.RetryAfter > 0 {
+			n.denies.put(string(in.key), denial{policy: p, cost: in.cost, until: now + res.RetryAfter, resetAt: now + res.ResetAfter}, now)
+		}
+	}
+	return d
+}
+
+// account updates the metrics, rolling stats, key sketch and hot keys.
+func (n *Node) account(d *decision, key []byte, start time.Time) {
+	took := time.Since(start)
+	n.metrics.duration.Update(took.Seconds())
+	now := n.now()
+	sl := n.stats.slot(now)
+	sl.requests.Add(1)
+	sl.lat[latBucket(took.Microseconds())].Add(1)
+	if d.allowed {
+		n.metrics.allowed.Inc()
+		sl.allowed.Add(1)
+	} else {
+		n.metrics.denied.Inc()
+		sl.denied.Add(1)
+	}
+	switch d.reason {
+	case reasonShadow:
+		n.metrics.shadow.Inc()
+		sl.shadow.Add(1)
+	case reasonFailOpen:
+		n.metrics.failOpen.Inc()
+		sl.failOpen.Add(1)
+	case reasonFailClosed:
+		n.metrics.failCl.Inc()
+		sl.failClosed.Add(1)
+	}
+	n.keys[n.keysCur.Load()].add(key)
+	if d.policy != nil && d.reason != reasonFailOpen && d.reason != reasonFailClosed {
+		n.hot.record(key, d.policy, d.res.Remaining, d.reason != reasonWithin, now.UnixMicro())
+	}
+}
+
+// writeDecision writes the status, the IETF RateLimit headers and, for
+// POST, the JSON body, without allocating.
+func (n *Node) writeDecision(ctx *fasthttp.RequestCtx, d *decision, key []byte, body bool) {
+	status := fasthttp.StatusOK
+	if !d.allowed {
+		status = fasthttp.StatusTooManyRequests
+	}
+	ctx.SetStatusCode(status)
+	h := &ctx.Response.Header
+	var buf [64]byte
+	if p := d.policy; p != nil {
+		h.SetCanonical(hdrPolicy, p.policyHeader)
+		b := append(buf[:0], p.quotedName...)
+		b = append(b, ";r="...)
+		b = strconv.AppendInt(b, d.res.Remaining, 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, ceilSeconds(d.res.ResetAfter), 10)
+		h.SetCanonical(hdrRateLimit, b)
+	}
+	if !d.allowed {
+		h.SetCanonical(hdrRetryAfter, strconv.AppendInt(buf[:0], max(ceilSeconds(d.res.RetryAfter), 1), 10))
+	}
+	if !body {
+		return
+	}
+	h.SetContentTypeBytes(ctJSON)
+	// Append straight into the response's pooled body buffer.
+	ctx.Response.SwapBody(appendDecision(ctx.Response.SwapBody(nil)[:0], d, key))
+}
+
+func appendDecision(b []byte, d *decision, key []byte) []byte {
+	b = append(b, `{"allowed":`...)
+	b = strconv.AppendBool(b, d.allowed)
+	b = append(b, `,"key":`...)
+	b = appendJSONString(b, key)
+	b = append(b, `,"policy":`...)
+	if d.policy != nil {
+		b = appendJSONString(b, unsafeBytes(d.policy.Name))
+		b = append(b, `,"limit":`...)
+		b = strconv.AppendInt(b, d.policy.MaxRequests, 10)
+	} else {
+		b = append(b, `null,"limit":0`...)
+	}
+	b = append(b, `,"remaining":`...)
+	b = strconv.AppendInt(b, d.res.Remaining, 10)
+	b = append(b, `,"reset_after_ms":`...)
+	b = strconv.AppendInt(b, ceilMillis(d.res.ResetAfter), 10)
+	b = append(b, `,"retry_after_ms":`...)
+	b = strconv.AppendInt(b, ceilMillis(d.res.RetryAfter), 10)
+	b = append(b, `,"reason":"`...)
+	b = append(b, d.reason...)
+	return append(b, `"}`...)
+}
+
+var (
+	hdrPolicy     = []byte("RateLimit-Policy")
+	hdrRateLimit  = []byte("RateLimit")
+	hdrRetryAfter = []byte("Retry-After")
+	ctJSON        = []byte("application/json")
+)
+
+func ceilSeconds(us int64) int64 { return (max(us, 0) + 999_999) / 1_000_000 }
+func ceilMillis(us int64) int64  { return (max(us, 0) + 999) / 1000 }
+
+// appendJSONString quotes s; keys are valid UTF-8 without control bytes,
+// so only quotes and backslashes need escaping.
+func appendJSONString(b, s []byte) []byte {
+	b = append(b, '"')
+	for _, c := range s {
+		if c == '"' || c == '\\' {
+			b = append(b, '\\')
+		}
+		b = append(b, c)
+	}
+	return append(b, '"')
+}
+
+// unsafeString views b as a string without copying; the string must not
+// outlive b's memory (a request buffer), so anything kept must be copied.
+func unsafeString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }

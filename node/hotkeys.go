@@ -1,0 +1,184 @@
+package node
+
+import (
+	"math"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// hotKeys remembers, per node, the keys that recently came close to their
+// limit or were denied. Only such keys are tracked, so ordinary traffic pays
+// one comparison and no lock. Heartbeats publish the list and every node
+// merges the lists of the whole cluster.
+type hotKeys struct {
+	mu  sync.RWMutex
+	m   map[string]*hotEntry
+	max int
+	min float64 // smallest usage ratio worth tracking
+	ttl int64   // µs an entry lives after its last hot sighting
+}
+
+type hotEntry struct {
+	policy    atomic.Pointer[Policy]
+	used      atomic.Int64 // units used when last seen
+	limit     atomic.Int64
+	lastSeen  atomic.Int64 // node clock, µs
+	denied    atomic.Int64
+	firstSeen int64
+}
+
+// HotKey is one entry of GET /api/v1/hot-keys.
+type HotKey struct {
+	Key       string  `json:"key"`
+	Policy    string  `json:"policy"`
+	Ratio     float64 `json:"ratio"`
+	Limit     int64   `json:"limit"`
+	Remaining int64   `json:"remaining"`
+	Denied    int64   `json:"denied"`
+	LastSeen  int64   `json:"last_seen_ms"` // ms ago, from the reporting node
+	Nodes     int     `json:"nodes,omitempty"`
+}
+
+func newHotKeys(max int, min float64, ttl int64) *hotKeys {
+	return &hotKeys{m: map[string]*hotEntry{}, max: max, min: min, ttl: ttl}
+}
+
+func (h *hotKeys) record(key []byte, p *Policy, remaining int64, denied bool, now int64) {
+	limit := p.Capacity()
+	used := limit - remaining
+	if !denied && float64(used) < h.min*float64(limit) {
+		return
+	}
+	if denied && used < limit {
+		used = limit // a denial means the key is at its limit for this cost
+	}
+	h.mu.RLock()
+	e := h.m[string(key)]
+	h.mu.RUnlock()
+	if e == nil {
+		h.mu.Lock()
+		if e = h.m[string(key)]; e == nil {
+			if len(h.m) >= h.max {
+				h.mu.Unlock()
+				return
+			}
+			e = &hotEntry{firstSeen: now}
+			h.m[string(key)] = e
+		}
+		h.mu.Unlock()
+	}
+	e.policy.Store(p)
+	e.used.Store(used)
+	e.limit.Store(limit)
+	e.lastSeen.Store(now)
+	if denied {
+		e.denied.Add(1)
+	}
+}
+
+// forget drops key's entry (its counter was reset or it was unblocked).
+func (h *hotKeys) forget(key string) {
+	h.mu.Lock()
+	delete(h.m, key)
+	h.mu.Unlock()
+}
+
+// list sweeps entries past their ttl and returns the rest, most used first.
+func (h *hotKeys) list(now int64, limit int) []HotKey {
+	h.mu.Lock()
+	out := make([]HotKey, 0, len(h.m))
+	for k, e := range h.m {
+		seen := e.lastSeen.Load()
+		if now-seen > h.ttl {
+			delete(h.m, k)
+			continue
+		}
+		p := e.policy.Load()
+		used, lim := e.used.Load(), e.limit.Load()
+		out = append(out, HotKey{Key: k, Policy: p.Name, Ratio: ratio(used, lim), Limit: lim,
+			Remaining: max(lim-used, 0), Denied: e.denied.Load(), LastSeen: (now - seen) / 1000})
+	}
+	h.mu.Unlock()
+	sortHot(out)
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+func ratio(used, limit int64) float64 {
+	if limit <= 0 {
+		return 0
+	}
+	return math.Round(1000*float64(used)/float64(limit)) / 1000
+}
+
+func sortHot(list []HotKey) {
+	sort.Slice(list, func(i, j int) bool {
+		if list[i].Ratio != list[j].Ratio {
+			return list[i].Ratio > list[j].Ratio
+		}
+		if list[i].Denied != list[j].Denied {
+			return list[i].Denied > list[j].Denied
+		}
+		return list[i].Key < list[j].Key
+	})
+}
+
+// denyCache answers keys that are over their limit until a known time
+// without asking the store. An entry only answers requests at least as
+// costly as the one that was denied: a cheaper one might fit. It is cleared
+// whenever limits, blocks or counters change anywhere in the cluster.
+type denyCache struct {
+	mu sync.RWMutex
+	m  map[string]denial
+	n  int
+}
+
+type denial struct {
+	policy  *Policy
+	cost    int64
+	until   int64 // node clock, µs: the earliest time the cost could fit
+	resetAt int64 // node clock, µs
+}
+
+func newDenyCache(n int) *denyCache { return &denyCache{m: map[string]denial{}, n: n} }
+
+func (c *denyCache) get(key []byte, p *Policy, cost, now int64) (denial, bool) {
+	if c.n == 0 {
+		return denial{}, false
+	}
+	c.mu.RLock()
+	d, ok := c.m[string(key)]
+	c.mu.RUnlock()
+	if !ok || d.policy != p || cost < d.cost || now >= d.until {
+		return denial{}, false
+	}
+	return d, true
+}
+
+func (c *denyCache) put(key string, d denial, now int64) {
+	if c.n == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= c.n {
+		for k, e := range c.m {
+			if now >= e.until {
+				delete(c.m, k)
+			}
+		}
+		if len(c.m) >= c.n {
+			return
+		}
+	}
+	c.m[key] = d
+}
+
+func (c *denyCache) clear() {
+	c.mu.Lock()
+	clear(c.m)
+	c.mu.Unlock()
+}

@@ -1,0 +1,176 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/ratelimiter/ratelimiter/limiter"
+)
+
+var errConflict = errors.New("the value kept changing under concurrent writers; try again")
+
+// changeLimit applies change to the stored record of pattern with a
+// compare-and-swap, retrying when another node wrote in between. change
+// returns nil to leave the record alone.
+func (n *Node) changeLimit(ctx context.Context, pattern string, change func(now time.Time, cur *limitRecord) (*limitRecord, error)) (*limitRecord, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.mgmtTimeout())
+	defer cancel()
+	for range 8 {
+		n.metrics.redisOps["write"].Inc()
+		snap, err := n.store.Read(ctx, hashLimits)
+		if err != nil {
+			n.storeFailed("write", err)
+			return nil, err
+		}
+		raw := snap.Hashes[0][pattern]
+		var cur *limitRecord
+		if raw != "" {
+			cur = new(limitRecord)
+			if err := json.Unmarshal([]byte(raw), cur); err != nil {
+				return nil, errors.New("stored limit is unreadable: " + err.Error())
+			}
+		}
+		next, err := change(time.UnixMicro(snap.Now).UTC(), cur)
+		if err != nil || next == nil {
+			return cur, err
+		}
+		enc, _ := json.Marshal(next)
+		ok, err := n.store.Swap(ctx, hashLimits, pattern, raw, string(enc))
+		if err != nil {
+			n.storeFailed("write", err)
+			return nil, err
+		}
+		if ok {
+			return next, nil
+		}
+	}
+	return nil, errConflict
+}
+
+// history returns cur without its own history, to become the next
+// record's previous version.
+func history(cur *limitRecord) *limitRecord {
+	if cur == nil {
+		return nil
+	}
+	h := *cur
+	h.Previous = nil
+	return &h
+}
+
+func putLimit(l limiter.Limit, source string) func(time.Time, *limitRecord) (*limitRecord, error) {
+	return func(now time.Time, cur *limitRecord) (*limitRecord, error) {
+		if cur != nil && !cur.Deleted && cur.Limit == l && cur.Source == source {
+			return nil, nil // unchanged: keep the history meaningful
+		}
+		next := &limitRecord{Limit: l, CreatedAt: now, UpdatedAt: now, Source: source, Previous: history(cur)}
+		if cur != nil && !cur.Deleted {
+			next.CreatedAt = cur.CreatedAt
+		}
+		return next, nil
+	}
+}
+
+// seedLimits writes the file's limits into the store. The file is the
+// starting set: a limit changed or deleted through the API stays as the
+// API left it; a limit that still comes from the file follows the file.
+func (n *Node) seedLimits(ctx context.Context) error {
+	for _, l := range n.cfg.Limits {
+		_, err := n.changeLimit(ctx, l.KeyPattern, func(now time.Time, cur *limitRecord) (*limitRecord, error) {
+			if cur != nil && (cur.Source != "config" || cur.Deleted) {
+				return nil, nil
+			}
+			return putLimit(l, "config")(now, cur)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *Node) handleLimits(ctx *fasthttp.RequestCtx) {
+	st := n.state.Load()
+	out := make([]limitRecord, 0, len(st.limits))
+	for _, r := range st.limits {
+		if !r.Deleted || ctx.QueryArgs().GetBool("deleted") {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].KeyPattern < out[j].KeyPattern })
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"limits": out, "unmatched": n.cfg.Unmatched, "version": n.version.Load()})
+}
+
+func (n *Node) handlePutLimit(ctx *fasthttp.RequestCtx) {
+	var l limiter.Limit
+	if perr := decodeBody(ctx, &l); perr != nil {
+		n.problem(ctx, perr)
+		return
+	}
+	l.Normalize()
+	if err := l.Validate(); err != nil {
+		n.problem(ctx, badRequest("invalid limit: "+err.Error()))
+		return
+	}
+	var created bool
+	rec, err := n.changeLimit(ctx, l.KeyPattern, func(now time.Time, cur *limitRecord) (*limitRecord, error) {
+		created = cur == nil || cur.Deleted
+		return putLimit(l, "api")(now, cur)
+	})
+	if err != nil {
+		n.storeProblem(ctx, err)
+		return
+	}
+	n.afterWrite(ctx)
+	status := fasthttp.StatusOK
+	if created {
+		status = fasthttp.StatusCreated
+	}
+	writeJSON(ctx, status, rec)
+}
+
+func (n *Node) handleDeleteLimit(ctx *fasthttp.RequestCtx, pattern string) {
+	rec, err := n.changeLimit(ctx, pattern, func(now time.Time, cur *limitRecord) (*limitRecord, error) {
+		if cur == nil || cur.Deleted {
+			return nil, &problemError{status: fasthttp.StatusNotFound, typ: "not-found", detail: "no limit with pattern " + strconvQuote(pattern)}
+		}
+		return &limitRecord{Limit: cur.Limit, CreatedAt: cur.CreatedAt, UpdatedAt: now, Source: "api", Deleted: true, Previous: history(cur)}, nil
+	})
+	if err != nil {
+		n.storeProblem(ctx, err)
+		return
+	}
+	n.afterWrite(ctx)
+	writeJSON(ctx, fasthttp.StatusOK, rec)
+}
+
+// handleRollback restores a limit's previous version (which may be "it did
+// not exist" or "it was deleted"); rolling back twice undoes the rollback.
+func (n *Node) handleRollback(ctx *fasthttp.RequestCtx, pattern string) {
+	rec, err := n.changeLimit(ctx, pattern, func(now time.Time, cur *limitRecord) (*limitRecord, error) {
+		if cur == nil || cur.Previous == nil {
+			return nil, &problemError{status: fasthttp.StatusConflict, typ: "no-previous-version", detail: "limit " + strconvQuote(pattern) + " has no previous version"}
+		}
+		p := cur.Previous
+		return &limitRecord{Limit: p.Limit, CreatedAt: cur.CreatedAt, UpdatedAt: now, Source: "api", Deleted: p.Deleted, Previous: history(cur)}, nil
+	})
+	if err != nil {
+		n.storeProblem(ctx, err)
+		return
+	}
+	n.afterWrite(ctx)
+	writeJSON(ctx, fasthttp.StatusOK, rec)
+}
+
+// afterWrite applies a change on this node at once; the others follow
+// within a sync interval.
+func (n *Node) afterWrite(ctx context.Context) {
+	if err := n.sync(ctx, true); err != nil {
+		n.log.Warn("sync after write failed", "err", err)
+	}
+}

@@ -1,0 +1,263 @@
+// Package node is the rate-limiter node: a stateless fasthttp service that
+// decides checks against a shared Store and serves the cluster's management
+// API. Every node answers for the whole cluster. It must not import the
+// other roles (operator, loadgen, chaos).
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/ratelimiter/ratelimiter/limiter"
+)
+
+// Node states as reported by /api/v1/nodes.
+const (
+	stateHealthy   = "healthy"
+	stateUnhealthy = "unhealthy"
+	stateDraining  = "draining"
+)
+
+// Node is one rate-limiter node.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	now      func() time.Time
+	store    Store
+	ownStore bool
+	ln       net.Listener
+	id, addr string
+	started  time.Time
+
+	state     atomic.Pointer[sharedState] // limits, blocks and drains of the last sync
+	version   atomic.Int64                // store version of that sync
+	connected atomic.Bool
+	failures  atomic.Int32 // consecutive failed store calls
+	seeded    atomic.Bool  // config limits have reached the store
+	view      atomic.Pointer[clusterView]
+
+	denies  *denyCache
+	hot     *hotKeys
+	stats   stats
+	keys    [2]sketch
+	keysCur atomic.Int32
+	// keysRotated is touched only by the heartbeat goroutine.
+	keysRotated time.Time
+	metrics     *nodeMetrics
+	server      *fasthttp.Server
+	peers       *fasthttp.Client
+	items       sync.Pool // *[1]Item for single checks
+}
+
+// New checks cfg, binds the listen address and prepares the node; Run
+// serves. When store is nil the node makes its own from cfg: Redis when
+// cfg.RedisURL is set, else the in-process store. now is the node's clock
+// (time.Now outside tests); decisions never read it.
+func New(cfg Config, store Store, log *slog.Logger, now func() time.Time) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	limits := append([]limiter.Limit(nil), cfg.Limits...)
+	if err := ValidateLimits(limits); err != nil {
+		return nil, err
+	}
+	cfg.Limits = limits
+	if cfg.ID == "" {
+		host, _ := os.Hostname()
+		cfg.ID = host
+	}
+	n := &Node{cfg: cfg, now: now, store: store, id: cfg.ID, started: now(), keysRotated: now()}
+	n.log = log.With("role", "node", "node_id", n.id)
+	if n.store == nil {
+		n.ownStore = true
+		if cfg.RedisURL == "" {
+			n.store = NewMemoryStore(now)
+		} else {
+			rs, err := NewRedisStore(cfg.RedisURL, cfg.RedisPrefix, time.Second)
+			if err != nil {
+				return nil, err
+			}
+			n.store = rs
+		}
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		if n.ownStore {
+			n.store.Close()
+		}
+		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Listen, err)
+	}
+	n.ln = ln
+	n.addr = cfg.Advertise
+	if n.addr == "" {
+		n.addr = ln.Addr().String()
+	}
+	n.denies = newDenyCache(cfg.DenyCacheSize)
+	n.hot = newHotKeys(10_000, min(0.5, cfg.HotKeyRatio), 10e6)
+	n.metrics = newNodeMetrics(n)
+	n.items.New = func() any { return new([1]Item) }
+	n.peers = &fasthttp.Client{ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxConnWaitTimeout: 300 * time.Millisecond}
+	n.server = &fasthttp.Server{
+		Handler:               n.handle,
+		ErrorHandler:          n.handleServerError,
+		Name:                  "ratelimiter",
+		MaxRequestBodySize:    cfg.MaxBodyBytes,
+		ReadTimeout:           30 * time.Second,
+		WriteTimeout:          30 * time.Second,
+		IdleTimeout:           2 * time.Minute,
+		NoDefaultServerHeader: true,
+		CloseOnShutdown:       true,
+	}
+	// Until the first sync the node decides with the file's limits.
+	n.applyLimits(recordsFromConfig(cfg.Limits, n.now()), nil, map[string]string{}, -1)
+	return n, nil
+}
+
+// Addr is the address the node listens on.
+func (n *Node) Addr() string { return n.ln.Addr().String() }
+
+// ID is the node's id.
+func (n *Node) ID() string { return n.id }
+
+// Run serves until ctx ends, then deregisters and stops. It returns only
+// after every goroutine it started has ended.
+func (n *Node) Run(ctx context.Context) error {
+	if n.cfg.AdminToken == "" && !isLoopback(n.cfg.Listen) {
+		n.log.Warn("NO ADMIN TOKEN: anyone who can reach this address can change limits, blocks and drains; set --admin-token or ADMIN_TOKEN", "listen", n.cfg.Listen)
+	}
+	n.startup(ctx)
+
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 1)
+	wg.Add(3)
+	go func() { defer wg.Done(); serveErr <- n.server.Serve(n.ln) }()
+	go func() { defer wg.Done(); n.every(ctx, n.cfg.HeartbeatInterval.Duration, n.heartbeat) }()
+	go func() { defer wg.Done(); n.every(ctx, n.cfg.SyncInterval.Duration, n.syncTick) }()
+	n.log.Info("node serving", "addr", n.Addr(), "store", n.storeKind())
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	}
+	n.shutdown()
+	wg.Wait()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (n *Node) storeKind() string {
+	if _, ok := n.store.(*RedisStore); ok {
+		return "redis"
+	}
+	return "memory"
+}
+
+// startup makes a best effort to join the cluster before serving: connect,
+// seed the file's limits, sync, heartbeat. A failure here is not fatal:
+// the loops keep trying and the node answers by its failure mode meanwhile.
+func (n *Node) startup(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := n.store.Ping(ctx); err != nil {
+		n.storeFailed("sync", err)
+		n.log.Warn("store unreachable at start; deciding by failure mode until it answers", "err", err)
+		return
+	}
+	n.storeOK()
+	n.syncTick(ctx)
+	n.heartbeat(ctx)
+}
+
+func (n *Node) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := n.store.Forget(ctx, n.id); err != nil {
+		n.log.Warn("could not deregister", "err", err)
+	} else {
+		n.log.Info("deregistered")
+	}
+	if err := n.server.ShutdownWithContext(ctx); err != nil {
+		n.log.Warn("shutdown", "err", err)
+	}
+	if n.ownStore {
+		n.store.Close()
+	}
+}
+
+// every calls f at each tick until ctx ends.
+func (n *Node) every(ctx context.Context, d time.Duration, f func(context.Context)) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f(ctx)
+		}
+	}
+}
+
+// mgmtTimeout bounds management calls, which may move more data than a
+// decision but must still never hang a loop.
+func (n *Node) mgmtTimeout() time.Duration { return max(20*n.cfg.RedisTimeout.Duration, time.Second) }
+
+// storeOK and storeFailed track whether the store answers. Three failed
+// decisions in a row, or one failed background call, mark it disconnected;
+// any success marks it connected again, so recovery needs no restart.
+func (n *Node) storeOK() {
+	n.failures.Store(0)
+	if !n.connected.Swap(true) {
+		n.log.Info("store connected")
+	}
+}
+
+func (n *Node) storeFailed(op string, err error) {
+	n.metrics.redisErrs[op].Inc()
+	f := n.failures.Add(1)
+	if op == "check" || op == "check_batch" || op == "peek" {
+		if f < 3 {
+			return
+		}
+	}
+	if n.connected.Swap(false) {
+		n.log.Warn("store disconnected", "op", op, "err", err)
+	}
+}
+
+func (n *Node) selfState() string {
+	st := n.state.Load()
+	switch {
+	case st != nil && st.drain[n.id] != "":
+		return stateDraining
+	case !n.connected.Load() && n.cfg.FailureMode == limiter.FailClosed:
+		return stateUnhealthy // cannot decide: every check would be denied
+	}
+	return stateHealthy
+}
+
+func (n *Node) activeKeys() int64 { return estimate(n.keys[0].bytes(&n.keys[1])) }
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

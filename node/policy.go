@@ -1,0 +1,62 @@
+package node
+
+import (
+	"strconv"
+
+	"github.com/ratelimiter/ratelimiter/limiter"
+)
+
+// Policy is a limit compiled for the hot path: everything a decision needs
+// that can be computed once per limit change instead of once per request.
+type Policy struct {
+	limiter.Limit
+	alg      int       // index into limiter.Algorithms
+	args     [3]string // limit, window (µs), burst: the scripts' first arguments
+	failOpen bool      // the limit's failure mode, or the node's
+	// policyHeader is the RateLimit-Policy item, `"name";q=100;w=60`;
+	// quotedName starts the RateLimit item.
+	policyHeader []byte
+	quotedName   []byte
+}
+
+func compile(l limiter.Limit, nodeFailureMode string) *Policy {
+	p := &Policy{Limit: l}
+	for i, a := range limiter.Algorithms {
+		if a == l.Algorithm {
+			p.alg = i
+		}
+	}
+	pr := l.Params(0)
+	p.args = [3]string{formatInt(pr.Limit), formatInt(pr.Window), formatInt(pr.Burst)}
+	mode := l.FailureMode
+	if mode == "" {
+		mode = nodeFailureMode
+	}
+	p.failOpen = mode != limiter.FailClosed
+	p.quotedName = appendSFString(nil, l.Name)
+	h := append([]byte(nil), p.quotedName...)
+	h = append(h, ";q="...)
+	h = strconv.AppendInt(h, l.MaxRequests, 10)
+	h = append(h, ";w="...)
+	h = strconv.AppendInt(h, l.WindowSeconds, 10)
+	if l.Algorithm == limiter.TokenBucket && l.Burst != l.MaxRequests {
+		// Not a draft parameter; clients ignore unknown ones (RFC 8941).
+		h = append(h, ";burst="...)
+		h = strconv.AppendInt(h, l.Burst, 10)
+	}
+	p.policyHeader = h
+	return p
+}
+
+// appendSFString appends s as a structured-field string (RFC 8941 §3.3.3);
+// names are validated as printable ASCII, so escaping is all it needs.
+func appendSFString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' || s[i] == '\\' {
+			b = append(b, '\\')
+		}
+		b = append(b, s[i])
+	}
+	return append(b, '"')
+}

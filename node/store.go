@@ -1,0 +1,73 @@
+package node
+
+import (
+	"context"
+	"errors"
+
+	"github.com/ratelimiter/ratelimiter/limiter"
+)
+
+// Store is where the cluster's state lives: the per-key counters that the
+// algorithms update, and a handful of small shared hashes (limits, blocks,
+// drain requests, the node registry). Two implementations exist: Redis, for
+// any number of nodes, and an in-process twin with the same semantics for one
+// process (tests, the demo).
+//
+// Time for decisions and heartbeats comes from the store, never from the
+// calling node, so nodes with skewed clocks still agree.
+type Store interface {
+	// Decide runs every item's decision in one round trip. Every item that
+	// failed has its Err set; the first failure is also returned.
+	Decide(ctx context.Context, items []Item) error
+	// ResetCounter forgets every algorithm's state for key and bumps the
+	// shared version so other nodes drop cached denials.
+	ResetCounter(ctx context.Context, key string) error
+
+	// Version changes whenever a shared hash changes (heartbeats excepted).
+	Version(ctx context.Context) (int64, error)
+	// Read returns the store's clock (µs), the version and the contents of
+	// the named hashes, all from one round trip.
+	Read(ctx context.Context, hashes ...string) (Snapshot, error)
+	// Swap sets hash[field] to new if its current value is old ("" means
+	// absent), deleting the field when new is "", and bumps the version.
+	// It reports whether the swap happened.
+	Swap(ctx context.Context, hash, field, old, new string) (bool, error)
+	// Heartbeat stores a node's record and stamps it with the store clock.
+	Heartbeat(ctx context.Context, id, record string) (now int64, err error)
+	// Forget removes a node from the registry and its drain request.
+	Forget(ctx context.Context, id string) error
+
+	// Ping checks that the store answers; for Redis it also (re)connects.
+	Ping(ctx context.Context) error
+	Close()
+}
+
+// Shared hashes.
+const (
+	hashLimits = "limits"
+	hashBlocks = "blocks"
+	hashDrain  = "drain"
+	hashNodes  = "nodes"
+	hashBeats  = "beats" // node id -> store time (µs) of its last heartbeat
+)
+
+// Snapshot is what Read returns.
+type Snapshot struct {
+	Now     int64 // store clock, µs since the Unix epoch
+	Version int64
+	Hashes  []map[string]string // in the order asked for
+}
+
+// Item is one decision to make.
+type Item struct {
+	// Key is the caller's key. It may alias request memory: a store that
+	// keeps it must copy it.
+	Key    string
+	Cost   int64
+	Policy *Policy
+	Result limiter.Result
+	Err    error
+}
+
+// errUnavailable is returned while a store cannot be reached at all.
+var errUnavailable = errors.New("store unavailable")

@@ -1,0 +1,169 @@
+package node
+
+import (
+	"context"
+	"hash/maphash"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ratelimiter/ratelimiter/limiter"
+)
+
+// MemoryStore keeps the cluster state in this process. Several nodes in one
+// process may share it, exactly as several processes share one Redis; its
+// clock plays the role of Redis TIME.
+type MemoryStore struct {
+	now    func() time.Time
+	seed   maphash.Seed
+	shards [64]memShard
+
+	mu      sync.Mutex // guards version and hashes
+	version int64
+	hashes  map[string]map[string]string
+}
+
+type memShard struct {
+	mu      sync.Mutex
+	states  [4]map[string]*limiter.State // one map per algorithm, like one Redis key per algorithm
+	inserts int
+}
+
+// sweepEvery is how many new keys a shard takes before it drops expired
+// state, so memory follows the live key set without a background goroutine.
+const sweepEvery = 4096
+
+// NewMemoryStore returns an empty in-process store reading time from now.
+func NewMemoryStore(now func() time.Time) *MemoryStore {
+	s := &MemoryStore{now: now, seed: maphash.MakeSeed(), hashes: map[string]map[string]string{}}
+	for i := range s.shards {
+		for a := range s.shards[i].states {
+			s.shards[i].states[a] = map[string]*limiter.State{}
+		}
+	}
+	return s
+}
+
+func (s *MemoryStore) clock() int64 { return s.now().UnixMicro() }
+
+func (s *MemoryStore) shard(key string) *memShard {
+	return &s.shards[maphash.String(s.seed, key)%uint64(len(s.shards))]
+}
+
+func (s *MemoryStore) Decide(_ context.Context, items []Item) error {
+	now := s.clock()
+	for i := range items {
+		it := &items[i]
+		p := it.Policy
+		sh := s.shard(it.Key)
+		sh.mu.Lock()
+		m := sh.states[p.alg]
+		st := m[it.Key]
+		if st != nil && st.ExpiresAt != 0 && now >= st.ExpiresAt {
+			*st = limiter.State{Log: st.Log[:0]}
+		}
+		if st == nil {
+			st = &limiter.State{}
+			if it.Cost > 0 { // a peek must not create state, as on Redis
+				m[strings.Clone(it.Key)] = st
+				if sh.inserts++; sh.inserts >= sweepEvery {
+					sh.sweep(now)
+				}
+			}
+		}
+		it.Result = limiter.Decide(p.Algorithm, st, now, p.Params(it.Cost))
+		sh.mu.Unlock()
+	}
+	return nil
+}
+
+func (sh *memShard) sweep(now int64) {
+	sh.inserts = 0
+	for _, m := range sh.states {
+		for k, st := range m {
+			if st.ExpiresAt != 0 && now >= st.ExpiresAt {
+				delete(m, k)
+			}
+		}
+	}
+}
+
+func (s *MemoryStore) ResetCounter(_ context.Context, key string) error {
+	sh := s.shard(key)
+	sh.mu.Lock()
+	for _, m := range sh.states {
+		delete(m, key)
+	}
+	sh.mu.Unlock()
+	s.mu.Lock()
+	s.version++
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *MemoryStore) Version(context.Context) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.version, nil
+}
+
+func (s *MemoryStore) Read(_ context.Context, hashes ...string) (Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap := Snapshot{Now: s.clock(), Version: s.version, Hashes: make([]map[string]string, len(hashes))}
+	for i, h := range hashes {
+		c := make(map[string]string, len(s.hashes[h]))
+		for k, v := range s.hashes[h] {
+			c[k] = v
+		}
+		snap.Hashes[i] = c
+	}
+	return snap, nil
+}
+
+func (s *MemoryStore) Swap(_ context.Context, hash, field, old, new string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hashes[hash][field] != old {
+		return false, nil
+	}
+	s.set(hash, field, new)
+	s.version++
+	return true, nil
+}
+
+// set writes or (for "") deletes a field; the caller holds s.mu.
+func (s *MemoryStore) set(hash, field, value string) {
+	h := s.hashes[hash]
+	if value == "" {
+		delete(h, field)
+		return
+	}
+	if h == nil {
+		h = map[string]string{}
+		s.hashes[hash] = h
+	}
+	h[field] = value
+}
+
+func (s *MemoryStore) Heartbeat(_ context.Context, id, record string) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clock()
+	s.set(hashNodes, id, record)
+	s.set(hashBeats, id, formatInt(now))
+	return now, nil
+}
+
+func (s *MemoryStore) Forget(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.set(hashNodes, id, "")
+	s.set(hashBeats, id, "")
+	s.set(hashDrain, id, "")
+	s.version++
+	return nil
+}
+
+func (s *MemoryStore) Ping(context.Context) error { return nil }
+func (s *MemoryStore) Close()                     {}

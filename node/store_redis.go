@@ -1,0 +1,358 @@
+package node
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/ratelimiter/ratelimiter/limiter"
+)
+
+// RedisStore keeps the cluster state in Redis (standalone, Sentinel or
+// Cluster). Every decision is one Lua script on one key; the shared hashes
+// all carry the hash tag {prefix} so they sit in one Cluster slot and the
+// scripts that touch two of them stay legal.
+type RedisStore struct {
+	opt    rueidis.ClientOption
+	prefix string
+	// now injects time into the decision scripts; nil in production, where
+	// the scripts read Redis TIME. Only tests set it.
+	now func() time.Time
+
+	mu     sync.Mutex // serializes connecting
+	client atomic.Pointer[rueidis.Client]
+
+	algos           [4]script
+	swap, heartbeat script
+	version, hkey   string
+	algKey          [4]string // data key prefixes, one per algorithm
+}
+
+type script struct {
+	lua *rueidis.Lua
+	src string
+	sha string
+}
+
+func newScript(src string) script {
+	sum := sha1.Sum([]byte(src))
+	return script{lua: rueidis.NewLuaScript(src), src: src, sha: hex.EncodeToString(sum[:])}
+}
+
+// swapLua is a compare-and-set on one hash field that also bumps the version.
+const swapLua = `
+local cur = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+if cur ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+redis.call('INCR', KEYS[2])
+return 1
+`
+
+// heartbeatLua stamps a node record with the store's clock, so liveness does
+// not depend on the nodes' clocks agreeing.
+const heartbeatLua = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], string.format('%d', now))
+return now
+`
+
+// ParseRedisURL turns a redis:// URL into client options. Besides rueidis'
+// own forms (?addr=host:port for more seeds, ?master_set=NAME for Sentinel)
+// it accepts comma-separated seeds in the host part: redis://h1:7000,h2:7001.
+func ParseRedisURL(raw string) (rueidis.ClientOption, error) {
+	if i := strings.Index(raw, "://"); i >= 0 {
+		rest := raw[i+3:]
+		end := strings.IndexAny(rest, "/?")
+		if end < 0 {
+			end = len(rest)
+		}
+		hosts := rest[:end]
+		if at := strings.LastIndex(hosts, "@"); at >= 0 {
+			hosts = hosts[at+1:]
+		}
+		if strings.Contains(hosts, ",") {
+			seeds := strings.Split(hosts, ",")
+			q := url.Values{}
+			for _, s := range seeds[1:] {
+				q.Add("addr", s)
+			}
+			sep := "?"
+			if strings.Contains(rest, "?") {
+				sep = "&"
+			}
+			raw = strings.Replace(raw, hosts, seeds[0], 1) + sep + q.Encode()
+		}
+	}
+	opt, err := rueidis.ParseURL(raw)
+	if err != nil {
+		return opt, fmt.Errorf("invalid redis url %q: %w", raw, err)
+	}
+	return opt, nil
+}
+
+// NewRedisStore prepares a store on the Redis at url. It does not connect:
+// the first Ping does, and Ping keeps retrying while Redis is away, so a node
+// can start before its Redis.
+func NewRedisStore(rawURL, prefix string, dialTimeout time.Duration) (*RedisStore, error) {
+	opt, err := ParseRedisURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	opt.DisableCache = true
+	opt.Dialer.Timeout = dialTimeout
+	opt.ConnWriteTimeout = max(dialTimeout, time.Second)
+	if prefix == "" {
+		prefix = "rl"
+	}
+	s := &RedisStore{opt: opt, prefix: prefix,
+		swap: newScript(swapLua), heartbeat: newScript(heartbeatLua),
+		version: "{" + prefix + "}:version", hkey: "{" + prefix + "}:"}
+	for i, a := range limiter.Algorithms {
+		s.algos[i] = newScript(limiter.Script(a))
+		s.algKey[i] = prefix + ":" + algShort[i] + ":"
+	}
+	return s, nil
+}
+
+// algShort names each algorithm in data keys, so changing a limit's
+// algorithm never meets the other algorithm's data type.
+var algShort = [4]string{"sl", "sw", "tb", "fw"}
+
+func (s *RedisStore) get() rueidis.Client {
+	if c := s.client.Load(); c != nil {
+		return *c
+	}
+	return nil
+}
+
+func (s *RedisStore) connect() (rueidis.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.get(); c != nil {
+		return c, nil
+	}
+	c, err := rueidis.NewClient(s.opt)
+	if err != nil {
+		return nil, err
+	}
+	s.client.Store(&c)
+	return c, nil
+}
+
+func (s *RedisStore) Ping(ctx context.Context) error {
+	c := s.get()
+	if c == nil {
+		var err error
+		if c, err = s.connect(); err != nil {
+			return err
+		}
+	}
+	return c.Do(ctx, c.B().Ping().Build()).Error()
+}
+
+func (s *RedisStore) Close() {
+	if c := s.get(); c != nil {
+		c.Close()
+	}
+}
+
+func (s *RedisStore) dataKey(alg int, key string) string { return s.algKey[alg] + key }
+
+func (s *RedisStore) nowArg() string {
+	if s.now == nil {
+		return ""
+	}
+	return strconv.FormatInt(s.now().UnixMicro(), 10)
+}
+
+func (s *RedisStore) Decide(ctx context.Context, items []Item) error {
+	c := s.get()
+	if c == nil {
+		for i := range items {
+			items[i].Err = errUnavailable
+		}
+		return errUnavailable
+	}
+	now := s.nowArg()
+	if len(items) == 1 {
+		it := &items[0]
+		p := it.Policy
+		keys := [1]string{s.dataKey(p.alg, it.Key)}
+		args := [5]string{p.args[0], p.args[1], p.args[2], formatInt(it.Cost), now}
+		it.Result, it.Err = parseResult(s.algos[p.alg].lua.Exec(ctx, c, keys[:], args[:]))
+		return it.Err
+	}
+	// Many items: EVALSHA each in one pipeline, then EVAL the ones whose
+	// script the server did not know yet (first use, or after a restart).
+	cmds := make(rueidis.Commands, len(items))
+	for i := range items {
+		cmds[i] = s.evalCmd(c, &items[i], now, true)
+	}
+	var retry []int
+	for i, r := range c.DoMulti(ctx, cmds...) {
+		if e, ok := rueidis.IsRedisErr(r.Error()); ok && e.IsNoScript() {
+			retry = append(retry, i)
+			continue
+		}
+		items[i].Result, items[i].Err = parseResult(r)
+	}
+	if len(retry) > 0 {
+		cmds = cmds[:0]
+		for _, i := range retry {
+			cmds = append(cmds, s.evalCmd(c, &items[i], now, false))
+		}
+		for j, r := range c.DoMulti(ctx, cmds...) {
+			items[retry[j]].Result, items[retry[j]].Err = parseResult(r)
+		}
+	}
+	for i := range items {
+		if items[i].Err != nil {
+			return items[i].Err
+		}
+	}
+	return nil
+}
+
+func (s *RedisStore) evalCmd(c rueidis.Client, it *Item, now string, sha bool) rueidis.Completed {
+	p := it.Policy
+	sc := &s.algos[p.alg]
+	key, cost := s.dataKey(p.alg, it.Key), formatInt(it.Cost)
+	if sha {
+		return c.B().Evalsha().Sha1(sc.sha).Numkeys(1).Key(key).Arg(p.args[0], p.args[1], p.args[2], cost, now).Build()
+	}
+	return c.B().Eval().Script(sc.src).Numkeys(1).Key(key).Arg(p.args[0], p.args[1], p.args[2], cost, now).Build()
+}
+
+func parseResult(r rueidis.RedisResult) (limiter.Result, error) {
+	var out limiter.Result
+	arr, err := r.ToArray()
+	if err != nil {
+		return out, err
+	}
+	if len(arr) != 4 {
+		return out, fmt.Errorf("decision script returned %d values, want 4", len(arr))
+	}
+	var v [4]int64
+	for i := range arr {
+		if v[i], err = arr[i].AsInt64(); err != nil {
+			return out, err
+		}
+	}
+	return limiter.Result{Allowed: v[0] == 1, Remaining: v[1], ResetAfter: v[2], RetryAfter: v[3]}, nil
+}
+
+func (s *RedisStore) ResetCounter(ctx context.Context, key string) error {
+	c := s.get()
+	if c == nil {
+		return errUnavailable
+	}
+	// One DEL per algorithm: on a Cluster the four keys live in different slots.
+	cmds := make(rueidis.Commands, 0, 5)
+	for a := range s.algKey {
+		cmds = append(cmds, c.B().Del().Key(s.dataKey(a, key)).Build())
+	}
+	cmds = append(cmds, c.B().Incr().Key(s.version).Build())
+	for _, r := range c.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *RedisStore) Version(ctx context.Context) (int64, error) {
+	c := s.get()
+	if c == nil {
+		return 0, errUnavailable
+	}
+	v, err := c.Do(ctx, c.B().Get().Key(s.version).Build()).AsInt64()
+	if rueidis.IsRedisNil(err) {
+		return 0, nil
+	}
+	return v, err
+}
+
+func (s *RedisStore) Read(ctx context.Context, hashes ...string) (Snapshot, error) {
+	c := s.get()
+	if c == nil {
+		return Snapshot{}, errUnavailable
+	}
+	cmds := make(rueidis.Commands, 0, 2+len(hashes))
+	cmds = append(cmds, c.B().Time().Build(), c.B().Get().Key(s.version).Build())
+	for _, h := range hashes {
+		cmds = append(cmds, c.B().Hgetall().Key(s.hkey+h).Build())
+	}
+	res := c.DoMulti(ctx, cmds...)
+	var snap Snapshot
+	t, err := res[0].AsStrSlice()
+	if err != nil {
+		return snap, err
+	}
+	if len(t) != 2 {
+		return snap, fmt.Errorf("TIME returned %d values", len(t))
+	}
+	sec, err1 := strconv.ParseInt(t[0], 10, 64)
+	usec, err2 := strconv.ParseInt(t[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return snap, fmt.Errorf("TIME returned %q", t)
+	}
+	snap.Now = sec*1e6 + usec
+	if snap.Version, err = res[1].AsInt64(); err != nil && !rueidis.IsRedisNil(err) {
+		return snap, err
+	}
+	snap.Hashes = make([]map[string]string, len(hashes))
+	for i := range hashes {
+		if snap.Hashes[i], err = res[2+i].AsStrMap(); err != nil {
+			return snap, err
+		}
+	}
+	return snap, nil
+}
+
+func (s *RedisStore) Swap(ctx context.Context, hash, field, old, new string) (bool, error) {
+	c := s.get()
+	if c == nil {
+		return false, errUnavailable
+	}
+	n, err := s.swap.lua.Exec(ctx, c, []string{s.hkey + hash, s.version}, []string{field, old, new}).AsInt64()
+	return n == 1, err
+}
+
+func (s *RedisStore) Heartbeat(ctx context.Context, id, record string) (int64, error) {
+	c := s.get()
+	if c == nil {
+		return 0, errUnavailable
+	}
+	return s.heartbeat.lua.Exec(ctx, c, []string{s.hkey + hashNodes, s.hkey + hashBeats}, []string{id, record}).AsInt64()
+}
+
+func (s *RedisStore) Forget(ctx context.Context, id string) error {
+	c := s.get()
+	if c == nil {
+		return errUnavailable
+	}
+	for _, r := range c.DoMulti(ctx,
+		c.B().Hdel().Key(s.hkey+hashNodes).Field(id).Build(),
+		c.B().Hdel().Key(s.hkey+hashBeats).Field(id).Build(),
+		c.B().Hdel().Key(s.hkey+hashDrain).Field(id).Build(),
+		c.B().Incr().Key(s.version).Build(),
+	) {
+		if err := r.Error(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func formatInt(v int64) string { return strconv.FormatInt(v, 10) }

@@ -1,0 +1,144 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"time"
+
+	"github.com/ratelimiter/ratelimiter/limiter"
+)
+
+// sharedState is what a node knows of the cluster's shared hashes as of its
+// last sync. It is replaced whole, never mutated, so the hot path reads it
+// with one atomic load.
+type sharedState struct {
+	table    *limiter.Table
+	policies map[string]*Policy     // by pattern
+	limits   map[string]limitRecord // by pattern, deleted ones included
+	blocks   map[string]block
+	drain    map[string]string // node id -> drain record
+}
+
+// limitRecord is a limit as stored: with its history, so a bad change can
+// be rolled back.
+type limitRecord struct {
+	limiter.Limit
+	CreatedAt time.Time    `json:"created_at"`
+	UpdatedAt time.Time    `json:"updated_at"`
+	Source    string       `json:"source"` // "config" or "api"
+	Deleted   bool         `json:"deleted,omitempty"`
+	Previous  *limitRecord `json:"previous,omitempty"` // one level deep
+}
+
+// block is a blocked key. ExpiresAt is store time; until is the node clock.
+type block struct {
+	ExpiresAt time.Time `json:"expires_at"`
+	CreatedAt time.Time `json:"created_at"`
+	Reason    string    `json:"reason,omitempty"`
+	until     int64
+}
+
+func recordsFromConfig(limits []limiter.Limit, now time.Time) map[string]limitRecord {
+	m := make(map[string]limitRecord, len(limits))
+	for _, l := range limits {
+		m[l.KeyPattern] = limitRecord{Limit: l, CreatedAt: now, UpdatedAt: now, Source: "config"}
+	}
+	return m
+}
+
+// syncTick polls the store's version and reloads the shared hashes when it
+// moved. It doubles as the store probe: while the store is down it is what
+// notices that it came back.
+func (n *Node) syncTick(ctx context.Context) {
+	if err := n.sync(ctx, false); err != nil {
+		n.log.Debug("sync failed", "err", err)
+	}
+}
+
+func (n *Node) sync(ctx context.Context, force bool) error {
+	ctx, cancel := context.WithTimeout(ctx, n.mgmtTimeout())
+	defer cancel()
+	n.metrics.redisOps["sync"].Inc()
+	v, err := n.store.Version(ctx)
+	if err == errUnavailable {
+		err = n.store.Ping(ctx) // (re)connect
+		if err == nil {
+			v, err = n.store.Version(ctx)
+		}
+	}
+	if err != nil {
+		n.storeFailed("sync", err)
+		return err
+	}
+	n.storeOK()
+	if !n.seeded.Load() {
+		if err := n.seedLimits(ctx); err != nil {
+			n.log.Warn("could not seed limits from the config file", "err", err)
+		} else {
+			n.seeded.Store(true)
+			force = true
+		}
+	}
+	if !force && v == n.version.Load() {
+		return nil
+	}
+	snap, err := n.store.Read(ctx, hashLimits, hashBlocks, hashDrain)
+	if err != nil {
+		n.storeFailed("sync", err)
+		return err
+	}
+	limits := map[string]limitRecord{}
+	for pattern, raw := range snap.Hashes[0] {
+		var r limitRecord
+		if err := json.Unmarshal([]byte(raw), &r); err != nil {
+			n.log.Error("ignoring unreadable limit in store", "pattern", pattern, "err", err)
+			continue
+		}
+		limits[pattern] = r
+	}
+	blocks := map[string]block{}
+	local := n.now().UnixMicro()
+	for key, raw := range snap.Hashes[1] {
+		var b block
+		if err := json.Unmarshal([]byte(raw), &b); err != nil {
+			n.log.Error("ignoring unreadable block in store", "key", key, "err", err)
+			continue
+		}
+		if b.ExpiresAt.UnixMicro() <= snap.Now {
+			// Expired: tidy it away; losing the race to another node is fine.
+			_, _ = n.store.Swap(ctx, hashBlocks, key, raw, "")
+			continue
+		}
+		b.until = local + b.ExpiresAt.UnixMicro() - snap.Now
+		blocks[key] = b
+	}
+	n.applyLimits(limits, blocks, snap.Hashes[2], snap.Version)
+	return nil
+}
+
+// applyLimits installs a new shared state and drops every cached denial,
+// since any change (a limit, a block, a counter reset) may invalidate them.
+func (n *Node) applyLimits(limits map[string]limitRecord, blocks map[string]block, drain map[string]string, version int64) {
+	live := make([]limiter.Limit, 0, len(limits))
+	for _, r := range limits {
+		if !r.Deleted {
+			live = append(live, r.Limit)
+		}
+	}
+	sort.Slice(live, func(i, j int) bool { return live[i].KeyPattern < live[j].KeyPattern })
+	st := &sharedState{table: limiter.NewTable(live), policies: make(map[string]*Policy, len(live)),
+		limits: limits, blocks: blocks, drain: drain}
+	for _, l := range live {
+		st.policies[l.KeyPattern] = compile(l, n.cfg.FailureMode)
+	}
+	if st.blocks == nil {
+		st.blocks = map[string]block{}
+	}
+	old := n.state.Swap(st)
+	n.version.Store(version)
+	n.denies.clear()
+	if old != nil && (old.drain[n.id] != "") != (drain[n.id] != "") {
+		n.log.Info("drain state changed", "draining", drain[n.id] != "")
+	}
+}
