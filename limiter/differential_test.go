@@ -3,6 +3,8 @@ package limiter
 import (
 	"context"
 	"fmt"
+	"math"
+	"math/big"
 	"testing"
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
@@ -126,3 +128,71 @@ func TestSlidingLogSameMicrosecond(t *testing.T) {
 		t.Fatalf("remaining = %d; want %d", r.Remaining, 2000-1505)
 	}
 }
+
+// TestSlidingWindowExactAtBounds aims at the products that pass 2^53 at the
+// largest valid limit and window, placing requests where prev*(W-e) is a
+// multiple of W give or take 1, and where the retry's R*W is a multiple of
+// prev give or take 1: a double product rounds exactly there. Lua must still
+// agree with Go, and the test checks that the points are adversarial: naive
+// float64 arithmetic gets some of them wrong.
+func TestSlidingWindowExactAtBounds(t *testing.T) {
+	h := newTwinHarness(t)
+	const W = MaxWindowSeconds * 1_000_000
+	p := Params{Limit: MaxRequestsLimit, Window: W}
+	start := (base/W + 1) * W
+	naiveWrong := 0
+	n := 0
+	// decide runs one request on a fresh key whose previous window admitted prev units.
+	decide := func(prev, e, cost int64) Result {
+		t.Helper()
+		n++
+		key := fmt.Sprintf("bounds:%d", n)
+		q := p
+		q.Cost = prev
+		h.decide(SlidingWindow, key, start-W, q)
+		q.Cost = cost
+		return h.decide(SlidingWindow, key, start+e, q)
+	}
+	// solve returns x in [0, m) with a*x = b (mod m), for a coprime with m.
+	solve := func(a, b, m int64) int64 {
+		bm := big.NewInt(m)
+		x := new(big.Int).ModInverse(big.NewInt(a), bm)
+		x.Mul(x, big.NewInt(b))
+		return x.Mod(x, bm).Int64()
+	}
+	// prev values coprime with W = 2^13 * 3^3 * 5^8.
+	for _, prev := range []int64{7, 12_345_677, 99_999_989, 99_999_997} {
+		// The estimate: prev*(W-e) = k*W + rem.
+		for _, rem := range []int64{1, 2, W - 1, W - 2} {
+			e := solve(prev, W-rem, W) // prev*(W-e) = -prev*e = rem (mod W)
+			r := decide(prev, e, 0)
+			used := mulDivCeil(prev, W-e, W)
+			if r.Remaining != max(p.Limit-used, 0) {
+				t.Errorf("prev %d, e %d: remaining = %d; want %d", prev, e, r.Remaining, p.Limit-used)
+			}
+			if int64(math.Ceil(float64(prev)*float64(W-e)/float64(W))) != used {
+				naiveWrong++
+			}
+		}
+		// The retry: R*W = m*prev + 1 or m*prev - 1, for R = limit - want.
+		for _, sign := range []int64{1, -1} {
+			rr := solve(W%prev, mod(sign, prev), prev) // R*W = sign (mod prev)
+			q1, _ := mulDiv(rr+1, W, prev)
+			e := W - q1 // where ceil(prev*(W-e)/W) = R+1: one unit short
+			r := decide(prev, e, p.Limit-rr)
+			q, _ := mulDiv(rr, W, prev)
+			if want := W - q - e; r.Allowed || r.RetryAfter != want {
+				t.Errorf("prev %d, R %d, e %d: %+v; want denied with retry_after %d", prev, rr, e, r, want)
+			}
+			if int64(math.Floor(float64(rr)*float64(W)/float64(prev))) != q {
+				naiveWrong++
+			}
+		}
+	}
+	if naiveWrong == 0 {
+		t.Errorf("float64 arithmetic got every point right: the points are not adversarial")
+	}
+	t.Logf("naive float64 arithmetic is wrong at %d of the points", naiveWrong)
+}
+
+func mod(a, m int64) int64 { return (a%m + m) % m }

@@ -15,8 +15,9 @@ import (
 // the Result, or in whether and for how long the script set the key to
 // expire.
 //
-// The scripts run wrapped: after the algorithm, the same atomic call reads
-// the key's PTTL and then PERSISTs it. The tests inject now, which the real
+// The scripts run wrapped (see persisting): the same atomic call records the
+// TTL the script asked for, reads the key's PEXPIRETIME and then PERSISTs
+// the key. The tests inject now, which the real
 // clock Redis expires keys by knows nothing about; persisting keeps a short
 // PEXPIRE from firing between two steps that are, in injected time, at the
 // same µs. It also checks that expiry is only garbage collection: a stale key
@@ -45,14 +46,38 @@ func newTwinHarness(t testing.TB) *twinHarness {
 	return h
 }
 
-// persisting wraps an algorithm's script so that it returns the key's PTTL
-// right after the decision as a fifth value, then persists the key.
+// persisting wraps an algorithm's script. After the decision it returns,
+// as extra values, the TTL in ms that the script asked for (-1 for none;
+// a local redis table shadows the global to see PEXPIRE and SET ... PX),
+// the key's PEXPIRETIME (-1 without expiry, -2 without key) and the Redis
+// TIME in µs before and after the decision; then it persists the key.
 func persisting(src string) string {
-	return "local function decide()\n" + src + "\nend\n" +
-		"local r = decide()\n" +
-		"r[5] = redis.call('PTTL', KEYS[1])\n" +
-		"if r[5] >= 0 then redis.call('PERSIST', KEYS[1]) end\n" +
-		"return r\n"
+	return `local real = redis
+local ttl = -1
+local redis = setmetatable({call = function(...)
+  local a = {...}
+  local cmd = string.upper(a[1])
+  if cmd == 'PEXPIRE' then ttl = tonumber(a[3]) end
+  if cmd == 'SET' then
+    for i = 4, #a - 1 do
+      if string.upper(a[i]) == 'PX' then ttl = tonumber(a[i + 1]) end
+    end
+  end
+  return real.call(...)
+end}, {__index = real})
+local function now() local t = real.call('TIME') return tonumber(t[1]) * 1000000 + tonumber(t[2]) end
+local function decide()
+` + src + `
+end
+local t0 = now()
+local r = decide()
+r[5] = ttl
+r[6] = real.call('PEXPIRETIME', KEYS[1])
+r[7] = t0
+r[8] = now()
+if r[6] >= 0 then real.call('PERSIST', KEYS[1]) end
+return r
+`
 }
 
 // scriptArgs is ARGV for one call; now < 0 leaves now_us empty.
@@ -98,20 +123,26 @@ func (h *twinHarness) decide(alg Algorithm, key string, now int64, p Params) Res
 	if lua != got {
 		h.t.Fatalf("%s(%q, now=%d, %+v): Lua = %+v; Go = %+v", alg, key, now, p, lua, got)
 	}
-	pttl := extra[0]
+	ttl, expireAt, t0, t1 := extra[0], extra[1], extra[2]/1000, extra[3]/1000
 	switch {
 	case wrote:
 		want := (s.ExpiresAt - now) / 1000
-		// Redis counts the PTTL down on its own clock, at most a ms or two
-		// within one script.
-		if pttl < want-2 || pttl > want {
-			h.t.Fatalf("%s(%q, now=%d, %+v): PTTL after the write = %d ms; want %d (ExpiresAt %d)", alg, key, now, p, pttl, want, s.ExpiresAt)
+		if ttl != want {
+			h.t.Fatalf("%s(%q, now=%d, %+v): the script set a TTL of %d ms; want %d (ExpiresAt %d)", alg, key, now, p, ttl, want, s.ExpiresAt)
+		}
+		// Redis expires at its own clock's ms at the write plus the TTL;
+		// that ms lies between the readings around the script (the first
+		// may trail a script-start snapshot by one ms).
+		if expireAt < t0+ttl-1 || expireAt > t1+ttl {
+			h.t.Fatalf("%s(%q, now=%d, %+v): PEXPIRETIME = %d; want between %d and %d", alg, key, now, p, expireAt, t0+ttl-1, t1+ttl)
 		}
 		h.written[key] = true
-	case !h.written[key] && pttl != -2:
-		h.t.Fatalf("%s(%q, now=%d, %+v) = %+v created the key (PTTL %d); want no key", alg, key, now, p, got, pttl)
-	case h.written[key] && pttl != -1:
-		h.t.Fatalf("%s(%q, now=%d, %+v) = %+v set an expiry (PTTL %d) without a write", alg, key, now, p, got, pttl)
+	case ttl != -1:
+		h.t.Fatalf("%s(%q, now=%d, %+v) = %+v set a TTL of %d ms without a write", alg, key, now, p, got, ttl)
+	case !h.written[key] && expireAt != -2:
+		h.t.Fatalf("%s(%q, now=%d, %+v) = %+v created the key (PEXPIRETIME %d); want no key", alg, key, now, p, got, expireAt)
+	case h.written[key] && expireAt != -1:
+		h.t.Fatalf("%s(%q, now=%d, %+v) = %+v set an expiry (PEXPIRETIME %d) without a write", alg, key, now, p, got, expireAt)
 	}
 	return got
 }
