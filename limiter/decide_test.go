@@ -60,11 +60,11 @@ func TestSlidingLogEdges(t *testing.T) {
 	// Staggered entries free one by one; a cost of 2 waits for two of them.
 	f(p,
 		step{0, 1, allow(2, W)}, step{100, 1, allow(1, W)}, step{200, 1, allow(0, W)},
-		step{300, 1, deny(0, W - 100, W - 300)},
+		step{300, 1, deny(0, W-100, W-300)},
 		step{W - 1, 1, deny(0, 201, 1)},
 		step{W, 1, allow(0, W)},
-		step{W + 1, 2, deny(0, W - 1, 199)},
-		step{W + 199, 2, deny(1, W - 199, 1)},
+		step{W + 1, 2, deny(0, W-1, 199)},
+		step{W + 199, 2, deny(1, W-199, 1)},
 		step{W + 200, 2, allow(0, W)},
 	)
 	// Peeks consume nothing and create no key (the harness checks the key).
@@ -73,8 +73,8 @@ func TestSlidingLogEdges(t *testing.T) {
 		step{5, 1, allow(2, W)},
 		step{5, 0, allow(2, W)},
 		step{6, 2, allow(0, W)},
-		step{7, 0, deny(0, W - 1, W - 2)},
-		step{7, 0, deny(0, W - 1, W - 2)},
+		step{7, 0, deny(0, W-1, W-2)},
+		step{7, 0, deny(0, W-1, W-2)},
 		step{W + 4, 0, deny(0, 2, 1)},
 		step{W + 5, 0, allow(1, 1)},
 	)
@@ -82,7 +82,7 @@ func TestSlidingLogEdges(t *testing.T) {
 	f(p,
 		step{0, 4, deny(3, 0, 0)},
 		step{0, 1, allow(2, W)},
-		step{1, 4, deny(2, W - 1, W - 1)},
+		step{1, 4, deny(2, W-1, W-1)},
 		step{1, 2, allow(0, W)},
 	)
 	// Long idle gaps leave an empty key.
@@ -101,22 +101,22 @@ func TestSlidingWindowEdges(t *testing.T) {
 	// Exactly limit at once; the full previous window then decays: ceil(3*(W-e)/W)
 	// is 2 from e = 3333334 on.
 	f(p,
-		step{0, 1, allow(2, 2 * W)}, step{0, 1, allow(1, 2 * W)}, step{0, 1, allow(0, 2 * W)},
-		step{0, 1, deny(0, 2 * W, 2*W - 6666666)},
-		step{W - 1, 0, deny(0, W + 1, 3333335)},
+		step{0, 1, allow(2, 2*W)}, step{0, 1, allow(1, 2*W)}, step{0, 1, allow(0, 2*W)},
+		step{0, 1, deny(0, 2*W, 2*W-6666666)},
+		step{W - 1, 0, deny(0, W+1, 3333335)},
 		step{W, 0, deny(0, W, 3333334)},
-		step{W + 3333333, 1, deny(0, W - 3333333, 1)},
-		step{W + 3333334, 1, allow(0, 2*W - 3333334)},
-		step{4*W + 5, 1, allow(2, 2*W - 5)},
+		step{W + 3333333, 1, deny(0, W-3333333, 1)},
+		step{W + 3333334, 1, allow(0, 2*W-3333334)},
+		step{4*W + 5, 1, allow(2, 2*W-5)},
 	)
 	// The retry lands later in the current window as the previous count decays.
 	f(p,
-		step{0, 3, allow(0, 2 * W)},
-		step{W + W/2, 2, deny(1, W / 2, 1666667)},
+		step{0, 3, allow(0, 2*W)},
+		step{W + W/2, 2, deny(1, W/2, 1666667)},
 		step{W + 6666666, 2, deny(1, 3333334, 1)},
-		step{W + 6666667, 2, allow(0, 2*W - 6666667)},
+		step{W + 6666667, 2, allow(0, 2*W-6666667)},
 		// Full until the next window, where the previous count is 2.
-		step{W + 6666667, 0, deny(0, 2*W - 6666667, W - 6666667)},
+		step{W + 6666667, 0, deny(0, 2*W-6666667, W-6666667)},
 		step{2 * W, 0, allow(1, W)},
 		// Only the previous count left: full again at the window's end.
 		step{3*W - 1, 0, allow(2, 1)},
@@ -126,7 +126,7 @@ func TestSlidingWindowEdges(t *testing.T) {
 	f(p,
 		step{0, 0, allow(3, 0)},
 		step{0, 4, deny(3, 0, 0)},
-		step{7, 1, allow(2, 2*W - 7)},
+		step{7, 1, allow(2, 2*W-7)},
 	)
 }
 
@@ -137,18 +137,18 @@ func TestTokenBucketEdges(t *testing.T) {
 
 	f(p,
 		// The burst at once, the next denied.
-		step{0, 1, allow(2, T)}, step{0, 1, allow(1, 2 * T)}, step{0, 1, allow(0, 3 * T)},
-		step{0, 1, deny(0, 3 * T, T)},
+		step{0, 1, allow(2, T)}, step{0, 1, allow(1, 2*T)}, step{0, 1, allow(0, 3*T)},
+		step{0, 1, deny(0, 3*T, T)},
 		// One unit per T.
-		step{T - 1, 1, deny(0, 2*T + 1, 1)},
-		step{T, 1, allow(0, 3 * T)},
-		step{2 * T, 0, allow(1, 2 * T)},
+		step{T - 1, 1, deny(0, 2*T+1, 1)},
+		step{T, 1, allow(0, 3*T)},
+		step{2 * T, 0, allow(1, 2*T)},
 		step{4 * T, 0, allow(3, 0)},
 		// A cost above 1 waits for as many periods.
-		step{4 * T, 3, allow(0, 3 * T)},
-		step{4 * T, 2, deny(0, 3 * T, 2 * T)},
-		step{6*T - 1, 2, deny(1, T + 1, 1)},
-		step{6 * T, 2, allow(0, 3 * T)},
+		step{4 * T, 3, allow(0, 3*T)},
+		step{4 * T, 2, deny(0, 3*T, 2*T)},
+		step{6*T - 1, 2, deny(1, T+1, 1)},
+		step{6 * T, 2, allow(0, 3*T)},
 		// Above the burst: never.
 		step{100 * T, 4, deny(3, 0, 0)},
 	)
@@ -161,9 +161,9 @@ func TestTokenBucketEdges(t *testing.T) {
 	// A burst above the rate.
 	f(Params{Limit: 1, Window: T, Burst: 5},
 		step{0, 0, allow(5, 0)},
-		step{0, 5, allow(0, 5 * T)},
-		step{0, 1, deny(0, 5 * T, T)},
-		step{2 * T, 0, allow(2, 3 * T)},
+		step{0, 5, allow(0, 5*T)},
+		step{0, 1, deny(0, 5*T, T)},
+		step{2 * T, 0, allow(2, 3*T)},
 	)
 }
 
@@ -177,11 +177,11 @@ func TestFixedWindowEdges(t *testing.T) {
 		step{0, 1, deny(0, W, W)},
 		step{W - 1, 1, deny(0, 1, 1)},
 		step{W, 1, allow(2, W)},
-		step{W + 5, 3, deny(2, W - 5, W - 5)},
-		step{W + 5, 0, allow(2, W - 5)},
+		step{W + 5, 3, deny(2, W-5, W-5)},
+		step{W + 5, 0, allow(2, W-5)},
 		step{2*W + 1, 0, allow(3, 0)},
 		step{2*W + 1, 4, deny(3, 0, 0)},
-		step{2*W + 7, 3, allow(0, W - 7)},
+		step{2*W + 7, 3, allow(0, W-7)},
 		step{3*W - 1, 0, deny(0, 1, 1)},
 	)
 }
@@ -238,8 +238,7 @@ func (tr *tracer) next() (string, int64, Params) {
 		dt = tr.rng.Int64N(2 * w)
 	}
 	if tr.now+dt >= maxNow {
-		t := tr.rng.Int64N(w + 1)
-		dt = min(t, maxNow-1-tr.now)
+		dt = min(tr.rng.Int64N(w+1), maxNow-1-tr.now)
 	}
 	tr.now += max(dt, 0)
 

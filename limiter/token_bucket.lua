@@ -36,7 +36,7 @@ if want <= burst then
 end
 if allowed and cost > 0 then
   debt = need
-  redis.call('SET', key, int(now + debt), 'PX', int(math.ceil(debt / 1000)))
+  redis.call('SET', key, int(now + debt), 'PX', int(math.ceil(debt / 1000) + 1))
 end
 
 local remaining = burst - math.ceil(debt / period)

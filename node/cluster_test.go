@@ -208,8 +208,8 @@ func TestClusterPropagation(t *testing.T) {
 
 	policyIs := func(key, policy string, limit int64) func(string) bool {
 		return func(base string) bool {
-			r, status, err := tryCheck(base, key)
-			return err == nil && status == http.StatusOK && r.Policy == policy && r.Limit == limit
+			r, _, err := tryCheck(base, key)
+			return err == nil && r.Policy == policy && r.Limit == limit
 		}
 	}
 
@@ -351,8 +351,10 @@ func TestLimitHistoryAndRollback(t *testing.T) {
 	}
 	start := time.Now()
 	expectApplied(t, "a rollback", start, []*testNode{b}, func(base string) bool {
-		r, status, err := tryCheck(base, "fw:hist2")
-		return err == nil && status == http.StatusOK && r.Policy == pattern && r.Limit == 10
+		// Polls before the rollback arrives may fill the key: any decision
+		// under the restored limit counts.
+		r, _, err := tryCheck(base, "fw:hist2")
+		return err == nil && r.Policy == pattern && r.Limit == 10
 	})
 }
 

@@ -34,6 +34,8 @@ type Node struct {
 	now      func() time.Time
 	store    Store
 	ownStore bool
+	// inProcess is set for the in-process store, which never waits on I/O.
+	inProcess bool
 	ln       net.Listener
 	id, addr string
 	started  time.Time
@@ -89,6 +91,7 @@ func New(cfg Config, store Store, log *slog.Logger, now func() time.Time) (*Node
 			n.store = rs
 		}
 	}
+	_, n.inProcess = n.store.(*MemoryStore)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		if n.ownStore {
