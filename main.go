@@ -70,11 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Writer:         stdout,
 		ErrWriter:      stderr,
 		ExitErrHandler: func(*cli.Context, error) {}, // main reports errors once
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
-			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
-		},
-		Commands: []*cli.Command{nodeCommand()},
+		Commands:       []*cli.Command{nodeCommand()},
 	}
 	return app.RunContext(ctx, args)
 }
@@ -94,31 +90,40 @@ func newLogger(c *cli.Context) (*slog.Logger, error) {
 	return nil, errors.New("invalid --log-format: want text or json")
 }
 
+// logFlags are accepted by every command, after its name.
+func logFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
+	}
+}
+
 func nodeCommand() *cli.Command {
+	d := node.DefaultConfig()
 	return &cli.Command{
 		Name:  "node",
 		Usage: "run a rate-limiter node",
-		Flags: []cli.Flag{
+		Flags: append(logFlags(),
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "TOML file (default: the embedded config.toml)"},
-			&cli.StringFlag{Name: "listen", EnvVars: []string{"LISTEN_ADDR"}, Usage: "address to serve on"},
+			&cli.StringFlag{Name: "listen", EnvVars: []string{"LISTEN_ADDR"}, Value: d.Listen, Usage: "address to serve on"},
 			&cli.StringFlag{Name: "node-id", EnvVars: []string{"NODE_ID"}, Usage: "node id (default: host name)"},
 			&cli.StringFlag{Name: "redis-url", EnvVars: []string{"REDIS_URL"}, Usage: "redis://host:port, comma-separated seeds, or ?master_set= for Sentinel; empty: in-process store"},
 			&cli.StringFlag{Name: "admin-token", EnvVars: []string{"ADMIN_TOKEN"}, Usage: "bearer token for mutating management calls"},
 			&cli.StringFlag{Name: "advertise", Usage: "address peers use to reach this node"},
-			&cli.StringFlag{Name: "redis-prefix", Usage: "prefix of every Redis key"},
-			&cli.DurationFlag{Name: "redis-timeout", Usage: "bound of one Redis call"},
-			&cli.StringFlag{Name: "failure-mode", Usage: "open or closed while Redis is unreachable"},
-			&cli.StringFlag{Name: "unmatched", Usage: "allow or deny keys that match no limit"},
-			&cli.DurationFlag{Name: "heartbeat-interval"},
-			&cli.DurationFlag{Name: "unhealthy-after"},
-			&cli.DurationFlag{Name: "forget-after"},
-			&cli.DurationFlag{Name: "sync-interval"},
+			&cli.StringFlag{Name: "redis-prefix", Value: d.RedisPrefix, Usage: "prefix of every Redis key"},
+			&cli.DurationFlag{Name: "redis-timeout", Value: d.RedisTimeout.Duration, Usage: "bound of one Redis call"},
+			&cli.StringFlag{Name: "failure-mode", Value: d.FailureMode, Usage: "open or closed while Redis is unreachable"},
+			&cli.StringFlag{Name: "unmatched", Value: d.Unmatched, Usage: "allow or deny keys that match no limit"},
+			&cli.DurationFlag{Name: "heartbeat-interval", Value: d.HeartbeatInterval.Duration},
+			&cli.DurationFlag{Name: "unhealthy-after", Value: d.UnhealthyAfter.Duration, Usage: "report a silent node unhealthy after this"},
+			&cli.DurationFlag{Name: "forget-after", Value: d.ForgetAfter.Duration, Usage: "drop a silent node from the registry after this"},
+			&cli.DurationFlag{Name: "sync-interval", Value: d.SyncInterval.Duration, Usage: "poll for limit, block and drain changes this often"},
 			&cli.StringFlag{Name: "key-header", Usage: "request header holding the key for GET /api/v1/check"},
-			&cli.Float64Flag{Name: "hot-key-ratio"},
-			&cli.IntFlag{Name: "deny-cache-size"},
-			&cli.IntFlag{Name: "max-body-bytes"},
-			&cli.IntFlag{Name: "max-batch"},
-		},
+			&cli.Float64Flag{Name: "hot-key-ratio", Value: d.HotKeyRatio, Usage: "share of its limit at which a key is hot"},
+			&cli.IntFlag{Name: "deny-cache-size", Value: d.DenyCacheSize, Usage: "keys answered locally while over their limit"},
+			&cli.IntFlag{Name: "max-body-bytes", Value: d.MaxBodyBytes},
+			&cli.IntFlag{Name: "max-batch", Value: d.MaxBatch, Usage: "most checks in one batch request"},
+		),
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {

@@ -316,6 +316,15 @@ func TestRedisOutage(t *testing.T) {
 	for w, k := range wrong {
 		t.Errorf("%d checks during the outage: %s", k, w)
 	}
+	for _, s := range down {
+		if d := s.end.Sub(s.start); d > 50*time.Millisecond {
+			t.Logf("DIAG slow: start +%v took %v closed=%v", s.start.Sub(downFrom), d, s.closed)
+		}
+	}
+	var bl []time.Duration
+	for _, s := range before { bl = append(bl, s.end.Sub(s.start)) }
+	slices.Sort(bl)
+	t.Logf("DIAG before: n=%d p99=%v max=%v", len(bl), bl[int(0.99*float64(len(bl)))], bl[len(bl)-1])
 	slices.Sort(lat)
 	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
 	t.Logf("outage: %d checks in %v, latency p50 %v p99 %v max %v; redis_connected false after %v",

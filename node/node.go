@@ -36,9 +36,9 @@ type Node struct {
 	ownStore bool
 	// inProcess is set for the in-process store, which never waits on I/O.
 	inProcess bool
-	ln       net.Listener
-	id, addr string
-	started  time.Time
+	ln        net.Listener
+	id, addr  string
+	started   time.Time
 
 	state     atomic.Pointer[sharedState] // limits, blocks and drains of the last sync
 	version   atomic.Int64                // store version of that sync

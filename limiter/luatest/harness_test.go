@@ -1,4 +1,4 @@
-package limiter
+package luatest
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/limiter"
 	"github.com/redis/rueidis"
 )
 
@@ -26,8 +27,8 @@ import (
 type twinHarness struct {
 	t       testing.TB
 	client  rueidis.Client
-	scripts map[Algorithm]*rueidis.Lua
-	states  map[string]*State
+	scripts map[limiter.Algorithm]*rueidis.Lua
+	states  map[string]*limiter.State
 	written map[string]bool
 }
 
@@ -36,12 +37,12 @@ func newTwinHarness(t testing.TB) *twinHarness {
 	h := &twinHarness{
 		t:       t,
 		client:  redistest.Start(t).Client(t),
-		scripts: make(map[Algorithm]*rueidis.Lua),
-		states:  make(map[string]*State),
+		scripts: make(map[limiter.Algorithm]*rueidis.Lua),
+		states:  make(map[string]*limiter.State),
 		written: make(map[string]bool),
 	}
-	for _, alg := range Algorithms {
-		h.scripts[alg] = rueidis.NewLuaScript(persisting(Script(alg)))
+	for _, alg := range limiter.Algorithms {
+		h.scripts[alg] = rueidis.NewLuaScript(persisting(limiter.Script(alg)))
 	}
 	return h
 }
@@ -81,7 +82,7 @@ return r
 }
 
 // scriptArgs is ARGV for one call; now < 0 leaves now_us empty.
-func scriptArgs(p Params, now int64) []string {
+func scriptArgs(p limiter.Params, now int64) []string {
 	argNow := ""
 	if now >= 0 {
 		argNow = strconv.FormatInt(now, 10)
@@ -93,26 +94,26 @@ func scriptArgs(p Params, now int64) []string {
 }
 
 // parseReply turns a script's array reply into a Result and the extra values.
-func parseReply(resp rueidis.RedisResult) (Result, []int64, error) {
+func parseReply(resp rueidis.RedisResult) (limiter.Result, []int64, error) {
 	vals, err := resp.AsIntSlice()
 	if err != nil {
-		return Result{}, nil, err
+		return limiter.Result{}, nil, err
 	}
 	if len(vals) < 4 || (vals[0] != 0 && vals[0] != 1) {
-		return Result{}, nil, fmt.Errorf("malformed reply %v", vals)
+		return limiter.Result{}, nil, fmt.Errorf("malformed reply %v", vals)
 	}
-	return Result{Allowed: vals[0] == 1, Remaining: vals[1], ResetAfter: vals[2], RetryAfter: vals[3]}, vals[4:], nil
+	return limiter.Result{Allowed: vals[0] == 1, Remaining: vals[1], ResetAfter: vals[2], RetryAfter: vals[3]}, vals[4:], nil
 }
 
 // decide runs one decision on both forms and returns the twin's Result.
-func (h *twinHarness) decide(alg Algorithm, key string, now int64, p Params) Result {
+func (h *twinHarness) decide(alg limiter.Algorithm, key string, now int64, p limiter.Params) limiter.Result {
 	h.t.Helper()
 	s := h.states[key]
 	if s == nil {
-		s = &State{}
+		s = &limiter.State{}
 		h.states[key] = s
 	}
-	got := Decide(alg, s, now, p)
+	got := limiter.Decide(alg, s, now, p)
 	wrote := got.Allowed && p.Cost > 0
 
 	resp := h.scripts[alg].Exec(context.Background(), h.client, []string{key}, scriptArgs(p, now))

@@ -1,4 +1,4 @@
-package limiter
+package luatest
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/limiter"
 	"github.com/redis/rueidis"
 )
 
@@ -15,7 +16,7 @@ import (
 // scripts on a real redis-server: every Result, and every expiry the scripts
 // set, must be identical (twinHarness.decide fails on the first difference).
 func TestLuaMatchesGo(t *testing.T) {
-	for _, alg := range Algorithms {
+	for _, alg := range limiter.Algorithms {
 		t.Run(string(alg), func(t *testing.T) {
 			t.Parallel()
 			h := newTwinHarness(t)
@@ -54,9 +55,9 @@ func TestScriptsUseRedisTime(t *testing.T) {
 	}
 
 	const W = 3_600_000_000 // long enough that no test run crosses two windows
-	for i, alg := range Algorithms {
-		p := Params{Limit: 5, Window: W, Cost: 2}
-		if alg == TokenBucket {
+	for i, alg := range limiter.Algorithms {
+		p := limiter.Params{Limit: 5, Window: W, Cost: 2}
+		if alg == limiter.TokenBucket {
 			p.Burst = 5
 		}
 		key := "time:" + string(alg)
@@ -65,7 +66,7 @@ func TestScriptsUseRedisTime(t *testing.T) {
 			args = args[:4] // an absent ARGV[5] is as good as an empty one
 		}
 		before := redisTime()
-		r, _, err := parseReply(rueidis.NewLuaScript(Script(alg)).Exec(ctx, c, []string{key}, args))
+		r, _, err := parseReply(rueidis.NewLuaScript(limiter.Script(alg)).Exec(ctx, c, []string{key}, args))
 		after := redisTime()
 		if err != nil {
 			t.Fatalf("%s script without now: %v", alg, err)
@@ -74,34 +75,34 @@ func TestScriptsUseRedisTime(t *testing.T) {
 		// Recover the time the script decided on from what it stored.
 		var now int64
 		switch alg {
-		case SlidingLog:
+		case limiter.SlidingLog:
 			v, err := c.Do(ctx, c.B().Zrange().Key(key).Min("0").Max("0").Withscores().Build()).AsZScores()
 			if err != nil || len(v) != 1 {
 				t.Fatalf("ZRANGE %s = %v, %v", key, v, err)
 			}
 			now = int64(v[0].Score)
-		case SlidingWindow:
+		case limiter.SlidingWindow:
 			now = hget(key, "w")*W + 2*W - r.ResetAfter
-		case TokenBucket:
+		case limiter.TokenBucket:
 			tat, err := c.Do(ctx, c.B().Get().Key(key).Build()).AsInt64()
 			if err != nil {
 				t.Fatalf("GET %s: %v", key, err)
 			}
 			now = tat - r.ResetAfter
-		case FixedWindow:
+		case limiter.FixedWindow:
 			now = (hget(key, "w")+1)*W - r.ResetAfter
 		}
 		if now < before || now > after {
 			t.Errorf("%s without now decided at %d; want Redis TIME, between %d and %d", alg, now, before, after)
 		}
-		if want := Decide(alg, &State{}, now, p); r != want {
+		if want := limiter.Decide(alg, &limiter.State{}, now, p); r != want {
 			t.Errorf("%s without now = %+v; the Go twin at the same time gives %+v", alg, r, want)
 		}
 		pttl, err := c.Do(ctx, c.B().Pttl().Key(key).Build()).AsInt64()
 		if err != nil {
 			t.Fatalf("PTTL %s: %v", key, err)
 		}
-		if want := pexpireMS(r.ResetAfter); pttl <= 0 || pttl > want {
+		if want := (r.ResetAfter+999)/1000 + 1; pttl <= 0 || pttl > want {
 			t.Errorf("%s: PTTL = %d ms; want at most %d and positive", alg, pttl, want)
 		}
 	}
@@ -111,10 +112,10 @@ func TestScriptsUseRedisTime(t *testing.T) {
 // request or several, are separate members.
 func TestSlidingLogSameMicrosecond(t *testing.T) {
 	h := newTwinHarness(t)
-	p := Params{Limit: 2000, Window: 1_000_000}
+	p := limiter.Params{Limit: 2000, Window: 1_000_000}
 	for _, cost := range []int64{1, 3, 1500, 1} {
 		p.Cost = cost
-		h.decide(SlidingLog, "same", base, p)
+		h.decide(limiter.SlidingLog, "same", base, p)
 	}
 	n, err := h.client.Do(context.Background(), h.client.B().Zcard().Key("same").Build()).AsInt64()
 	if err != nil {
@@ -124,7 +125,7 @@ func TestSlidingLogSameMicrosecond(t *testing.T) {
 		t.Fatalf("ZCARD after 1505 units in one µs = %d; want 1505", n)
 	}
 	p.Cost = 0
-	if r := h.decide(SlidingLog, "same", base, p); r.Remaining != 2000-1505 {
+	if r := h.decide(limiter.SlidingLog, "same", base, p); r.Remaining != 2000-1505 {
 		t.Fatalf("remaining = %d; want %d", r.Remaining, 2000-1505)
 	}
 }
@@ -137,21 +138,21 @@ func TestSlidingLogSameMicrosecond(t *testing.T) {
 // float64 arithmetic gets some of them wrong.
 func TestSlidingWindowExactAtBounds(t *testing.T) {
 	h := newTwinHarness(t)
-	const W = MaxWindowSeconds * 1_000_000
-	p := Params{Limit: MaxRequestsLimit, Window: W}
+	const W = limiter.MaxWindowSeconds * 1_000_000
+	p := limiter.Params{Limit: limiter.MaxRequestsLimit, Window: W}
 	start := (base/W + 1) * W
 	naiveWrong := 0
 	n := 0
 	// decide runs one request on a fresh key whose previous window admitted prev units.
-	decide := func(prev, e, cost int64) Result {
+	decide := func(prev, e, cost int64) limiter.Result {
 		t.Helper()
 		n++
 		key := fmt.Sprintf("bounds:%d", n)
 		q := p
 		q.Cost = prev
-		h.decide(SlidingWindow, key, start-W, q)
+		h.decide(limiter.SlidingWindow, key, start-W, q)
 		q.Cost = cost
-		return h.decide(SlidingWindow, key, start+e, q)
+		return h.decide(limiter.SlidingWindow, key, start+e, q)
 	}
 	// solve returns x in [0, m) with a*x = b (mod m), for a coprime with m.
 	solve := func(a, b, m int64) int64 {
@@ -166,7 +167,7 @@ func TestSlidingWindowExactAtBounds(t *testing.T) {
 		for _, rem := range []int64{1, 2, W - 1, W - 2} {
 			e := solve(prev, W-rem, W) // prev*(W-e) = -prev*e = rem (mod W)
 			r := decide(prev, e, 0)
-			used := mulDivCeil(prev, W-e, W)
+			used := ceilMulDiv(prev, W-e, W)
 			if r.Remaining != max(p.Limit-used, 0) {
 				t.Errorf("prev %d, e %d: remaining = %d; want %d", prev, e, r.Remaining, p.Limit-used)
 			}
@@ -177,10 +178,10 @@ func TestSlidingWindowExactAtBounds(t *testing.T) {
 		// The retry: R*W = m*prev + 1 or m*prev - 1, for R = limit - want.
 		for _, sign := range []int64{1, -1} {
 			rr := solve(W%prev, mod(sign, prev), prev) // R*W = sign (mod prev)
-			q1, _ := mulDiv(rr+1, W, prev)
+			q1, _ := floorMulDiv(rr+1, W, prev)
 			e := W - q1 // where ceil(prev*(W-e)/W) = R+1: one unit short
 			r := decide(prev, e, p.Limit-rr)
-			q, _ := mulDiv(rr, W, prev)
+			q, _ := floorMulDiv(rr, W, prev)
 			if want := W - q - e; r.Allowed || r.RetryAfter != want {
 				t.Errorf("prev %d, R %d, e %d: %+v; want denied with retry_after %d", prev, rr, e, r, want)
 			}
@@ -193,6 +194,20 @@ func TestSlidingWindowExactAtBounds(t *testing.T) {
 		t.Errorf("float64 arithmetic got every point right: the points are not adversarial")
 	}
 	t.Logf("naive float64 arithmetic is wrong at %d of the points", naiveWrong)
+}
+
+// floorMulDiv returns floor(a*x/m) and a*x mod m in exact big arithmetic.
+func floorMulDiv(a, x, m int64) (int64, int64) {
+	q, r := new(big.Int).QuoRem(new(big.Int).Mul(big.NewInt(a), big.NewInt(x)), big.NewInt(m), new(big.Int))
+	return q.Int64(), r.Int64()
+}
+
+func ceilMulDiv(a, x, m int64) int64 {
+	q, r := floorMulDiv(a, x, m)
+	if r > 0 {
+		q++
+	}
+	return q
 }
 
 func mod(a, m int64) int64 { return (a%m + m) % m }
