@@ -8,10 +8,12 @@ import (
 // The four algorithms share one contract, in Lua and in Go.
 //
 // Lua: KEYS[1] is the only key a script touches (Cluster-safe). ARGV is
-// limit, window_us, burst, cost, now_us. An empty now_us makes the script
-// read the store's clock (TIME): in production every node decides on Redis
-// time, so node clocks never matter; tests inject now_us. The reply is
-// {allowed 1|0, remaining, reset_after_us, retry_after_us}.
+// limit, window_us, burst, cost, now_us. An empty or absent now_us makes the
+// script read the store's clock (TIME): in production every node decides on
+// Redis time, so node clocks never matter; tests inject now_us. The reply is
+// {allowed 1|0, remaining, reset_after_us, retry_after_us}. The scripts need
+// Redis 5 or newer, where scripts replicate their effects, so a script may
+// write after reading TIME.
 //
 // Both forms:
 //   - Cost 0 peeks: allowed reports whether a cost-1 request would pass
@@ -31,7 +33,7 @@ import (
 //     exactly as long as it matters. The extra millisecond covers Redis keeping
 //     expiry times in whole milliseconds of its own clock. Expiry is only
 //     garbage collection: a stale key that has not expired yet decides exactly
-//     like an absent one, which the differential test checks by persisting keys.
+//     like an absent one, which limiter/luatest checks by persisting keys.
 //
 // Exactness: Lua numbers are doubles, so every value the scripts compute is
 // an integer below 2^53, and every division is a floor or ceil of integers
@@ -40,7 +42,7 @@ import (
 // token bucket's burst*T <= 2^50, and now_us < 2^52 (until the year 2112).
 // Products that could exceed 2^53 (count * window in sliding_window) are
 // never formed: mulDiv splits them. The Go twins use int64 and give the same
-// numbers, which the differential test against a real redis-server checks.
+// numbers, which limiter/luatest checks against a real redis-server.
 
 var (
 	//go:embed sliding_log.lua
@@ -54,7 +56,7 @@ var (
 )
 
 // Script returns the Lua source of alg, to be run with EVALSHA (rueidis'
-// NewLuaScript) as described in the package's contract above.
+// NewLuaScript) under the contract above.
 func Script(alg Algorithm) string {
 	switch alg {
 	case SlidingLog:

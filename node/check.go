@@ -181,18 +181,15 @@ func (n *Node) localDecision(st *sharedState, p *Policy, in checkInput, now int6
 	return decision{}, false
 }
 
-// decideStored asks the store, bounded by the Redis timeout. The in-process
-// store never waits, so it is spared the deadline and its allocations.
+// decideStored asks the store, bounded by the Redis timeout (through a
+// shared deadline; the in-process store never waits and needs none).
 func (n *Node) decideStored(items []Item, op string) error {
-	ctx, cancel := context.Background(), context.CancelFunc(nil)
-	if !n.inProcess {
-		ctx, cancel = context.WithTimeout(ctx, n.cfg.RedisTimeout.Duration)
-	}
+	ctx := context.Background()
 	t0 := time.Now()
-	err := n.store.Decide(ctx, items)
-	if cancel != nil {
-		cancel()
+	if !n.inProcess {
+		ctx = n.deadlines.get(t0)
 	}
+	err := n.store.Decide(ctx, items)
 	took := time.Since(t0)
 	n.metrics.redisOps[op].Inc()
 	n.metrics.redisLatency.Update(took.Seconds())

@@ -47,11 +47,12 @@ type Node struct {
 	seeded    atomic.Bool  // config limits have reached the store
 	view      atomic.Pointer[clusterView]
 
-	denies  *denyCache
-	hot     *hotKeys
-	stats   stats
-	keys    [2]sketch
-	keysCur atomic.Int32
+	deadlines deadlines
+	denies    *denyCache
+	hot       *hotKeys
+	stats     stats
+	keys      [2]sketch
+	keysCur   atomic.Int32
 	// keysRotated is touched only by the heartbeat goroutine.
 	keysRotated time.Time
 	metrics     *nodeMetrics
@@ -104,6 +105,7 @@ func New(cfg Config, store Store, log *slog.Logger, now func() time.Time) (*Node
 	if n.addr == "" {
 		n.addr = ln.Addr().String()
 	}
+	n.deadlines = deadlines{timeout: cfg.RedisTimeout.Duration, slice: time.Millisecond}
 	n.denies = newDenyCache(cfg.DenyCacheSize)
 	n.hot = newHotKeys(10_000, min(0.5, cfg.HotKeyRatio), 10e6)
 	n.metrics = newNodeMetrics(n)
