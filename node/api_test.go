@@ -221,6 +221,15 @@ func TestAdminToken(t *testing.T) {
 	if resp := call(t, "POST", n.URL+mutating[0].path, mutating[0].body, nil, admin...); resp.StatusCode != 201 {
 		t.Fatalf("POST limit with token: %d; want 201", resp.StatusCode)
 	}
+	// Rolling back a creation deletes the limit; rolling back again restores it.
+	for i, wantActive := range []bool{false, true} {
+		if resp := call(t, "POST", n.URL+"/api/v1/limits/a:%2A/rollback", "", nil, admin...); resp.StatusCode != 200 {
+			t.Fatalf("rollback %d: %d", i, resp.StatusCode)
+		}
+		if r, _ := check(t, n.URL, "a:1", 1); (r.Policy == "a:*") != wantActive {
+			t.Fatalf("after rollback %d the key is decided by %q; want a:* active=%v", i, r.Policy, wantActive)
+		}
+	}
 }
 
 func TestManagementRoundTrip(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,11 +42,12 @@ type apiLimit struct {
 
 // apiNode is one entry of GET /api/v1/nodes as a client reads it.
 type apiNode struct {
-	ID             string `json:"id"`
-	State          string `json:"state"`
-	RedisConnected bool   `json:"redis_connected"`
-	Draining       bool   `json:"draining"`
-	HeartbeatAgeMs int64  `json:"heartbeat_age_ms"`
+	ID             string    `json:"id"`
+	State          string    `json:"state"`
+	RedisConnected bool      `json:"redis_connected"`
+	Draining       bool      `json:"draining"`
+	HeartbeatAgeMs int64     `json:"heartbeat_age_ms"`
+	StartedAt      time.Time `json:"started_at"`
 }
 
 // apiCounter is GET /api/v1/counters/{key}.
@@ -59,7 +61,7 @@ type apiCounter struct {
 // testHTTP is the client of the load and polling goroutines: enough idle
 // connections per node for 64 workers, and a timeout so nothing hangs.
 var testHTTP = &http.Client{
-	Timeout:   3 * time.Second,
+	Timeout:   10 * time.Second,
 	Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 64, IdleConnTimeout: 5 * time.Second},
 }
 
@@ -161,6 +163,11 @@ func counterOn(t *testing.T, base, key string) apiCounter {
 	return c
 }
 
+// closeConnsFirst closes the load's idle connections before the nodes
+// registered so far stop: a node's graceful shutdown waits for connections
+// that never carried a request, which 64 concurrent clients leave behind.
+func closeConnsFirst(t *testing.T) { t.Cleanup(testHTTP.CloseIdleConnections) }
+
 // mustCall sends a management request and insists on its status.
 func mustCall(t *testing.T, method, url, body string, want int, out any) {
 	t.Helper()
@@ -194,7 +201,7 @@ func expectApplied(t *testing.T, what string, start time.Time, nodes []*testNode
 		case took[i] >= propagationBound:
 			t.Errorf("%s: applied on node %s after %v; want < %v", what, n.ID(), took[i], propagationBound)
 		}
-		figures = append(figures, fmt.Sprintf("%s=%v", n.ID(), took[i].Round(time.Millisecond)))
+		figures = append(figures, n.ID()+"="+figure(took[i], 3*propagationBound))
 	}
 	t.Logf("propagation of %s: %s", what, strings.Join(figures, " "))
 }
@@ -298,8 +305,8 @@ func TestLimitHistoryAndRollback(t *testing.T) {
 	if orig.CreatedAt.IsZero() || orig.UpdatedAt.IsZero() {
 		t.Fatalf("config limit %q: created_at=%v updated_at=%v; want both set", pattern, orig.CreatedAt, orig.UpdatedAt)
 	}
-	if orig.MaxRequests != 10 || orig.Source != "config" || orig.Previous != nil {
-		t.Fatalf("config limit %q = %+v; want max_requests 10 from config without previous", pattern, orig)
+	if orig.MaxRequests != 10 || orig.Source != "config" || orig.Previous == nil || !orig.Previous.Deleted {
+		t.Fatalf("config limit %q = %+v; want max_requests 10 from config, its previous version \"absent\"", pattern, orig)
 	}
 
 	// A change keeps created_at, moves updated_at and remembers the old values.
@@ -404,11 +411,11 @@ func TestConcurrentClientsAdmitExactlyTheLimit(t *testing.T) {
 	srv := redistest.Start(t)
 	// This test is about one count shared by three nodes, not about slow
 	// stores: a generous redis_timeout keeps a busy machine (-race, few
-	// cores) from turning late answers into fail-open admissions, which
-	// TestRedisOutage covers.
+	// cores, a stalled VM) from turning late answers into fail-open
+	// admissions, which TestRedisOutage covers.
 	cfg := func(id string) Config {
 		c := testConfig(id, srv)
-		c.RedisTimeout.Duration = 2 * time.Second
+		c.RedisTimeout.Duration = 5 * time.Second
 		return c
 	}
 	nodes := []*testNode{
@@ -416,6 +423,7 @@ func TestConcurrentClientsAdmitExactlyTheLimit(t *testing.T) {
 		startNode(t, cfg("b"), nil, nil),
 		startNode(t, cfg("c"), nil, nil),
 	}
+	closeConnsFirst(t)
 	mustCall(t, "POST", nodes[0].URL+"/api/v1/limits",
 		fmt.Sprintf(`{"key_pattern":"race:*","max_requests":%d,"window_seconds":60,"algorithm":"sliding_log"}`, limit), http.StatusCreated, nil)
 	for _, n := range nodes {
@@ -474,6 +482,11 @@ func TestClockSkew(t *testing.T) {
 	a := startNode(t, testConfig("a", srv), nil, nil)
 	b := startNode(t, testConfig("b", srv), nil, func() time.Time { return time.Now().Add(30 * time.Second) })
 	rc := srv.Client(t)
+	// The skew is real: b stamps its own start with its clock.
+	nodes, _, err := tryNodes(a.URL)
+	if skew := nodes["b"].StartedAt.Sub(nodes["a"].StartedAt); err != nil || skew < 29*time.Second {
+		t.Fatalf("b started %v after a by their clocks (%v); want about 30s", skew, err)
+	}
 
 	for _, key := range []string{"fw:skew", "log:skew"} {
 		t.Run(key, func(t *testing.T) {
@@ -484,9 +497,11 @@ func TestClockSkew(t *testing.T) {
 				if err != nil || len(ts) != 2 {
 					t.Fatalf("redis TIME: %v %v", ts, err)
 				}
-				var sec, usec int64
-				fmt.Sscan(ts[0], &sec)
-				fmt.Sscan(ts[1], &usec)
+				sec, err1 := strconv.ParseInt(ts[0], 10, 64)
+				usec, err2 := strconv.ParseInt(ts[1], 10, 64)
+				if err1 != nil || err2 != nil {
+					t.Fatalf("redis TIME = %q", ts)
+				}
 				if left := 10e6 - (sec*1e6+usec)%10e6; left < 2e6 {
 					time.Sleep(time.Duration(left)*time.Microsecond + 50*time.Millisecond)
 				}

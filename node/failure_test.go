@@ -3,6 +3,7 @@ package node
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -74,6 +75,15 @@ func TestTerminatedNodeDeregisters(t *testing.T) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- k.cmd.Wait() }()
+	var nodes map[string]apiNode
+	took := pollFor(start, 3*time.Second, 10*time.Millisecond, func() bool {
+		var err error
+		nodes, _, err = tryNodes(a.URL)
+		_, present := nodes["k"]
+		return err == nil && !present
+	})
+	// The process exits after deregistering (a -race binary sleeps 1 s at
+	// exit, so its exit time says little).
 	select {
 	case err := <-exited:
 		if err != nil {
@@ -82,23 +92,14 @@ func TestTerminatedNodeDeregisters(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		_ = k.cmd.Process.Kill()
 		<-exited
-		t.Fatal("k did not exit within 10s of SIGTERM")
+		t.Errorf("k did not exit within 10s of SIGTERM")
 	}
-	exitTook := time.Since(start)
-
-	var nodes map[string]apiNode
-	took := pollFor(start, 3*time.Second, 20*time.Millisecond, func() bool {
-		var err error
-		nodes, _, err = tryNodes(a.URL)
-		_, present := nodes["k"]
-		return err == nil && !present
-	})
 	if took < 0 {
 		t.Fatalf("k still in a's registry 3s after SIGTERM: %+v", nodes["k"])
 	}
-	t.Logf("SIGTERMed node exited after %v, gone from the registry after %v", exitTook.Round(time.Millisecond), took.Round(time.Millisecond))
-	// No late heartbeat puts it back.
-	for range 10 {
+	t.Logf("SIGTERMed node gone from the registry after %v", took.Round(time.Millisecond))
+	// Now that the process is gone, no late heartbeat can still put it back.
+	for range 4 {
 		time.Sleep(50 * time.Millisecond)
 		if nodes, _, err := tryNodes(a.URL); err == nil {
 			if n, present := nodes["k"]; present {
@@ -140,8 +141,8 @@ func TestDrainThroughAnotherNode(t *testing.T) {
 			Type   string `json:"type"`
 			Status int    `json:"status"`
 		}
-		if err := json.Unmarshal(body, &p); err != nil || !strings.HasSuffix(p.Type, "temporary-reduced-capacity") {
-			t.Errorf("%s on drained b: body %s (%v); want a problem whose type ends in temporary-reduced-capacity", what, body, err)
+		if err := json.Unmarshal(body, &p); err != nil || !strings.HasSuffix(p.Type, "temporary-reduced-capacity") || p.Status != http.StatusServiceUnavailable {
+			t.Errorf("%s on drained b: body %s (%v); want a 503 problem whose type ends in temporary-reduced-capacity", what, body, err)
 		}
 	}
 	status, hdr, body, err := send("POST", b.URL+"/api/v1/check", `{"key":"drain:1"}`)
@@ -201,11 +202,12 @@ func TestRedisOutage(t *testing.T) {
 		t.Fatalf("redis_timeout = %v; this test assumes the default 50ms", cfg.RedisTimeout.Duration)
 	}
 	n := startNode(t, cfg, nil, nil)
+	closeConnsFirst(t)
 
 	// A bounded pool sends checks, each on a fresh key so no key ever
 	// reaches its limit and every answer shows where the decision came from.
 	const (
-		workers   = 8
+		workers   = 4
 		perWorker = 2000
 		loadLimit = 15 * time.Second
 	)
@@ -263,19 +265,36 @@ func TestRedisOutage(t *testing.T) {
 	srv.Restart(t)
 	upAt := time.Now()
 
+	// Two figures, each for a state that held 250 ms: reconnected, when the
+	// node is back on the store (redis_connected, no failure-mode answers);
+	// recovered, when its decisions are Redis's under the configured limits.
 	var lastCheck checkResult
 	var lastStatus int
 	var lastErr error
+	var backSince time.Time
+	reconnected := time.Duration(-1)
 	probe := 0
-	recovered := pollFor(upAt, 2*recoveryBound, 20*time.Millisecond, func() bool {
+	recovered := stableFor(upAt, 2*recoveryBound, 250*time.Millisecond, func() bool {
 		probe++
 		lastCheck, lastStatus, lastErr = tryCheck(n.URL, fmt.Sprintf("closed:recover-%d", probe))
 		nodes, src, err := tryNodes(n.URL)
 		self, source = nodes["a"], src
-		return lastErr == nil && lastStatus == http.StatusOK && lastCheck.Reason == reasonWithin && lastCheck.Policy == "closed:*" &&
-			err == nil && src == "store" && self.RedisConnected
+		back := lastErr == nil && err == nil && src == "store" && self.RedisConnected &&
+			lastCheck.Reason != reasonFailOpen && lastCheck.Reason != reasonFailClosed
+		switch {
+		case !back:
+			backSince = time.Time{}
+		case backSince.IsZero():
+			backSince = time.Now()
+		case reconnected < 0 && time.Since(backSince) >= 250*time.Millisecond:
+			reconnected = backSince.Sub(upAt)
+		}
+		return back && lastStatus == http.StatusOK && lastCheck.Reason == reasonWithin && lastCheck.Policy == "closed:*"
 	})
 	recoveredAt := time.Now()
+	if recovered >= 0 && (reconnected < 0 || recovered < reconnected) {
+		reconnected = recovered // recovered implies reconnected
+	}
 	time.Sleep(200 * time.Millisecond) // some traffic after recovery
 	stopLoad()
 
@@ -293,13 +312,15 @@ func TestRedisOutage(t *testing.T) {
 			}
 		}
 	}
-	if len(before) < 20 || len(down) < 200 {
+	if len(before) < 20 || len(down) < 100 {
 		t.Fatalf("only %d checks before and %d during the outage; the load did not run", len(before), len(down))
 	}
+	healthy := make([]time.Duration, 0, len(before))
 	for _, s := range before {
 		if s.err != nil || s.status != http.StatusOK || s.reason != reasonWithin {
 			t.Fatalf("check before the outage = %d %q %v; want 200 within_limit", s.status, s.reason, s.err)
 		}
+		healthy = append(healthy, s.end.Sub(s.start))
 	}
 	lat := make([]time.Duration, 0, len(down))
 	wrong := map[string]int{}
@@ -316,29 +337,24 @@ func TestRedisOutage(t *testing.T) {
 	for w, k := range wrong {
 		t.Errorf("%d checks during the outage: %s", k, w)
 	}
-	for _, s := range down {
-		if d := s.end.Sub(s.start); d > 50*time.Millisecond {
-			t.Logf("DIAG slow: start +%v took %v closed=%v", s.start.Sub(downFrom), d, s.closed)
-		}
-	}
-	var bl []time.Duration
-	for _, s := range before { bl = append(bl, s.end.Sub(s.start)) }
-	slices.Sort(bl)
-	t.Logf("DIAG before: n=%d p99=%v max=%v", len(bl), bl[int(0.99*float64(len(bl)))], bl[len(bl)-1])
-	slices.Sort(lat)
-	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	t.Logf("outage: %d checks in %v, latency p50 %v p99 %v max %v; redis_connected false after %v",
-		len(down), downUntil.Sub(downFrom).Round(time.Millisecond), q(0.50).Round(10*time.Microsecond),
-		q(0.99).Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond), disconnected.Round(time.Millisecond))
-	if p99 := q(0.99); p99 > outageP99Bound {
+	// The healthy phase's p99 is logged for comparison: when it is high
+	// too, the machine rather than the outage is slow.
+	t.Logf("outage: %d checks in %v, latency p50 %v p99 %v max %v (before the outage: %d checks, p99 %v); redis_connected false after %v",
+		len(down), downUntil.Sub(downFrom).Round(time.Millisecond), quantileOf(lat, 0.50), quantileOf(lat, 0.99), quantileOf(lat, 1),
+		len(healthy), quantileOf(healthy, 0.99), figure(disconnected, 5*time.Second))
+	if p99 := quantileOf(lat, 0.99); p99 > outageP99Bound {
 		t.Errorf("p99 check latency while Redis was down = %v; want <= %v with redis_timeout %v", p99, outageP99Bound, cfg.RedisTimeout.Duration)
 	}
 
-	if recovered < 0 || recovered > recoveryBound {
-		t.Fatalf("after Redis came back: recovered after %v (want within %v); last probe %d %+v %v, registry entry %+v (source %q), %d live limits on the node",
-			recovered, recoveryBound, lastStatus, lastCheck, lastErr, self, source, len(limitsOn(t, n.URL, false)))
+	t.Logf("time from Redis answering again: to reconnected %s, to decisions under the configured limits %s",
+		figure(reconnected, 2*recoveryBound), figure(recovered, 2*recoveryBound))
+	if reconnected < 0 || reconnected > recoveryBound {
+		t.Errorf("time to reconnect: %s; want within %v", figure(reconnected, 2*recoveryBound), recoveryBound)
 	}
-	t.Logf("recovered %v after Redis answered again", recovered.Round(time.Millisecond))
+	if recovered < 0 || recovered > recoveryBound {
+		t.Fatalf("time to decisions under the configured limits: %s; want within %v of Redis answering again; last probe %d %+v %v, registry entry %+v (source %q), %d live limits on the node",
+			figure(recovered, 2*recoveryBound), recoveryBound, lastStatus, lastCheck, lastErr, self, source, len(limitsOn(t, n.URL, false)))
+	}
 	for _, s := range after {
 		if s.err != nil || s.status != http.StatusOK || s.reason != reasonWithin {
 			t.Fatalf("check after recovery (closed=%v) = %d %q %v; want 200 within_limit", s.closed, s.status, s.reason, s.err)
@@ -377,7 +393,7 @@ func TestNodeStartsWithRedisDown(t *testing.T) {
 	var self apiNode
 	var source, reason string
 	probe := 0
-	joined := pollFor(up, 2*recoveryBound, 20*time.Millisecond, func() bool {
+	joined := stableFor(up, 2*recoveryBound, 250*time.Millisecond, func() bool {
 		probe++
 		r, status, err := tryCheck(n.URL, fmt.Sprintf("closed:join-%d", probe))
 		reason = r.Reason
@@ -389,10 +405,47 @@ func TestNodeStartsWithRedisDown(t *testing.T) {
 		return err == nil && src == "store" && self.State == stateHealthy && self.RedisConnected
 	})
 	if joined < 0 || joined > recoveryBound {
-		t.Fatalf("node joined %v after Redis appeared; want within %v (last reason %q, registry entry %+v, source %q)", joined, recoveryBound, reason, self, source)
+		t.Fatalf("time from Redis appearing to the node joining: %s; want within %v (last reason %q, registry entry %+v, source %q)", figure(joined, 2*recoveryBound), recoveryBound, reason, self, source)
 	}
-	t.Logf("node started without Redis joined %v after Redis appeared", joined.Round(time.Millisecond))
+	t.Logf("node started without Redis joined %s after Redis appeared", figure(joined, 2*recoveryBound))
 	if l := limitsOn(t, n.URL, false)["closed:*"]; l.Source != "config" || l.CreatedAt.IsZero() {
 		t.Errorf("config limit after joining = %+v; want it seeded into the store", l)
 	}
+}
+
+// quantileOf returns the q-quantile (nearest rank) of d, which it sorts.
+func quantileOf(d []time.Duration, q float64) time.Duration {
+	slices.Sort(d)
+	i := int(math.Ceil(q*float64(len(d)))) - 1
+	return d[max(0, min(len(d)-1, i))].Round(10 * time.Microsecond)
+}
+
+// stableFor polls cond every 20ms until it has held on every poll for hold,
+// and returns when, after start, that streak began; -1 when no such streak
+// ends by start+timeout. A single success is not enough after a store
+// restart: the first decisions may succeed before the next sync changes
+// what the node knows.
+func stableFor(start time.Time, timeout, hold time.Duration, cond func() bool) time.Duration {
+	var streak time.Time
+	for time.Since(start) <= timeout {
+		now := time.Now()
+		switch {
+		case !cond():
+			streak = time.Time{}
+		case streak.IsZero():
+			streak = now
+		case now.Sub(streak) >= hold:
+			return streak.Sub(start)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return -1
+}
+
+// figure formats a measured time, or says that none was measured.
+func figure(d, limit time.Duration) string {
+	if d < 0 {
+		return fmt.Sprintf("never (waited %v)", limit)
+	}
+	return d.Round(time.Millisecond).String()
 }

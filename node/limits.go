@@ -72,6 +72,9 @@ func putLimit(l limiter.Limit, source string) func(time.Time, *limitRecord) (*li
 		if cur != nil && !cur.Deleted {
 			next.CreatedAt = cur.CreatedAt
 		}
+		if cur == nil { // "did not exist" is a version too: rolling back a creation deletes
+			next.Previous = &limitRecord{Limit: l, CreatedAt: now, UpdatedAt: now, Source: source, Deleted: true}
+		}
 		return next, nil
 	}
 }

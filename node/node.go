@@ -121,6 +121,7 @@ func New(cfg Config, store Store, log *slog.Logger, now func() time.Time) (*Node
 		IdleTimeout:           2 * time.Minute,
 		NoDefaultServerHeader: true,
 		CloseOnShutdown:       true,
+		Logger:                fasthttpLogger{n.log},
 	}
 	// Until the first sync the node decides with the file's limits.
 	n.applyLimits(recordsFromConfig(cfg.Limits, n.now()), nil, map[string]string{}, -1)
@@ -141,12 +142,16 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	n.startup(ctx)
 
-	var wg sync.WaitGroup
+	// The loops stop before the node deregisters, so no late heartbeat can
+	// put it back in the registry; the server stops last.
+	loops, stopLoops := context.WithCancel(ctx)
+	var wg, served sync.WaitGroup
 	serveErr := make(chan error, 1)
-	wg.Add(3)
-	go func() { defer wg.Done(); serveErr <- n.server.Serve(n.ln) }()
-	go func() { defer wg.Done(); n.every(ctx, n.cfg.HeartbeatInterval.Duration, n.heartbeat) }()
-	go func() { defer wg.Done(); n.every(ctx, n.cfg.SyncInterval.Duration, n.syncTick) }()
+	served.Add(1)
+	go func() { defer served.Done(); serveErr <- n.server.Serve(n.ln) }()
+	wg.Add(2)
+	go func() { defer wg.Done(); n.every(loops, n.cfg.HeartbeatInterval.Duration, n.heartbeat) }()
+	go func() { defer wg.Done(); n.every(loops, n.cfg.SyncInterval.Duration, n.syncTick) }()
 	n.log.Info("node serving", "addr", n.Addr(), "store", n.storeKind())
 
 	var err error
@@ -154,8 +159,10 @@ func (n *Node) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err = <-serveErr:
 	}
-	n.shutdown()
+	stopLoops()
 	wg.Wait()
+	n.shutdown()
+	served.Wait()
 	if errors.Is(err, net.ErrClosed) {
 		err = nil
 	}
@@ -230,6 +237,9 @@ func (n *Node) storeOK() {
 }
 
 func (n *Node) storeFailed(op string, err error) {
+	if errors.Is(err, context.Canceled) {
+		return // our own shutdown or a client gone, not the store
+	}
 	n.metrics.redisErrs[op].Inc()
 	f := n.failures.Add(1)
 	if op == "check" || op == "check_batch" || op == "peek" {
@@ -254,6 +264,15 @@ func (n *Node) selfState() string {
 }
 
 func (n *Node) activeKeys() int64 { return estimate(n.keys[0].bytes(&n.keys[1])) }
+
+// fasthttpLogger sends fasthttp's own complaints (a client sending an
+// oversized body, say) to the node's log at debug level: the client already
+// got its answer, and an operator should not see one line per bad request.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...), "source", "fasthttp")
+}
 
 func isLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)

@@ -72,6 +72,14 @@ func (n *Node) sync(ctx context.Context, force bool) error {
 		return err
 	}
 	n.storeOK()
+	if last := n.version.Load(); v < last {
+		// The version only grows, so the store lost its data (a restart
+		// without persistence, a failover to a stale replica). Put back what
+		// this node knew; fields that survived are left alone.
+		n.log.Warn("store lost the shared state; restoring this node's copy", "version", v, "last_seen", last)
+		n.restore(ctx)
+		force = true
+	}
 	if !n.seeded.Load() {
 		if err := n.seedLimits(ctx); err != nil {
 			n.log.Warn("could not seed limits from the config file", "err", err)
@@ -115,6 +123,35 @@ func (n *Node) sync(ctx context.Context, force bool) error {
 	}
 	n.applyLimits(limits, blocks, snap.Hashes[2], snap.Version)
 	return nil
+}
+
+// restore writes this node's last known limits, blocks and drains back
+// into the store, only where the store has nothing: with several nodes
+// restoring at once, the first write of each field wins.
+func (n *Node) restore(ctx context.Context) {
+	st := n.state.Load()
+	put := func(hash, field string, v any) {
+		raw, ok := v.(string)
+		if !ok {
+			enc, _ := json.Marshal(v)
+			raw = string(enc)
+		}
+		if _, err := n.store.Swap(ctx, hash, field, "", raw); err != nil {
+			n.log.Warn("restore failed", "hash", hash, "field", field, "err", err)
+		}
+	}
+	for pattern, r := range st.limits {
+		put(hashLimits, pattern, r)
+	}
+	now := n.now().UnixMicro()
+	for key, b := range st.blocks {
+		if now < b.until {
+			put(hashBlocks, key, b)
+		}
+	}
+	for id, raw := range st.drain {
+		put(hashDrain, id, raw)
+	}
 }
 
 // applyLimits installs a new shared state and drops every cached denial,
