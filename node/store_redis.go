@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,10 +32,13 @@ type RedisStore struct {
 	mu     sync.Mutex // serializes connecting
 	client atomic.Pointer[rueidis.Client]
 
-	algos           [4]script
-	swap, heartbeat script
-	version, hkey   string
-	algKey          [4]string // data key prefixes, one per algorithm
+	algos                  [4]script
+	swap, heartbeat, batch script
+	// batcher groups concurrent checks on a single Redis; nil on a Cluster
+	// and until the first connection.
+	batcher       atomic.Pointer[batcher]
+	version, hkey string
+	algKey        [4]string // data key prefixes, one per algorithm
 }
 
 type script struct {
@@ -110,13 +114,21 @@ func NewRedisStore(rawURL, prefix string, dialTimeout time.Duration) (*RedisStor
 		return nil, err
 	}
 	opt.DisableCache = true
+	if v := os.Getenv("RL_FLUSH_US"); v != "" {
+		d, _ := strconv.Atoi(v)
+		opt.MaxFlushDelay = time.Duration(d) * time.Microsecond
+	}
+	if v := os.Getenv("RL_MUX"); v != "" {
+		d, _ := strconv.Atoi(v)
+		opt.PipelineMultiplex = d
+	}
 	opt.Dialer.Timeout = dialTimeout
 	opt.ConnWriteTimeout = max(dialTimeout, time.Second)
 	if prefix == "" {
 		prefix = "rl"
 	}
 	s := &RedisStore{opt: opt, prefix: prefix,
-		swap: newScript(swapLua), heartbeat: newScript(heartbeatLua),
+		swap: newScript(swapLua), heartbeat: newScript(heartbeatLua), batch: newScript(limiter.BatchScript()),
 		version: "{" + prefix + "}:version", hkey: "{" + prefix + "}:"}
 	for i, a := range limiter.Algorithms {
 		s.algos[i] = newScript(limiter.Script(a))
@@ -146,6 +158,9 @@ func (s *RedisStore) connect() (rueidis.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.Mode() != rueidis.ClientModeCluster {
+		s.batcher.Store(newBatcher(s))
+	}
 	s.client.Store(&c)
 	return c, nil
 }
@@ -162,6 +177,9 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 }
 
 func (s *RedisStore) Close() {
+	if b := s.batcher.Load(); b != nil {
+		b.close()
+	}
 	if c := s.get(); c != nil {
 		c.Close()
 	}
@@ -183,6 +201,9 @@ func (s *RedisStore) Decide(ctx context.Context, items []Item) error {
 			items[i].Err = errUnavailable
 		}
 		return errUnavailable
+	}
+	if b := s.batcher.Load(); b != nil && len(items) == 1 {
+		return b.decide(ctx, &items[0])
 	}
 	now := s.nowArg()
 	if len(items) == 1 {
@@ -235,15 +256,21 @@ func (s *RedisStore) evalCmd(c rueidis.Client, it *Item, now string, sha bool) r
 }
 
 func parseResult(r rueidis.RedisResult) (limiter.Result, error) {
-	var out limiter.Result
 	arr, err := r.ToArray()
 	if err != nil {
-		return out, err
+		return limiter.Result{}, err
 	}
+	return parseReply(arr)
+}
+
+// parseReply reads one decision, {allowed, remaining, reset, retry}.
+func parseReply(arr []rueidis.RedisMessage) (limiter.Result, error) {
+	var out limiter.Result
 	if len(arr) != 4 {
 		return out, fmt.Errorf("decision script returned %d values, want 4", len(arr))
 	}
 	var v [4]int64
+	var err error
 	for i := range arr {
 		if v[i], err = arr[i].AsInt64(); err != nil {
 			return out, err

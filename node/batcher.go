@@ -1,0 +1,185 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/ratelimiter/ratelimiter/limiter"
+)
+
+// batcher gathers the checks that arrive while earlier ones are in flight
+// into one call of limiter.BatchScript. Under load this pays Redis' per-call
+// cost and the client's per-command cost once per batch; when idle a check
+// goes out alone, at once, so nothing waits for a batch to fill. It is used
+// only on a single Redis: on a Cluster the keys of one call must share a
+// slot, so each check there is its own script call.
+type batcher struct {
+	s    *RedisStore
+	in   chan *waiter
+	stop chan struct{}
+	wg   sync.WaitGroup
+	max  int
+}
+
+// waiter is one check inside the batcher. It owns copies of everything the
+// batch goroutine reads, so a caller that gives up on its deadline can
+// return and reuse its request memory while the batch still runs.
+type waiter struct {
+	key      string // the data key
+	policy   *Policy
+	cost     int64
+	deadline time.Time
+	res      limiter.Result
+	err      error
+	done     chan struct{}
+}
+
+var waiters = sync.Pool{New: func() any { return &waiter{done: make(chan struct{}, 1)} }}
+
+const (
+	batchWorkers = 4   // batches in flight at once
+	batchMax     = 128 // checks in one script call
+)
+
+func newBatcher(s *RedisStore) *batcher {
+	b := &batcher{s: s, in: make(chan *waiter, 4*batchMax), stop: make(chan struct{}), max: batchMax}
+	b.wg.Add(batchWorkers)
+	for range batchWorkers {
+		go b.work()
+	}
+	return b
+}
+
+func (b *batcher) close() {
+	close(b.stop)
+	b.wg.Wait()
+}
+
+// decide runs one item through a batch and waits for it, or for ctx.
+func (b *batcher) decide(ctx context.Context, it *Item) error {
+	w := waiters.Get().(*waiter)
+	w.key, w.policy, w.cost = b.s.dataKey(it.Policy.alg, it.Key), it.Policy, it.Cost
+	w.deadline, _ = ctx.Deadline()
+	select {
+	case b.in <- w:
+	case <-ctx.Done():
+		waiters.Put(w)
+		it.Err = ctx.Err()
+		return it.Err
+	}
+	select {
+	case <-w.done:
+		it.Result, it.Err = w.res, w.err
+		*w = waiter{done: w.done}
+		waiters.Put(w)
+	case <-ctx.Done():
+		// The batch still holds w; it is left to the garbage collector.
+		it.Err = ctx.Err()
+	}
+	return it.Err
+}
+
+func (b *batcher) work() {
+	defer b.wg.Done()
+	batch := make([]*waiter, 0, b.max)
+	var keys, args []string
+	for {
+		select {
+		case <-b.stop:
+			return
+		case w := <-b.in:
+			batch = append(batch[:0], w)
+		}
+	fill:
+		for len(batch) < b.max {
+			select {
+			case w := <-b.in:
+				batch = append(batch, w)
+			default:
+				break fill
+			}
+		}
+		keys, args = b.run(batch, keys[:0], args[:0])
+		for _, w := range batch {
+			w.done <- struct{}{}
+		}
+	}
+}
+
+// run decides batch with one script call, setting every waiter's result.
+// A waiter whose deadline passed while it queued is not sent: its caller
+// has already answered by the failure mode, and deciding it now would count
+// a request against its key that the client never saw counted.
+func (b *batcher) run(batch []*waiter, keys, args []string) ([]string, []string) {
+	var deadline time.Time
+	now, expired := time.Now(), 0
+	for _, w := range batch {
+		if !w.deadline.IsZero() && now.After(w.deadline) {
+			w.err = context.DeadlineExceeded
+			expired++
+		} else if w.deadline.After(deadline) {
+			deadline = w.deadline
+		}
+	}
+	if expired > 0 { // rare: only after Redis stalled
+		live := make([]*waiter, 0, len(batch)-expired)
+		for _, w := range batch {
+			if w.err == nil {
+				live = append(live, w)
+			}
+		}
+		if batch = live; len(batch) == 0 {
+			return keys, args
+		}
+	}
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if !deadline.IsZero() {
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+	}
+	defer cancel()
+	c := b.s.get()
+	if c == nil {
+		for _, w := range batch {
+			w.err = errUnavailable
+		}
+		return keys, args
+	}
+	nowArg := b.s.nowArg()
+	if len(batch) == 1 {
+		w := batch[0]
+		p := w.policy
+		k := [1]string{w.key}
+		a := [5]string{p.args[0], p.args[1], p.args[2], formatInt(w.cost), nowArg}
+		w.res, w.err = parseResult(b.s.algos[p.alg].lua.Exec(ctx, c, k[:], a[:]))
+		return keys, args
+	}
+	args = append(args, nowArg)
+	for _, w := range batch {
+		p := w.policy
+		keys = append(keys, w.key)
+		args = append(args, algIndex[p.alg], p.args[0], p.args[1], p.args[2], formatInt(w.cost))
+	}
+	res := b.s.batch.lua.Exec(ctx, c, keys, args)
+	arr, err := res.ToArray()
+	if err == nil && len(arr) != len(batch) {
+		err = fmt.Errorf("batch script returned %d results for %d keys", len(arr), len(batch))
+	}
+	for i, w := range batch {
+		if err != nil {
+			w.err = err
+			continue
+		}
+		var reply []rueidis.RedisMessage
+		if reply, w.err = arr[i].ToArray(); w.err == nil {
+			w.res, w.err = parseReply(reply)
+		}
+	}
+	return keys, args
+}
+
+// algIndex is each algorithm's 1-based index, as BatchScript wants it.
+var algIndex = [4]string{"1", "2", "3", "4"}
