@@ -82,7 +82,8 @@ func (n *Node) handleBlock(ctx *fasthttp.RequestCtx, key string, add bool) {
 }
 
 // changeShared sets hash[field] to what change returns from the current
-// value, with a compare-and-swap retried on conflicts. It reports whether
+// value ("" deletes it), with a compare-and-swap retried when another node
+// wrote in between. Returning the current value changes nothing. It reports whether
 // the field existed.
 func (n *Node) changeShared(ctx context.Context, hash, field string, change func(now int64, raw string) (string, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, n.mgmtTimeout())
@@ -96,7 +97,7 @@ func (n *Node) changeShared(ctx context.Context, hash, field string, change func
 		}
 		raw := snap.Hashes[0][field]
 		next, err := change(snap.Now, raw)
-		if err != nil {
+		if err != nil || next == raw {
 			return err
 		}
 		ok, err := n.store.Swap(ctx, hash, field, raw, next)
@@ -167,9 +168,7 @@ func (n *Node) handleCounter(ctx *fasthttp.RequestCtx, key string, reset bool) {
 // check fails the whole request, naming its index, so nothing is half done.
 func (n *Node) handleBatch(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
-	if n.selfState() == stateDraining {
-		n.problem(ctx, &problemError{status: fasthttp.StatusServiceUnavailable, typ: "temporary-reduced-capacity",
-			detail: "node " + n.id + " is draining; send checks to another node"})
+	if n.refuseDraining(ctx) {
 		return
 	}
 	p := parsers.Get()

@@ -92,9 +92,7 @@ func parseCheck(v *fastjson.Value) (checkInput, *problemError) {
 // form: the decision is in the status and headers, the body is empty.
 func (n *Node) handleCheck(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
-	if n.selfState() == stateDraining {
-		n.problem(ctx, &problemError{status: fasthttp.StatusServiceUnavailable, typ: "temporary-reduced-capacity",
-			detail: "node " + n.id + " is draining; send checks to another node"})
+	if n.refuseDraining(ctx) {
 		return
 	}
 	var in checkInput
@@ -129,6 +127,17 @@ func (n *Node) handleCheck(ctx *fasthttp.RequestCtx) {
 	d := n.decide(st, p, in)
 	n.account(&d, in.key, start)
 	n.writeDecision(ctx, &d, in.key, ctx.IsPost())
+}
+
+// refuseDraining answers a check with 503 while this node drains, so a load
+// balancer moves the traffic elsewhere.
+func (n *Node) refuseDraining(ctx *fasthttp.RequestCtx) bool {
+	if n.selfState() != stateDraining {
+		return false
+	}
+	n.problem(ctx, &problemError{status: fasthttp.StatusServiceUnavailable, typ: "temporary-reduced-capacity",
+		detail: "node " + n.id + " is draining; send checks to another node"})
+	return true
 }
 
 func (n *Node) checkQuery(ctx *fasthttp.RequestCtx) (checkInput, *problemError) {

@@ -14,42 +14,28 @@ import (
 
 var errConflict = errors.New("the value kept changing under concurrent writers; try again")
 
-// changeLimit applies change to the stored record of pattern with a
-// compare-and-swap, retrying when another node wrote in between. change
-// returns nil to leave the record alone.
+// changeLimit applies change to the stored record of pattern (see
+// changeShared); change returns nil to leave the record alone.
 func (n *Node) changeLimit(ctx context.Context, pattern string, change func(now time.Time, cur *limitRecord) (*limitRecord, error)) (*limitRecord, error) {
-	ctx, cancel := context.WithTimeout(ctx, n.mgmtTimeout())
-	defer cancel()
-	for range 8 {
-		n.metrics.redisOps["write"].Inc()
-		snap, err := n.store.Read(ctx, hashLimits)
-		if err != nil {
-			n.storeFailed("write", err)
-			return nil, err
-		}
-		raw := snap.Hashes[0][pattern]
+	var rec *limitRecord
+	err := n.changeShared(ctx, hashLimits, pattern, func(now int64, raw string) (string, error) {
 		var cur *limitRecord
 		if raw != "" {
 			cur = new(limitRecord)
 			if err := json.Unmarshal([]byte(raw), cur); err != nil {
-				return nil, errors.New("stored limit is unreadable: " + err.Error())
+				return "", errors.New("stored limit is unreadable: " + err.Error())
 			}
 		}
-		next, err := change(time.UnixMicro(snap.Now).UTC(), cur)
+		next, err := change(time.UnixMicro(now).UTC(), cur)
 		if err != nil || next == nil {
-			return cur, err
+			rec = cur
+			return raw, err
 		}
+		rec = next
 		enc, _ := json.Marshal(next)
-		ok, err := n.store.Swap(ctx, hashLimits, pattern, raw, string(enc))
-		if err != nil {
-			n.storeFailed("write", err)
-			return nil, err
-		}
-		if ok {
-			return next, nil
-		}
-	}
-	return nil, errConflict
+		return string(enc), nil
+	})
+	return rec, err
 }
 
 // history returns cur without its own history, to become the next
