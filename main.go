@@ -1,23 +1,29 @@
-// Command ratelimiter runs a distributed rate-limiter node on Redis (more
-// roles follow). main wires flags to package configs; the packages work.
+// Command ratelimiter runs a distributed rate-limiter node on Redis and the
+// load generator that measures it (more roles follow). main wires flags to
+// package configs; the packages work.
 package main
 
 import (
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/term"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/ratelimiter/ratelimiter/config"
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/loadgen"
 	"github.com/ratelimiter/ratelimiter/node"
 )
 
@@ -29,9 +35,22 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "ratelimiter:", err)
+		var ee *exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
 		os.Exit(1)
 	}
 }
+
+// exitError carries an exit status other than 1: loadgen exits 2 when a
+// run misses a threshold, so scripts can tell that from a usage error.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
 
 // fileConfig is the layout of the configuration file; each role owns its
 // section and its validation.
@@ -70,7 +89,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Writer:         stdout,
 		ErrWriter:      stderr,
 		ExitErrHandler: func(*cli.Context, error) {}, // main reports errors once
-		Commands:       []*cli.Command{nodeCommand()},
+		Commands:       []*cli.Command{nodeCommand(), loadgenCommand()},
 	}
 	return app.RunContext(ctx, args)
 }
@@ -170,4 +189,71 @@ func applyNodeFlags(c *cli.Context, cfg *node.Config) {
 	if c.IsSet("hot-key-ratio") {
 		cfg.HotKeyRatio = c.Float64("hot-key-ratio")
 	}
+}
+
+func loadgenCommand() *cli.Command {
+	d := loadgen.DefaultConfig()
+	return &cli.Command{
+		Name:  "loadgen",
+		Usage: "send open-loop load to nodes and report latency, decisions and accuracy",
+		Flags: append(logFlags(),
+			&cli.StringSliceFlag{Name: "target", Aliases: []string{"t"}, Usage: "node base URL (repeatable)", Required: true},
+			&cli.StringFlag{Name: "rate", Value: "1000", Usage: "requests per second, or START:END to ramp"},
+			&cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Value: d.Duration},
+			&cli.IntFlag{Name: "keys", Value: d.Keys, Usage: "distinct keys"},
+			&cli.StringFlag{Name: "distribution", Value: d.Distribution, Usage: "uniform or zipf"},
+			&cli.Float64Flag{Name: "zipf-s", Value: d.ZipfS, Usage: "zipf exponent (> 1)"},
+			&cli.Float64Flag{Name: "hot-key-share", Usage: "share of requests sent to one hot key"},
+			&cli.StringFlag{Name: "key-prefix", Value: d.KeyPrefix},
+			&cli.Int64Flag{Name: "cost", Value: d.Cost},
+			&cli.StringFlag{Name: "method", Value: d.Method, Usage: "post (JSON) or get (forward-auth)"},
+			&cli.IntFlag{Name: "max-inflight", Value: d.MaxInflight, Usage: "bound on requests awaiting an answer"},
+			&cli.DurationFlag{Name: "timeout", Value: d.Timeout, Usage: "per request"},
+			&cli.Uint64Flag{Name: "seed", Value: d.Seed},
+			&cli.BoolFlag{Name: "verify", Usage: "check every decision against the cluster's limits"},
+			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
+			&cli.DurationFlag{Name: "max-p99", Usage: "exit 2 when p99 latency is above this"},
+			&cli.Float64Flag{Name: "max-error-rate", Usage: "exit 2 when the share of errors is above this (0..1)"},
+			&cli.Float64Flag{Name: "min-rate", Usage: "exit 2 when the achieved rate (req/s) is below this"},
+		),
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c)
+			if err != nil {
+				return err
+			}
+			cfg := loadgen.Config{Targets: c.StringSlice("target"), Duration: c.Duration("duration"), Keys: c.Int("keys"),
+				Distribution: c.String("distribution"), ZipfS: c.Float64("zipf-s"), HotKeyShare: c.Float64("hot-key-share"),
+				KeyPrefix: c.String("key-prefix"), Cost: c.Int64("cost"), Method: c.String("method"),
+				MaxInflight: c.Int("max-inflight"), Timeout: c.Duration("timeout"), Seed: c.Uint64("seed"),
+				Verify: c.Bool("verify"), MaxP99: c.Duration("max-p99"), MaxErrorRate: c.Float64("max-error-rate"),
+				MinRate: c.Float64("min-rate")}
+			if cfg.Rate, cfg.RateEnd, err = loadgen.ParseRate(c.String("rate")); err != nil {
+				return err
+			}
+			stderr := c.App.ErrWriter
+			r, err := loadgen.Run(c.Context, cfg, stderr, isTerminal(stderr), log)
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(r); err != nil {
+					return err
+				}
+			} else {
+				r.WriteText(c.App.Writer)
+			}
+			if len(r.Failed) > 0 {
+				return &exitError{code: 2, msg: "thresholds missed: " + strings.Join(r.Failed, "; ")}
+			}
+			return nil
+		},
+	}
+}
+
+// isTerminal reports whether w is a terminal, for live progress lines.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }

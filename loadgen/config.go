@@ -1,0 +1,112 @@
+// Package loadgen is the load generator: an open loop at a constant or
+// ramping arrival rate over one or more nodes, with latency measured from
+// each request's intended send time, and an accuracy check of the
+// cluster's decisions. It talks to nodes only through their HTTP API.
+package loadgen
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/ratelimiter/ratelimiter/config"
+)
+
+// Config is one load run.
+type Config struct {
+	Targets  []string // node base URLs
+	Rate     float64  // requests per second at the start
+	RateEnd  float64  // requests per second at the end; 0 means constant Rate
+	Duration time.Duration
+	// Keys is the number of distinct keys; Distribution picks among them
+	// ("uniform" or "zipf", with exponent ZipfS). HotKeyShare of the
+	// requests go to one hot key instead.
+	Keys         int
+	Distribution string
+	ZipfS        float64
+	HotKeyShare  float64
+	KeyPrefix    string
+	Cost         int64
+	// Method is "post" (POST /api/v1/check with a JSON body) or "get" (the
+	// forward-auth form).
+	Method      string
+	MaxInflight int
+	Timeout     time.Duration // per request
+	Seed        uint64
+	// Verify keeps every decision and checks it against the cluster's
+	// limits as read at the start.
+	Verify bool
+	// Thresholds; zero disables each.
+	MaxP99       time.Duration
+	MaxErrorRate float64 // share of requests, 0..1
+	MinRate      float64 // achieved requests per second
+}
+
+// DefaultConfig is a one-minute run at 1000 requests/s over 1000 keys.
+func DefaultConfig() Config {
+	return Config{Rate: 1000, Duration: time.Minute, Keys: 1000, Distribution: "uniform", ZipfS: 1.1,
+		KeyPrefix: "loadgen:", Cost: 1, Method: "post", MaxInflight: 10_000, Timeout: 2 * time.Second, Seed: 1}
+}
+
+// ParseRate reads "1000" or a ramp "1000:5000".
+func ParseRate(s string) (start, end float64, err error) {
+	a, b, ramp := strings.Cut(s, ":")
+	if _, err = fmt.Sscanf(a, "%g", &start); err != nil {
+		return 0, 0, fmt.Errorf("invalid rate %q: want R or START:END requests per second", s)
+	}
+	if ramp {
+		if _, err = fmt.Sscanf(b, "%g", &end); err != nil {
+			return 0, 0, fmt.Errorf("invalid rate %q: want R or START:END requests per second", s)
+		}
+	}
+	return start, end, nil
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var p config.Problems
+	if len(c.Targets) == 0 {
+		p.Add("target", "at least one --target URL is needed")
+	}
+	for _, t := range c.Targets {
+		u, err := url.Parse(t)
+		if err != nil || u.Scheme != "http" || u.Host == "" {
+			p.Add("target", "%q is not an http://host:port URL", t)
+		}
+	}
+	if c.Rate <= 0 || c.RateEnd < 0 {
+		p.Add("rate", "must be positive")
+	}
+	if c.Duration <= 0 {
+		p.Add("duration", "must be positive")
+	}
+	if c.Keys < 1 {
+		p.Add("keys", "must be at least 1")
+	}
+	if c.Distribution != "uniform" && c.Distribution != "zipf" {
+		p.Add("distribution", "must be uniform or zipf, got %q", c.Distribution)
+	}
+	if c.Distribution == "zipf" && c.ZipfS <= 1 {
+		p.Add("zipf-s", "must be greater than 1")
+	}
+	if c.HotKeyShare < 0 || c.HotKeyShare > 1 {
+		p.Add("hot-key-share", "must be between 0 and 1")
+	}
+	if c.Cost < 1 {
+		p.Add("cost", "must be at least 1")
+	}
+	if c.Method != "post" && c.Method != "get" {
+		p.Add("method", "must be post or get, got %q", c.Method)
+	}
+	if c.MaxInflight < 1 {
+		p.Add("max-inflight", "must be at least 1")
+	}
+	if c.Timeout <= 0 {
+		p.Add("timeout", "must be positive")
+	}
+	if c.MaxErrorRate < 0 || c.MaxErrorRate > 1 {
+		p.Add("max-error-rate", "must be between 0 and 1")
+	}
+	return p.Err()
+}

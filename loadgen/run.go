@@ -1,0 +1,195 @@
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fastjson"
+)
+
+// outcome is one request as it happened. Times are offsets from the start
+// of the run on the generator's monotonic clock.
+type outcome struct {
+	key      string
+	target   int
+	intended time.Duration // when the pacer wanted it sent
+	sent     time.Duration
+	done     time.Duration
+	allowed  bool
+	reason   string // from the JSON answer (POST only)
+	resetMs  int64  // reset_after_ms from the JSON answer (POST only)
+	errKind  string // "" when the node answered 200 or 429
+}
+
+// lateAfter is how far behind its intended time a send must be to count
+// as late. Latency is measured from the intended time either way; this
+// only tells a reader that the generator itself was struggling.
+const lateAfter = 5 * time.Millisecond
+
+// Run sends the load described by cfg and reports what happened. Progress
+// lines go to progress: one updating line when tty is set, else a line per
+// second. Run stops early, with a report of what was sent, when ctx ends.
+func Run(ctx context.Context, cfg Config, progress io.Writer, tty bool, log *slog.Logger) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var limits *policies
+	if cfg.Verify {
+		var err error
+		if limits, err = fetchPolicies(cfg.Targets, cfg.Timeout); err != nil {
+			return nil, fmt.Errorf("cannot read the cluster's limits for --verify: %w", err)
+		}
+	}
+	clients := make([]*fasthttp.HostClient, len(cfg.Targets))
+	for i, t := range cfg.Targets {
+		u, _ := url.Parse(t)
+		clients[i] = &fasthttp.HostClient{Addr: u.Host, MaxConns: cfg.MaxInflight, ReadTimeout: cfg.Timeout,
+			WriteTimeout: cfg.Timeout, MaxIdemponentCallAttempts: 1, NoDefaultUserAgentHeader: true,
+			MaxConnWaitTimeout: cfg.Timeout}
+	}
+	agg := newAggregate(len(cfg.Targets), cfg.Verify)
+	p := pacer{start: cfg.Rate, end: cfg.RateEnd, span: cfg.Duration.Seconds()}
+	keys := newKeyPicker(cfg)
+	sem := make(chan struct{}, cfg.MaxInflight)
+	var wg sync.WaitGroup
+	start := time.Now()
+
+	stopProgress := make(chan struct{})
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		agg.progressLoop(start, progress, tty, stopProgress)
+	}()
+
+	total := p.total()
+	var issued, late int64
+	var maxLag time.Duration
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+issue:
+	for issued < total {
+		due := p.due(issued)
+		if wait := due - time.Since(start); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				break issue
+			case <-timer.C:
+			}
+		}
+		select { // a free in-flight slot, or wait for one: the wait shows as latency
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			break issue
+		}
+		lag := time.Since(start) - due
+		if lag > cfg.Duration/10+time.Second {
+			break // hopelessly behind: what is left counts as dropped
+		}
+		if lag > lateAfter {
+			late++
+		}
+		maxLag = max(maxLag, lag)
+		o := outcome{key: keys.next(), target: int(issued % int64(len(clients))), intended: due}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			send(clients[o.target], cfg, start, &o)
+			agg.add(&o)
+		}()
+		issued++
+	}
+	sendEnd := time.Since(start)
+	wg.Wait()
+	close(stopProgress)
+	<-progressDone
+
+	r := agg.report(cfg, start, sendEnd)
+	r.Sent, r.Dropped, r.Late, r.MaxLagMs = issued, total-issued, late, ms(maxLag)
+	if ctx.Err() != nil {
+		r.Interrupted = true
+	}
+	if sendEnd > 0 {
+		r.AchievedRate = round2(float64(issued) / sendEnd.Seconds())
+	}
+	r.IntendedRate = round2(float64(total) / cfg.Duration.Seconds())
+	if limits != nil {
+		r.Accuracy = verify(limits, agg.outcomes)
+	}
+	r.checkThresholds(cfg)
+	if r.Dropped > 0 {
+		log.Warn("the generator could not keep up: requests were dropped", "dropped", r.Dropped, "achieved_rate", r.AchievedRate)
+	}
+	return r, nil
+}
+
+var jsonParsers fastjson.ParserPool
+
+// send makes one request and fills in o.
+func send(c *fasthttp.HostClient, cfg Config, start time.Time, o *outcome) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetHost(c.Addr)
+	if cfg.Method == "get" {
+		req.SetRequestURI("/api/v1/check?key=" + url.QueryEscape(o.key) + "&cost=" + strconv.FormatInt(cfg.Cost, 10))
+	} else {
+		req.Header.SetMethod("POST")
+		req.SetRequestURI("/api/v1/check")
+		req.Header.SetContentType("application/json")
+		req.SetBodyString(`{"key":` + strconv.Quote(o.key) + `,"cost":` + strconv.FormatInt(cfg.Cost, 10) + `}`)
+	}
+	o.sent = time.Since(start)
+	err := c.DoTimeout(req, resp, cfg.Timeout)
+	o.done = time.Since(start)
+	if err != nil {
+		o.errKind = errorKind(err)
+		return
+	}
+	switch code := resp.StatusCode(); code {
+	case fasthttp.StatusOK, fasthttp.StatusTooManyRequests:
+		o.allowed = code == fasthttp.StatusOK
+		if cfg.Method == "post" {
+			p := jsonParsers.Get()
+			if v, err := p.ParseBytes(resp.Body()); err == nil {
+				o.reason = string(v.GetStringBytes("reason"))
+				o.resetMs = v.GetInt64("reset_after_ms")
+			}
+			jsonParsers.Put(p)
+		}
+	default:
+		o.errKind = "status_" + strconv.Itoa(code)
+	}
+}
+
+func errorKind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, fasthttp.ErrDialTimeout), errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		return "no_free_connections"
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF),
+		errors.Is(err, fasthttp.ErrConnectionClosed):
+		return "connection"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return "connection"
+	}
+	return "other"
+}

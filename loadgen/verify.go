@@ -1,0 +1,303 @@
+package loadgen
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/ratelimiter/ratelimiter/limiter"
+)
+
+// The accuracy check. The generator cannot see the store's clock, only that
+// a decision happened somewhere between sending a request and reading its
+// answer, [sent, done] on the generator's clock. Every judgement below holds
+// for any decision time inside those intervals, so network delay can hide a
+// fault but never invent one. Sliding windows need no clock agreement at all
+// (only differences count, assuming the clocks run at the same rate); the
+// aligned windows of fixed_window and sliding_window are located from the
+// reset_after the nodes report (to the millisecond), and a request whose
+// interval might straddle a window edge is not counted against either side.
+
+// policies are the cluster's limits as read before the run.
+type policies struct {
+	table *limiter.Table
+}
+
+func fetchPolicies(targets []string, timeout time.Duration) (*policies, error) {
+	client := &http.Client{Timeout: timeout}
+	var lastErr error
+	for _, t := range targets {
+		resp, err := client.Get(t + "/api/v1/limits")
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			lastErr = fmt.Errorf("GET %s/api/v1/limits: status %d", t, resp.StatusCode)
+			continue
+		}
+		var doc struct{ Limits []limiter.Limit }
+		if err := json.Unmarshal(body, &doc); err != nil {
+			return nil, fmt.Errorf("GET %s/api/v1/limits: %w", t, err)
+		}
+		for i := range doc.Limits {
+			doc.Limits[i].Normalize()
+		}
+		return &policies{table: limiter.NewTable(doc.Limits)}, nil
+	}
+	return nil, lastErr
+}
+
+// Accuracy is the verdict of --verify.
+type Accuracy struct {
+	Checked           int64            `json:"checked"` // decisions judged
+	Excluded          int64            `json:"excluded"`
+	OverAdmissions    int64            `json:"over_admissions"`
+	OverAdmissionRate float64          `json:"over_admission_rate"` // of allowed decisions checked
+	FalseBlocks       int64            `json:"false_blocks"`
+	FalseBlockRate    float64          `json:"false_block_rate"` // of denials checked
+	PerPolicy         []PolicyAccuracy `json:"per_policy"`
+	Method            string           `json:"method"`
+}
+
+// PolicyAccuracy is the verdict for the keys of one limit.
+type PolicyAccuracy struct {
+	Policy             string            `json:"policy"`
+	Algorithm          limiter.Algorithm `json:"algorithm"`
+	Keys               int               `json:"keys"`
+	Allowed            int64             `json:"allowed"`
+	Denied             int64             `json:"denied"`
+	OverAdmissions     int64             `json:"over_admissions"`
+	FalseBlocks        int64             `json:"false_blocks"`
+	FalseBlocksChecked bool              `json:"false_blocks_checked"`
+	Unaligned          int64             `json:"unaligned,omitempty"` // near a window edge: not counted
+}
+
+const methodNote = "decision times bounded by [sent, answered] on the generator's clock; aligned windows located from reset_after_ms (±1 ms); requests that might straddle a window edge are not counted"
+
+func verify(p *policies, outs []outcome) *Accuracy {
+	acc := &Accuracy{Method: methodNote}
+	byKey := map[string][]outcome{}
+	pol := map[string]*limiter.Limit{}
+	for _, o := range outs {
+		l := p.table.Match([]byte(o.key))
+		if o.errKind != "" || l == nil || l.Shadow || (o.reason != "" && o.reason != "within_limit" && o.reason != "limit") {
+			acc.Excluded++
+			continue
+		}
+		byKey[o.key] = append(byKey[o.key], o)
+		pol[o.key] = l
+	}
+	per := map[string]*PolicyAccuracy{}
+	keys := make([]string, 0, len(byKey))
+	for k := range byKey {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		l, list := pol[k], byKey[k]
+		pa := per[l.KeyPattern]
+		if pa == nil {
+			pa = &PolicyAccuracy{Policy: l.Name, Algorithm: l.Algorithm}
+			per[l.KeyPattern] = pa
+		}
+		pa.Keys++
+		sort.Slice(list, func(i, j int) bool { return list[i].sent < list[j].sent })
+		var allowed, denied []outcome
+		for _, o := range list {
+			if o.allowed {
+				allowed = append(allowed, o)
+			} else {
+				denied = append(denied, o)
+			}
+		}
+		pa.Allowed += int64(len(allowed))
+		pa.Denied += int64(len(denied))
+		switch l.Algorithm {
+		case limiter.SlidingLog:
+			pa.OverAdmissions += slidingOver(allowed, l.MaxRequests, l.Window(), 0, 0)
+			pa.FalseBlocks += slidingFalseBlocks(allowed, denied, l.MaxRequests, l.Window())
+			pa.FalseBlocksChecked = true
+		case limiter.TokenBucket:
+			period := time.Duration((l.WindowSeconds*1e6+l.MaxRequests-1)/l.MaxRequests) * time.Microsecond
+			pa.OverAdmissions += slidingOver(allowed, l.Burst, l.Window(), period, 1)
+		case limiter.FixedWindow, limiter.SlidingWindow:
+			over, falseBlocks, unaligned := alignedCheck(allowed, denied, l)
+			pa.OverAdmissions += over
+			pa.Unaligned += unaligned
+			if l.Algorithm == limiter.FixedWindow {
+				pa.FalseBlocks += falseBlocks
+				pa.FalseBlocksChecked = true
+			}
+		}
+	}
+	var allowedChecked, deniedChecked int64
+	for _, pa := range per {
+		acc.PerPolicy = append(acc.PerPolicy, *pa)
+		acc.OverAdmissions += pa.OverAdmissions
+		acc.FalseBlocks += pa.FalseBlocks
+		acc.Checked += pa.Allowed + pa.Denied - pa.Unaligned
+		allowedChecked += pa.Allowed
+		if pa.FalseBlocksChecked {
+			deniedChecked += pa.Denied
+		}
+	}
+	sort.Slice(acc.PerPolicy, func(i, j int) bool { return acc.PerPolicy[i].Policy < acc.PerPolicy[j].Policy })
+	if allowedChecked > 0 {
+		acc.OverAdmissionRate = float64(acc.OverAdmissions) / float64(allowedChecked)
+	}
+	if deniedChecked > 0 {
+		acc.FalseBlockRate = float64(acc.FalseBlocks) / float64(deniedChecked)
+	}
+	return acc
+}
+
+// slidingOver counts allowed requests that made a set of allowed requests,
+// certainly decided within a span L no longer than window, exceed
+// limit + L/period + slack units (period 0: a plain limit per window).
+// Each request counts one unit: the generator sends one cost per run, and
+// limits are expressed in requests of that cost.
+func slidingOver(allowed []outcome, limit int64, window, period time.Duration, slack int64) int64 {
+	var over int64
+	for j := range allowed {
+		latest := allowed[j].done
+		n := int64(0)
+		for i := j; i >= 0; i-- {
+			latest = max(latest, allowed[i].done)
+			span := latest - allowed[i].sent
+			if span >= window {
+				break
+			}
+			n++
+			bound := limit + slack
+			if period > 0 {
+				bound += int64(span / period)
+			}
+			if n > bound {
+				over++
+				break
+			}
+			if n > limit+slack+int64(window/max(period, 1)) { // nothing more to find
+				break
+			}
+		}
+	}
+	return over
+}
+
+// slidingFalseBlocks counts denials that even the most generous reading of
+// the timing could not justify: every allowed request that might share the
+// window still leaves room for one more.
+func slidingFalseBlocks(allowed, denied []outcome, limit int64, window time.Duration) int64 {
+	var falseBlocks int64
+	for _, d := range denied {
+		n := int64(0)
+		for _, a := range allowed {
+			if a.sent >= d.done {
+				break
+			}
+			if a.done > d.sent-window {
+				n++
+			}
+		}
+		if n+1 <= limit {
+			falseBlocks++
+		}
+	}
+	return falseBlocks
+}
+
+// alignedCheck counts, per aligned window, allowed requests beyond the
+// limit, and (for fixed_window) denials in windows with room left. The
+// window edges are located from reset_after: the end of the window of a
+// request decided at t is t + reset_after (fixed_window) or t + reset_after
+// - window (sliding_window, whose reset runs to the end of the next window).
+func alignedCheck(allowed, denied []outcome, l *limiter.Limit) (over, falseBlocks, unaligned int64) {
+	w := l.Window()
+	shift := time.Duration(0)
+	if l.Algorithm == limiter.SlidingWindow {
+		shift = w
+	}
+	// Intersect the intervals every allowed answer gives for the phase of
+	// the window edges.
+	var lo, hi time.Duration
+	have := false
+	for _, a := range allowed {
+		if a.resetMs <= 0 {
+			continue
+		}
+		r := time.Duration(a.resetMs)*time.Millisecond - shift
+		elo, ehi := a.sent+r-time.Millisecond, a.done+r+time.Millisecond
+		if !have {
+			lo, hi, have = elo, ehi, true
+			continue
+		}
+		// The edge this answer bounds is k whole windows from the first one.
+		k := floorDiv((elo+ehi)/2-(lo+hi)/2+w/2, w)
+		lo, hi = max(lo, elo-time.Duration(k)*w), min(hi, ehi-time.Duration(k)*w)
+	}
+	if !have || lo > hi {
+		return 0, 0, int64(len(allowed) + len(denied)) // no consistent edges: nothing judged
+	}
+	// window returns the index of the window holding [from, to], or false
+	// when the interval might cross an edge.
+	window := func(from, to time.Duration) (int64, bool) {
+		a := floorDiv(from-hi, w)
+		b := floorDiv(to-lo, w)
+		return a, a == b
+	}
+	count := map[int64]int64{}
+	maybe := map[int64]int64{} // allowed requests that might be in the window
+	for _, a := range allowed {
+		k, ok := window(a.sent, a.done)
+		if !ok {
+			unaligned++
+			maybe[k]++
+			maybe[k+1]++
+			continue
+		}
+		count[k]++
+		maybe[k]++
+	}
+	for _, n := range count {
+		over += max(n-l.MaxRequests, 0)
+	}
+	for _, d := range denied {
+		k, ok := window(d.sent, d.done)
+		if !ok {
+			unaligned++
+			continue
+		}
+		if maybe[k]+1 <= l.MaxRequests {
+			falseBlocks++
+		}
+	}
+	return over, falseBlocks, unaligned
+}
+
+func floorDiv(a, b time.Duration) int64 {
+	q := a / b
+	if a%b != 0 && a < 0 {
+		q--
+	}
+	return int64(q)
+}
+
+func (a *Accuracy) writeText(w io.Writer) {
+	fmt.Fprintf(w, "accuracy       %d decisions checked, %d excluded: %d over-admissions (%.4f%%), %d false blocks (%.4f%%)\n",
+		a.Checked, a.Excluded, a.OverAdmissions, 100*a.OverAdmissionRate, a.FalseBlocks, 100*a.FalseBlockRate)
+	for _, p := range a.PerPolicy {
+		fb := fmt.Sprint(p.FalseBlocks)
+		if !p.FalseBlocksChecked {
+			fb = "not checked"
+		}
+		fmt.Fprintf(w, "  %-20s %-15s keys %d  allowed %d  denied %d  over-admissions %d  false blocks %s\n",
+			p.Policy, p.Algorithm, p.Keys, p.Allowed, p.Denied, p.OverAdmissions, fb)
+	}
+	fmt.Fprintf(w, "  method: %s\n", a.Method)
+}
