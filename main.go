@@ -25,6 +25,7 @@ import (
 	"github.com/ratelimiter/ratelimiter/limiter"
 	"github.com/ratelimiter/ratelimiter/loadgen"
 	"github.com/ratelimiter/ratelimiter/node"
+	"github.com/ratelimiter/ratelimiter/operator"
 )
 
 //go:embed config.toml
@@ -55,20 +56,30 @@ func (e *exitError) Error() string { return e.msg }
 // fileConfig is the layout of the configuration file; each role owns its
 // section and its validation.
 type fileConfig struct {
-	Node   node.Config     `toml:"node"`
-	Limits []limiter.Limit `toml:"limits"`
+	Node     node.Config                 `toml:"node"`
+	Limits   []limiter.Limit             `toml:"limits"`
+	Operator operator.Config             `toml:"operator"`
+	Subjects map[string]operator.Subject `toml:"subjects"`
 }
 
 func (f *fileConfig) Validate() error {
 	var p config.Problems
 	p.Merge("node", f.Node.Validate())
 	p.Merge("limits", node.ValidateLimits(f.Limits))
+	p.Merge("operator", f.Operator.Validate())
+	for _, name := range subjectNames(f) {
+		s := f.Subjects[name]
+		p.Merge("subjects."+name, s.Validate())
+	}
+	if _, ok := f.Subjects[f.Operator.Subject]; !ok && len(f.Subjects) > 0 {
+		p.Add("operator.subject", "%q is not defined under [subjects]", f.Operator.Subject)
+	}
 	return p.Err()
 }
 
 // loadConfig reads path, or the embedded config.toml when path is empty.
 func loadConfig(path string) (*fileConfig, error) {
-	f := &fileConfig{Node: node.DefaultConfig()}
+	f := &fileConfig{Node: node.DefaultConfig(), Operator: operator.DefaultConfig()}
 	var err error
 	if path == "" {
 		err = config.Decode("config.toml (embedded)", defaultConfig, f)
@@ -89,7 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Writer:         stdout,
 		ErrWriter:      stderr,
 		ExitErrHandler: func(*cli.Context, error) {}, // main reports errors once
-		Commands:       []*cli.Command{nodeCommand(), loadgenCommand()},
+		Commands:       []*cli.Command{nodeCommand(), operatorCommand(), loadgenCommand()},
 	}
 	return app.RunContext(ctx, args)
 }

@@ -264,7 +264,9 @@ func (n *Node) account(d *decision, key []byte, start time.Time) {
 		sl.failClosed.Add(1)
 	}
 	n.keys[n.keysCur.Load()].add(key)
-	if d.policy != nil && d.reason != reasonFailOpen && d.reason != reasonFailClosed {
+	// Blocked keys are already handled; failure-mode answers say nothing of
+	// the key. Neither makes a key hot.
+	if d.policy != nil && d.reason != reasonFailOpen && d.reason != reasonFailClosed && d.reason != reasonBlocked {
 		n.hot.record(key, d.policy, d.res.Remaining, d.reason != reasonWithin, now.UnixMicro())
 	}
 }

@@ -1,0 +1,379 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ratelimiter/ratelimiter/operator"
+)
+
+// lookup returns the value of a flag set on this command or any parent, so
+// `operator --db X run` and `operator run --db X` both work.
+func lookup(c *cli.Context, name string) (string, bool) {
+	for _, cc := range c.Lineage() {
+		if cc.IsSet(name) {
+			return cc.String(name), true
+		}
+	}
+	return "", false
+}
+
+func operatorFlags() []cli.Flag {
+	return append(logFlags(),
+		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "TOML file (default: the embedded config.toml)"},
+		&cli.StringFlag{Name: "subject", Usage: "subject to operate (default: [operator].subject)"},
+		&cli.StringFlag{Name: "db", Usage: "SQLite file for tickets and the audit log"},
+		&cli.DurationFlag{Name: "interval", Usage: "loop interval"},
+		&cli.StringFlag{Name: "mode", Usage: "observe, approve or auto"},
+		&cli.StringSliceFlag{Name: "subject-url", Usage: "override the subject's base URLs (repeatable)"},
+		&cli.BoolFlag{Name: "json", Usage: "JSON output for list and show"},
+	)
+}
+
+// operatorEnv is what every operator command needs.
+type operatorEnv struct {
+	cfg   operator.Config
+	subj  operator.Subject
+	urls  []string
+	store *operator.Store
+	op    *operator.Operator
+	json  bool
+	out   io.Writer
+}
+
+func openOperator(c *cli.Context) (*operatorEnv, error) {
+	path, _ := lookup(c, "config")
+	f, err := loadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	env := &operatorEnv{cfg: f.Operator, out: c.App.Writer}
+	if v, ok := lookup(c, "subject"); ok {
+		env.cfg.Subject = v
+	}
+	if v, ok := lookup(c, "db"); ok {
+		env.cfg.DB = v
+	}
+	if v, ok := lookup(c, "mode"); ok {
+		env.cfg.Mode = v
+	}
+	if v, ok := lookup(c, "interval"); ok {
+		if env.cfg.Interval.Duration, err = time.ParseDuration(v); err != nil {
+			return nil, fmt.Errorf("invalid --interval: %w", err)
+		}
+	}
+	for _, cc := range c.Lineage() {
+		if cc.IsSet("subject-url") {
+			env.urls = cc.StringSlice("subject-url")
+			break
+		}
+		if cc.IsSet("json") {
+			env.json = cc.Bool("json")
+		}
+	}
+	for _, cc := range c.Lineage() {
+		if cc.IsSet("json") {
+			env.json = cc.Bool("json")
+			break
+		}
+	}
+	subj, ok := f.Subjects[env.cfg.Subject]
+	if !ok {
+		return nil, fmt.Errorf("no subject %q in the configuration (have %s)", env.cfg.Subject, strings.Join(subjectNames(f), ", "))
+	}
+	env.subj = subj
+	log, err := newLogger(c)
+	if err != nil {
+		return nil, err
+	}
+	if env.store, err = operator.OpenStore(env.cfg.DB); err != nil {
+		return nil, fmt.Errorf("cannot open %s: %w", env.cfg.DB, err)
+	}
+	if env.op, err = operator.New(env.cfg, subj, env.urls, env.store, log, time.Now); err != nil {
+		env.store.Close()
+		return nil, err
+	}
+	return env, nil
+}
+
+func subjectNames(f *fileConfig) []string {
+	names := make([]string, 0, len(f.Subjects))
+	for n := range f.Subjects {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// withOperator runs f with an opened operator and closes it after.
+func withOperator(f func(c *cli.Context, env *operatorEnv) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		env, err := openOperator(c)
+		if err != nil {
+			return err
+		}
+		defer env.store.Close()
+		return f(c, env)
+	}
+}
+
+func (e *operatorEnv) print(v any, text func(w io.Writer)) error {
+	if e.json {
+		enc := json.NewEncoder(e.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	tw := tabwriter.NewWriter(e.out, 2, 4, 2, ' ', 0)
+	text(tw)
+	return tw.Flush()
+}
+
+func argID(c *cli.Context) (int64, error) {
+	id, err := strconv.ParseInt(c.Args().First(), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, fmt.Errorf("want a numeric ID, got %q", c.Args().First())
+	}
+	return id, nil
+}
+
+func operatorCommand() *cli.Command {
+	run := withOperator(func(c *cli.Context, env *operatorEnv) error { return env.op.Run(c.Context) })
+	return &cli.Command{
+		Name:   "operator",
+		Usage:  "watch a subject, open tickets, diagnose and act (default: run)",
+		Flags:  operatorFlags(),
+		Action: run,
+		Subcommands: []*cli.Command{
+			{Name: "run", Usage: "run the monitor loop", Flags: operatorFlags(), Action: run},
+			{Name: "check", Usage: "validate the configuration and exit", Flags: operatorFlags(), Action: func(c *cli.Context) error {
+				path, _ := lookup(c, "config")
+				f, err := loadConfig(path)
+				if err != nil {
+					return err
+				}
+				name := f.Operator.Subject
+				if v, ok := lookup(c, "subject"); ok {
+					name = v
+				}
+				if _, ok := f.Subjects[name]; !ok {
+					return fmt.Errorf("no subject %q in the configuration", name)
+				}
+				fmt.Fprintf(c.App.Writer, "configuration valid: subjects %s\n", strings.Join(subjectNames(f), ", "))
+				return nil
+			}},
+			{Name: "observe", Usage: "print what the operator sees now, and the SLOs", Flags: operatorFlags(),
+				Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
+					obs, err := env.op.Observe(c.Context)
+					if err != nil {
+						return err
+					}
+					slos := env.op.SLOs(obs)
+					return env.print(map[string]any{"observations": obs, "slos": slos}, func(w io.Writer) {
+						names := make([]string, 0, len(obs))
+						for n := range obs {
+							names = append(names, n)
+						}
+						sort.Strings(names)
+						for _, n := range names {
+							b, _ := json.Marshal(obs[n])
+							fmt.Fprintf(w, "%s\t%s\n", n, b)
+						}
+						fmt.Fprintln(w)
+						fmt.Fprintln(w, "SLO\tVALUE\tTARGET\tSTATUS")
+						for _, s := range slos {
+							fmt.Fprintf(w, "%s\t%g %s\t%g %s\t%s%s\n", s.Name, s.Value, s.Unit, s.Target, s.Unit, s.Status, s.Error)
+						}
+					})
+				})},
+			ticketsCommand(), actionsCommand(),
+			{Name: "act", Usage: "run an action now: act NAME key=value…", ArgsUsage: "NAME key=value…", Flags: operatorFlags(),
+				Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
+					if c.NArg() < 1 {
+						return errors.New("usage: operator act NAME key=value…")
+					}
+					params := map[string]any{}
+					for _, kv := range c.Args().Slice()[1:] {
+						k, v, ok := strings.Cut(kv, "=")
+						if !ok {
+							return fmt.Errorf("parameter %q is not key=value", kv)
+						}
+						params[k] = v
+					}
+					p, err := env.op.Act(c.Context, c.Args().First(), params, "cli")
+					if err != nil {
+						return err
+					}
+					if err := env.print(p, func(w io.Writer) { fmt.Fprintf(w, "proposal %d: %s %s\n", p.ID, p.Status, p.Result) }); err != nil {
+						return err
+					}
+					if p.Status != operator.ProposalSucceeded {
+						return fmt.Errorf("action %s %s", p.Action, p.Status)
+					}
+					return nil
+				})},
+			{Name: "mode", Usage: "show or set the mode: mode [observe|approve|auto] (observe is the kill switch)", Flags: operatorFlags(),
+				Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
+					if c.NArg() == 0 {
+						m, ok, err := env.store.Mode(c.Context)
+						if err != nil {
+							return err
+						}
+						if !ok {
+							m = env.cfg.Mode + " (from the configuration)"
+						}
+						fmt.Fprintln(env.out, m)
+						return nil
+					}
+					m := c.Args().First()
+					if m != operator.ModeObserve && m != operator.ModeApprove && m != operator.ModeAuto {
+						return fmt.Errorf("mode must be observe, approve or auto, got %q", m)
+					}
+					if err := env.store.SetMode(c.Context, m, "cli"); err != nil {
+						return err
+					}
+					fmt.Fprintf(env.out, "mode set to %s\n", m)
+					return nil
+				})},
+		},
+	}
+}
+
+func ticketsCommand() *cli.Command {
+	status := func(to string, from []string) cli.ActionFunc {
+		return withOperator(func(c *cli.Context, env *operatorEnv) error {
+			id, err := argID(c)
+			if err != nil {
+				return err
+			}
+			if to == operator.StatusResolved {
+				return env.store.Resolve(c.Context, id, "cli", "resolved by hand", time.Now())
+			}
+			ok, err := env.store.SetStatus(c.Context, id, from, to, "cli", "set by hand")
+			if err == nil && !ok {
+				err = fmt.Errorf("ticket %d cannot move to %s from its current status", id, to)
+			}
+			return err
+		})
+	}
+	active := []string{operator.StatusOpen, operator.StatusDiagnosed, operator.StatusRemediating, operator.StatusRemediationFailed}
+	return &cli.Command{Name: "tickets", Usage: "list|show|resolve|hold|unhold", Subcommands: []*cli.Command{
+		{Name: "list", Flags: append(operatorFlags(), &cli.BoolFlag{Name: "all", Usage: "include resolved tickets"}),
+			Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
+				ts, err := env.store.Tickets(c.Context, operator.TicketFilter{Unresolved: !c.Bool("all"), Limit: 200})
+				if err != nil {
+					return err
+				}
+				return env.print(ts, func(w io.Writer) {
+					fmt.Fprintln(w, "ID\tSTATUS\tSEVERITY\tKEY\tSEEN\tLAST\tMESSAGE")
+					for _, t := range ts {
+						fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", t.ID, t.Status, t.Severity, t.Key, t.Occurrences,
+							t.LastSeen.Local().Format(time.TimeOnly), t.Message)
+					}
+				})
+			})},
+		{Name: "show", ArgsUsage: "ID", Flags: operatorFlags(), Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
+			id, err := argID(c)
+			if err != nil {
+				return err
+			}
+			t, err := env.store.Ticket(c.Context, id)
+			if err != nil {
+				return err
+			}
+			props, err := env.store.Proposals(c.Context, operator.ProposalFilter{TicketID: id})
+			if err != nil {
+				return err
+			}
+			audit, err := env.store.AuditLog(c.Context, id, 500)
+			if err != nil {
+				return err
+			}
+			return env.print(map[string]any{"ticket": t, "proposals": props, "audit": audit}, func(w io.Writer) {
+				fmt.Fprintf(w, "ticket %d\t%s\t%s\n%s\n", t.ID, t.Status, t.Key, t.Message)
+				fmt.Fprintf(w, "first seen %s, last seen %s, %d occurrences\n", t.FirstSeen.Local().Format(time.DateTime), t.LastSeen.Local().Format(time.DateTime), t.Occurrences)
+				if len(t.Diagnosis) > 0 {
+					var d operator.Diagnosis
+					_ = json.Unmarshal(t.Diagnosis, &d)
+					fmt.Fprintf(w, "\ndiagnosis (%s, confidence %.2f): %s\nroot cause: %s\n", d.Diagnoser, d.Confidence, d.Summary, d.RootCause)
+				}
+				fmt.Fprintln(w, "\nPROPOSAL\tACTION\tSTATUS\tPARAMS\tRESULT")
+				for _, p := range props {
+					b, _ := json.Marshal(p.Params)
+					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", p.ID, p.Action, p.Status, b, p.Result)
+				}
+				fmt.Fprintln(w, "\nAT\tACTOR\tEVENT\tDETAIL")
+				for _, a := range audit {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", a.At.Local().Format(time.TimeOnly), a.Actor, a.Event, a.Detail)
+				}
+			})
+		})},
+		{Name: "resolve", ArgsUsage: "ID", Flags: operatorFlags(), Action: status(operator.StatusResolved, nil)},
+		{Name: "hold", ArgsUsage: "ID", Usage: "stop the operator acting on a ticket", Flags: operatorFlags(), Action: status(operator.StatusHeld, active)},
+		{Name: "unhold", ArgsUsage: "ID", Flags: operatorFlags(), Action: status(operator.StatusDiagnosed, []string{operator.StatusHeld})},
+	}}
+}
+
+func actionsCommand() *cli.Command {
+	decide := func(to string) cli.ActionFunc {
+		return withOperator(func(c *cli.Context, env *operatorEnv) error {
+			id, err := argID(c)
+			if err != nil {
+				return err
+			}
+			ok, err := env.store.Transition(c.Context, id, operator.ProposalPending, to, "cli", "", time.Now())
+			if err == nil && !ok {
+				err = fmt.Errorf("proposal %d is not pending", id)
+			}
+			if err == nil {
+				fmt.Fprintf(env.out, "proposal %d %s\n", id, to)
+			}
+			return err
+		})
+	}
+	return &cli.Command{Name: "actions", Usage: "list|show|approve|reject", Subcommands: []*cli.Command{
+		{Name: "list", Flags: append(operatorFlags(), &cli.BoolFlag{Name: "all", Usage: "include finished proposals"}),
+			Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
+				f := operator.ProposalFilter{Limit: 200}
+				if !c.Bool("all") {
+					f.Status = []string{operator.ProposalPending, operator.ProposalApproved, operator.ProposalExecuting}
+				}
+				ps, err := env.store.Proposals(c.Context, f)
+				if err != nil {
+					return err
+				}
+				return env.print(ps, func(w io.Writer) {
+					fmt.Fprintln(w, "ID\tTICKET\tACTION\tRISK\tAPPROVAL\tSTATUS\tPARAMS")
+					for _, p := range ps {
+						b, _ := json.Marshal(p.Params)
+						fmt.Fprintf(w, "%d\t%d\t%s\t%s\t%v\t%s\t%s\n", p.ID, p.TicketID, p.Action, p.RiskLevel, p.RequiresApproval, p.Status, b)
+					}
+				})
+			})},
+		{Name: "show", ArgsUsage: "ID", Flags: operatorFlags(), Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
+			id, err := argID(c)
+			if err != nil {
+				return err
+			}
+			p, err := env.store.Proposal(c.Context, id)
+			if err != nil {
+				return err
+			}
+			return env.print(p, func(w io.Writer) {
+				b, _ := json.Marshal(p.Params)
+				fmt.Fprintf(w, "proposal %d\tticket %d\n%s %s\nstatus %s, risk %s, requires approval %v\nreason: %s\nresult: %s\n",
+					p.ID, p.TicketID, p.Action, b, p.Status, p.RiskLevel, p.RequiresApproval, p.Reason, p.Result)
+			})
+		})},
+		{Name: "approve", ArgsUsage: "ID", Flags: operatorFlags(), Action: decide(operator.ProposalApproved)},
+		{Name: "reject", ArgsUsage: "ID", Flags: operatorFlags(), Action: decide(operator.ProposalRejected)},
+	}}
+}

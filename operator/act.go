@@ -1,0 +1,100 @@
+package operator
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// executor performs validated actions over HTTP with the subject's
+// credentials, failing over between base URLs only when a URL could not be
+// reached at all (never after a node answered: the action may have run).
+type executor struct {
+	subj    *Subject
+	urls    []string
+	token   string // from the environment; never logged or stored
+	client  *http.Client
+	actions map[string]*Action
+}
+
+func newExecutor(subj *Subject, urls []string, token string, client *http.Client) *executor {
+	x := &executor{subj: subj, urls: urls, token: token, client: client, actions: map[string]*Action{}}
+	for i := range subj.Actions {
+		x.actions[subj.Actions[i].Name] = &subj.Actions[i]
+	}
+	return x
+}
+
+// validate checks a recommendation against its action's definition.
+func (x *executor) validate(name string, params map[string]any) (*Action, map[string]any, error) {
+	a := x.actions[name]
+	if a == nil {
+		return nil, nil, fmt.Errorf("unknown action %q", name)
+	}
+	p, err := validateParams(a, params)
+	return a, p, err
+}
+
+// request renders the action's method, path and body.
+func (x *executor) request(a *Action, params map[string]any) (path, body string, err error) {
+	// Optional parameters that were not given are present as nil, so
+	// templates can test them with {{if .name}}.
+	full := make(map[string]any, len(a.Params))
+	escaped := make(map[string]any, len(a.Params))
+	for k := range a.Params {
+		full[k], escaped[k] = nil, ""
+	}
+	for k, v := range params {
+		full[k], escaped[k] = v, url.PathEscape(fmt.Sprint(v))
+	}
+	params = full
+	if path, err = render(a.Path, escaped); err != nil {
+		return "", "", fmt.Errorf("action %s path: %w", a.Name, err)
+	}
+	if body, err = render(a.Body, params); err != nil {
+		return "", "", fmt.Errorf("action %s body: %w", a.Name, err)
+	}
+	return path, body, nil
+}
+
+// execute performs the action and returns a short result for the audit log.
+func (x *executor) execute(ctx context.Context, name string, params map[string]any) (string, error) {
+	a, p, err := x.validate(name, params)
+	if err != nil {
+		return "", err
+	}
+	path, body, err := x.request(a, p)
+	if err != nil {
+		return "", err
+	}
+	var lastErr error
+	for _, base := range x.urls {
+		req, err := http.NewRequestWithContext(ctx, a.Method, base+path, strings.NewReader(body))
+		if err != nil {
+			return "", err
+		}
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if x.token != "" {
+			req.Header.Set("Authorization", "Bearer "+x.token)
+		}
+		resp, err := x.client.Do(req)
+		if err != nil {
+			lastErr = err
+			continue // not reached: try the next base URL
+		}
+		out, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		result := fmt.Sprintf("%s %s: HTTP %d %s", a.Method, path, resp.StatusCode, bytes.TrimSpace(out))
+		if resp.StatusCode < 200 || resp.StatusCode > 299 {
+			return result, fmt.Errorf("%s", result)
+		}
+		return result, nil
+	}
+	return "", fmt.Errorf("no base URL answered: %w", lastErr)
+}

@@ -1,0 +1,197 @@
+package operator
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/expr-lang/expr/vm"
+)
+
+// evaluator turns observations into violations. Its timers implement
+// grace_period (a condition must hold that long before it fires, like
+// Prometheus' "for") and keep_firing_for (a firing condition must stay
+// false that long before it clears, so a flapping one stays one ticket).
+// The timers are saved in the store each loop, so a restart neither loses
+// a pending grace period nor starts it over.
+type evaluator struct {
+	invariants []compiledInvariant
+	timers     map[string]Timer
+}
+
+type compiledInvariant struct {
+	Invariant
+	prog *vm.Program
+}
+
+func newEvaluator(subj *Subject, timers map[string]Timer) (*evaluator, error) {
+	e := &evaluator{timers: timers}
+	if e.timers == nil {
+		e.timers = map[string]Timer{}
+	}
+	for _, inv := range subj.Invariants {
+		if inv.Name == SubjectUnreachable {
+			continue
+		}
+		prog, err := compileExpr(inv.Expr)
+		if err != nil {
+			return nil, fmt.Errorf("invariant %s: %w", inv.Name, err)
+		}
+		e.invariants = append(e.invariants, compiledInvariant{Invariant: inv, prog: prog})
+	}
+	return e, nil
+}
+
+// outcome of one evaluation: violations past their grace period, and the
+// keys that are only being kept firing (no new data, but not cleared).
+type evaluation struct {
+	firing  []Violation
+	holding map[string]bool
+	errs    []error
+}
+
+func (e *evaluator) evaluate(obs map[string]any, now time.Time) evaluation {
+	ev := evaluation{holding: map[string]bool{}}
+	seen := map[string]bool{}
+	for _, inv := range e.invariants {
+		for _, c := range candidates(inv, obs) {
+			key := inv.Name + ":" + c.entity
+			seen[key] = true
+			out, err := runExpr(inv.prog, c.env)
+			if err != nil {
+				ev.errs = append(ev.errs, fmt.Errorf("invariant %s, entity %q: %w", inv.Name, c.entity, err))
+				continue
+			}
+			violated, ok := out.(bool)
+			if !ok {
+				ev.errs = append(ev.errs, fmt.Errorf("invariant %s: expression gave %T, want bool", inv.Name, out))
+				continue
+			}
+			v, state := e.step(inv.Invariant, key, violated, now)
+			switch state {
+			case stepFiring:
+				v.Entity = c.entity
+				v.Message = message(inv.Invariant, c)
+				v.Observation, _ = json.Marshal(c.element)
+				ev.firing = append(ev.firing, v)
+			case stepHolding:
+				ev.holding[key] = true
+			}
+		}
+	}
+	// Entities no longer observed (a node forgotten, a key gone cold) count
+	// as false.
+	for key, t := range e.timers {
+		if !seen[key] && !isUnreachable(key) {
+			inv := e.find(key)
+			if _, state := e.step(inv, key, false, now); state == stepHolding {
+				ev.holding[key] = true
+			}
+			_ = t
+		}
+	}
+	sort.Slice(ev.firing, func(i, j int) bool { return ev.firing[i].Key() < ev.firing[j].Key() })
+	return ev
+}
+
+const (
+	stepQuiet   = iota // not violated, or still within its grace period
+	stepFiring         // violated past its grace period
+	stepHolding        // cleared, but within keep_firing_for
+)
+
+// step advances key's timer with this evaluation's result.
+func (e *evaluator) step(inv Invariant, key string, violated bool, now time.Time) (Violation, int) {
+	t, ok := e.timers[key]
+	if violated {
+		if !ok {
+			t = Timer{Key: key, Since: now}
+		}
+		t.LastTrue = now
+		if now.Sub(t.Since) >= inv.GracePeriod.Duration {
+			t.Firing = true
+		}
+		e.timers[key] = t
+		if t.Firing {
+			return Violation{Invariant: inv.Name, Severity: inv.Severity, Since: t.Since}, stepFiring
+		}
+		return Violation{}, stepQuiet
+	}
+	if ok && t.Firing && now.Sub(t.LastTrue) < inv.KeepFiringFor.Duration {
+		return Violation{}, stepHolding
+	}
+	delete(e.timers, key)
+	return Violation{}, stepQuiet
+}
+
+func (e *evaluator) find(key string) Invariant {
+	for _, inv := range e.invariants {
+		if len(key) > len(inv.Name) && key[:len(inv.Name)+1] == inv.Name+":" {
+			return inv.Invariant
+		}
+	}
+	return Invariant{}
+}
+
+func isUnreachable(key string) bool { return key == SubjectUnreachable+":" }
+
+// candidate is one entity an invariant is evaluated for.
+type candidate struct {
+	entity  string
+	element any
+	env     map[string]any
+}
+
+// candidates lists the entities of inv: the elements of its observation,
+// each seen with its own fields on top of the observations by name.
+func candidates(inv compiledInvariant, obs map[string]any) []candidate {
+	base := func() map[string]any {
+		env := make(map[string]any, len(obs)+8)
+		for k, v := range obs {
+			env[k] = v
+		}
+		return env
+	}
+	if inv.Over == "" {
+		return []candidate{{entity: "", element: obs, env: base()}}
+	}
+	list, _ := obs[inv.Over].([]any)
+	out := make([]candidate, 0, len(list))
+	for _, el := range list {
+		env := base()
+		m, _ := el.(map[string]any)
+		for k, v := range m {
+			env[k] = v
+		}
+		entity := fmt.Sprint(m[inv.Entity])
+		env["entity"] = entity
+		out = append(out, candidate{entity: entity, element: el, env: env})
+	}
+	return out
+}
+
+// message renders the invariant's message; a broken template still gives
+// a useful line.
+func message(inv Invariant, c candidate) string {
+	if inv.Message == "" {
+		return fmt.Sprintf("%s violated for %q", inv.Name, c.entity)
+	}
+	data := map[string]any{}
+	if m, ok := c.element.(map[string]any); ok {
+		for k, v := range m {
+			data[k] = v
+		}
+	}
+	data["entity"] = c.entity
+	s, err := render(inv.Message, data)
+	if err != nil {
+		return fmt.Sprintf("%s violated for %q (message template failed: %v)", inv.Name, c.entity, err)
+	}
+	return s
+}
+
+// unreachable steps the built-in subject_unreachable invariant.
+func (e *evaluator) unreachable(inv Invariant, failed bool, now time.Time) (Violation, int) {
+	return e.step(inv, SubjectUnreachable+":", failed, now)
+}

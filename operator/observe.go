@@ -1,0 +1,215 @@
+package operator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync/atomic"
+)
+
+// observer reads a subject's observations over HTTP, failing over between
+// its base URLs, and from Prometheus.
+type observer struct {
+	subj   *Subject
+	urls   []string
+	client *http.Client
+	good   atomic.Int32 // index of the base URL that last answered
+}
+
+func newObserver(subj *Subject, urls []string) *observer {
+	return &observer{subj: subj, urls: urls, client: &http.Client{Timeout: subj.Timeout.Duration}}
+}
+
+// observe reads every observation in order (a for_each or expr may use the
+// ones before it). Any failure fails the whole observation: a partial view
+// must not resolve tickets.
+func (o *observer) observe(ctx context.Context) (map[string]any, error) {
+	out := map[string]any{}
+	for _, ob := range o.subj.Observations {
+		v, err := o.one(ctx, ob, out)
+		if err != nil {
+			return nil, fmt.Errorf("observation %s: %w", ob.Name, err)
+		}
+		out[ob.Name] = v
+	}
+	return out, nil
+}
+
+func (o *observer) one(ctx context.Context, ob Observation, seen map[string]any) (any, error) {
+	var v any
+	var err error
+	switch {
+	case ob.PromQL != "":
+		v, err = o.promql(ctx, ob.PromQL)
+	case ob.ForEach != "":
+		list, _ := seen[ob.ForEach].([]any)
+		results := make([]any, 0, len(list))
+		for _, el := range list {
+			m, _ := el.(map[string]any)
+			path, err := fillPath(ob.Path, m)
+			if err != nil {
+				return nil, err
+			}
+			r, err := o.getJSON(ctx, path)
+			if err != nil {
+				return nil, err
+			}
+			if r, err = field(r, ob.Field); err != nil {
+				return nil, err
+			}
+			results = append(results, r)
+		}
+		v = results
+	default:
+		if v, err = o.getJSON(ctx, ob.Path); err == nil {
+			v, err = field(v, ob.Field)
+		}
+	}
+	if err != nil || ob.Expr == "" {
+		return v, err
+	}
+	prog, err := compileExpr(ob.Expr)
+	if err != nil {
+		return nil, err
+	}
+	env := map[string]any{"it": v}
+	for k, x := range seen {
+		env[k] = x
+	}
+	return runExpr(prog, env)
+}
+
+var placeholder = regexp.MustCompile(`\{([A-Za-z0-9_]+)\}`)
+
+// fillPath replaces {field} in path with el's URL-escaped field.
+func fillPath(path string, el map[string]any) (string, error) {
+	var missing string
+	out := placeholder.ReplaceAllStringFunc(path, func(m string) string {
+		name := m[1 : len(m)-1]
+		v, ok := el[name]
+		if !ok {
+			missing = name
+			return m
+		}
+		return url.PathEscape(fmt.Sprint(v))
+	})
+	if missing != "" {
+		return "", fmt.Errorf("element has no field %q for %s", missing, path)
+	}
+	return out, nil
+}
+
+// field takes the value at a dotted path ("" is the whole value).
+func field(v any, path string) (any, error) {
+	if path == "" {
+		return v, nil
+	}
+	for _, part := range strings.Split(path, ".") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("no field %q: not an object", path)
+		}
+		if v, ok = m[part]; !ok {
+			return nil, fmt.Errorf("no field %q in the answer", path)
+		}
+	}
+	return v, nil
+}
+
+// getJSON GETs path from the first base URL that answers, starting with the
+// one that answered last.
+func (o *observer) getJSON(ctx context.Context, path string) (any, error) {
+	var lastErr error
+	start := int(o.good.Load())
+	for i := range o.urls {
+		idx := (start + i) % len(o.urls)
+		v, err := o.get(ctx, o.urls[idx]+path)
+		if err == nil {
+			o.good.Store(int32(idx))
+			return v, nil
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+func (o *observer) get(ctx context.Context, u string) (any, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := o.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: status %d", u, resp.StatusCode)
+	}
+	var v any
+	if err := json.Unmarshal(body, &v); err != nil {
+		return nil, fmt.Errorf("GET %s: %w", u, err)
+	}
+	return v, nil
+}
+
+// promql runs an instant query; a vector becomes a list of its series'
+// labels plus "value", a scalar a number.
+func (o *observer) promql(ctx context.Context, q string) (any, error) {
+	v, err := o.get(ctx, strings.TrimRight(o.subj.PrometheusURL, "/")+"/api/v1/query?query="+url.QueryEscape(q))
+	if err != nil {
+		return nil, err
+	}
+	data, err := field(v, "data")
+	if err != nil {
+		return nil, err
+	}
+	m, _ := data.(map[string]any)
+	switch m["resultType"] {
+	case "scalar":
+		pair, _ := m["result"].([]any)
+		return sampleValue(pair)
+	case "vector":
+		series, _ := m["result"].([]any)
+		out := make([]any, 0, len(series))
+		for _, s := range series {
+			sm, _ := s.(map[string]any)
+			row := map[string]any{}
+			if labels, ok := sm["metric"].(map[string]any); ok {
+				for k, l := range labels {
+					row[k] = l
+				}
+			}
+			pair, _ := sm["value"].([]any)
+			val, err := sampleValue(pair)
+			if err != nil {
+				return nil, err
+			}
+			row["value"] = val
+			out = append(out, row)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("unsupported PromQL result type %v", m["resultType"])
+}
+
+func sampleValue(pair []any) (float64, error) {
+	if len(pair) != 2 {
+		return 0, fmt.Errorf("malformed sample %v", pair)
+	}
+	s, _ := pair[1].(string)
+	var f float64
+	if _, err := fmt.Sscan(s, &f); err != nil {
+		return 0, fmt.Errorf("malformed sample value %q", s)
+	}
+	return f, nil
+}

@@ -1,0 +1,362 @@
+package operator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+)
+
+// Operator runs the monitor loop for one subject.
+type Operator struct {
+	cfg   Config
+	subj  *Subject
+	store *Store
+	log   *slog.Logger
+	now   func() time.Time
+	owner string // lease holder name
+
+	obs  *observer
+	eval *evaluator
+	diag Diagnoser
+	exec *executor
+	// unreachable is the subject's subject_unreachable definition.
+	unreachable Invariant
+	// lastObs is the last successful observation, for diagnoses.
+	lastObs map[string]any
+}
+
+// New prepares an operator. urls, when not empty, replace the subject's
+// base URLs (--subject-url). The subject's credentials are read from the
+// environment variable it names.
+func New(cfg Config, subj Subject, urls []string, store *Store, log *slog.Logger, now func() time.Time) (*Operator, error) {
+	if len(urls) > 0 {
+		subj.BaseURLs = urls
+	}
+	if subj.Timeout.Duration == 0 {
+		subj.Timeout.Duration = 2 * time.Second
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := subj.Validate(); err != nil {
+		return nil, err
+	}
+	timers, err := store.Timers(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("cannot read grace timers: %w", err)
+	}
+	eval, err := newEvaluator(&subj, timers)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	o := &Operator{cfg: cfg, subj: &subj, store: store, log: log.With("role", "operator", "subject", cfg.Subject),
+		now: now, owner: fmt.Sprintf("%s/%d", host, os.Getpid()), eval: eval, diag: newRules(&subj),
+		unreachable: Invariant{Name: SubjectUnreachable, Severity: "critical", Message: "the subject did not answer its observations"}}
+	for _, inv := range subj.Invariants {
+		if inv.Name == SubjectUnreachable {
+			o.unreachable = inv
+		}
+	}
+	o.obs = newObserver(o.subj, subj.BaseURLs)
+	token := ""
+	if subj.CredentialsEnv != "" {
+		token = os.Getenv(subj.CredentialsEnv)
+	}
+	o.exec = newExecutor(o.subj, subj.BaseURLs, token, &http.Client{Timeout: subj.Timeout.Duration})
+	return o, nil
+}
+
+// Observe reads the subject once (the `operator observe` command).
+func (o *Operator) Observe(ctx context.Context) (map[string]any, error) { return o.obs.observe(ctx) }
+
+// ErrLeaseHeld is returned by Run when another operator holds the DB.
+var ErrLeaseHeld = errors.New("another operator is running on this database")
+
+// Run loops until ctx ends. It holds the DB's lease while it runs, so two
+// operators on one file never both act.
+func (o *Operator) Run(ctx context.Context) error {
+	held, holder, err := o.store.AcquireLease(ctx, o.owner, o.cfg.Lease.Duration, o.now())
+	if err != nil {
+		return err
+	}
+	if !held {
+		return fmt.Errorf("%w (%s holds its lease)", ErrLeaseHeld, holder)
+	}
+	defer func() { _ = o.store.ReleaseLease(context.Background(), o.owner) }()
+	if o.subj.CredentialsEnv != "" && o.exec.token == "" {
+		o.log.Warn("the subject's credentials variable is empty; actions go without a token", "env", o.subj.CredentialsEnv)
+	}
+	o.log.Info("operator running", "interval", o.cfg.Interval.Duration, "mode", o.mode(ctx), "db", o.cfg.DB)
+	t := time.NewTicker(o.cfg.Interval.Duration)
+	defer t.Stop()
+	for {
+		if held, holder, err = o.store.AcquireLease(ctx, o.owner, o.cfg.Lease.Duration, o.now()); err == nil && !held {
+			return fmt.Errorf("%w (%s took the lease)", ErrLeaseHeld, holder)
+		}
+		if err := o.Tick(ctx); err != nil && ctx.Err() == nil {
+			o.log.Error("loop", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// mode is the mode in the DB (set by `operator mode`, the kill switch), or
+// the configured one.
+func (o *Operator) mode(ctx context.Context) string {
+	if m, ok, err := o.store.Mode(ctx); err == nil && ok {
+		return m
+	}
+	return o.cfg.Mode
+}
+
+// Tick is one pass of the loop: observe, evaluate, open or update tickets,
+// diagnose new ones, act by mode, verify, resolve what cleared.
+func (o *Operator) Tick(ctx context.Context) error {
+	now := o.now()
+	obs, obsErr := o.obs.observe(ctx)
+	v, state := o.eval.unreachable(o.unreachable, obsErr != nil, now)
+	active := map[string]bool{}
+	var errs []error
+	if obsErr != nil {
+		// A failed observation says nothing about the other invariants:
+		// their tickets and timers stay as they are.
+		o.log.Warn("observation failed", "err", obsErr)
+		if state == stepFiring {
+			v.Entity, v.Message = "", renderOr(o.unreachable.Message, map[string]any{"error": obsErr.Error()})
+			v.Observation, _ = json.Marshal(map[string]any{"error": obsErr.Error()})
+			if err := o.record(ctx, v, now, nil); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(append(errs, o.saveTimers(ctx))...)
+	}
+	o.lastObs = obs
+	if state == stepHolding {
+		active[SubjectUnreachable+":"] = true
+	}
+	ev := o.eval.evaluate(obs, now)
+	for _, err := range ev.errs {
+		o.log.Warn("invariant", "err", err)
+	}
+	for k := range ev.holding {
+		active[k] = true
+	}
+	for _, v := range ev.firing {
+		active[v.Key()] = true
+		if err := o.record(ctx, v, now, obs); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := o.resolveCleared(ctx, active, now); err != nil {
+		errs = append(errs, err)
+	}
+	if err := o.act(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, o.saveTimers(ctx))
+	return errors.Join(errs...)
+}
+
+func (o *Operator) saveTimers(ctx context.Context) error {
+	return o.store.SaveTimers(ctx, o.eval.timers)
+}
+
+func renderOr(text string, data map[string]any) string {
+	if s, err := render(text, data); err == nil && s != "" {
+		return s
+	}
+	return fmt.Sprint(data["error"])
+}
+
+// record opens or updates the ticket of v; a new ticket is diagnosed and
+// its recommendations become proposals.
+func (o *Operator) record(ctx context.Context, v Violation, now time.Time, obs map[string]any) error {
+	t, opened, err := o.store.RecordViolation(ctx, v, now)
+	if err != nil || !opened {
+		return err
+	}
+	o.log.Warn("ticket opened", "ticket", t.ID, "key", t.Key, "severity", t.Severity, "message", t.Message)
+	d, err := o.diag.Diagnose(ctx, t, obs)
+	if err != nil {
+		o.audit(ctx, t.ID, 0, "diagnosis_failed", map[string]any{"error": err.Error()})
+	}
+	raw, _ := json.Marshal(d)
+	if err := o.store.SetDiagnosis(ctx, t.ID, raw, d.Diagnoser); err != nil {
+		return err
+	}
+	if _, err := o.store.SetStatus(ctx, t.ID, []string{StatusOpen}, StatusDiagnosed, "operator", d.Summary); err != nil {
+		return err
+	}
+	for _, rec := range d.RecommendedActions {
+		o.propose(ctx, t.ID, rec, d.Diagnoser, now)
+	}
+	return nil
+}
+
+// propose validates a recommendation and stores it: pending when it may
+// run (now or after approval), skipped with the reason when invalid.
+func (o *Operator) propose(ctx context.Context, ticket int64, rec Recommendation, source string, now time.Time) {
+	p := Proposal{TicketID: ticket, Action: rec.Action, Params: rec.Params, Reason: rec.Reason, Source: source,
+		Status: ProposalPending, CreatedAt: now}
+	a, params, err := o.exec.validate(rec.Action, rec.Params)
+	if err != nil {
+		p.Status, p.Result = ProposalSkipped, "rejected by validation: "+err.Error()
+	} else {
+		p.Params, p.RiskLevel, p.RequiresApproval = params, a.RiskLevel, a.RequiresApproval
+	}
+	if _, err := o.store.AddProposal(ctx, p); err != nil {
+		o.log.Error("cannot store proposal", "ticket", ticket, "err", err)
+	}
+}
+
+// resolveCleared resolves every unresolved ticket whose violation is
+// neither firing nor held by keep_firing_for.
+func (o *Operator) resolveCleared(ctx context.Context, active map[string]bool, now time.Time) error {
+	open, err := o.store.Tickets(ctx, TicketFilter{Unresolved: true})
+	if err != nil {
+		return err
+	}
+	for _, t := range open {
+		if active[t.Key] || t.Status == StatusHeld {
+			continue
+		}
+		if err := o.store.Resolve(ctx, t.ID, "operator", "the violation cleared", now); err != nil {
+			return err
+		}
+		o.log.Info("ticket resolved", "ticket", t.ID, "key", t.Key)
+		pending, err := o.store.Proposals(ctx, ProposalFilter{TicketID: t.ID, Status: []string{ProposalPending, ProposalApproved}})
+		if err != nil {
+			return err
+		}
+		for _, p := range pending {
+			_, _ = o.store.Transition(ctx, p.ID, p.Status, ProposalSkipped, "operator", "the ticket resolved first", now)
+		}
+		succeeded, err := o.store.Proposals(ctx, ProposalFilter{TicketID: t.ID, Status: []string{ProposalSucceeded}})
+		if err != nil {
+			return err
+		}
+		for _, p := range succeeded {
+			_, _ = o.store.Transition(ctx, p.ID, ProposalSucceeded, ProposalVerified, "operator", "the violation cleared", now)
+		}
+	}
+	return nil
+}
+
+// act executes what the mode allows, and checks executed actions.
+func (o *Operator) act(ctx context.Context, now time.Time) error {
+	mode := o.mode(ctx)
+	if err := o.verify(ctx, now); err != nil {
+		return err
+	}
+	if mode == ModeObserve {
+		return nil
+	}
+	ready, err := o.store.Proposals(ctx, ProposalFilter{Status: []string{ProposalPending, ProposalApproved}})
+	if err != nil {
+		return err
+	}
+	for i := len(ready) - 1; i >= 0; i-- { // oldest first
+		p := ready[i]
+		if p.Status == ProposalPending && (mode == ModeApprove || p.RequiresApproval) {
+			continue // waits for `operator actions approve`
+		}
+		if p.TicketID != 0 {
+			t, err := o.store.Ticket(ctx, p.TicketID)
+			if err != nil {
+				return err
+			}
+			if t.Status == StatusHeld || t.Status == StatusRemediationFailed || t.Status == StatusResolved {
+				continue
+			}
+		}
+		perTicket, perHour, err := o.store.Executed(ctx, p.TicketID, now.Add(-time.Hour))
+		if err != nil {
+			return err
+		}
+		if p.TicketID != 0 && perTicket >= o.cfg.MaxActionsPerTicket || perHour >= o.cfg.MaxActionsPerHour {
+			o.audit(ctx, p.TicketID, p.ID, "action_limit", map[string]any{"per_ticket": perTicket, "per_hour": perHour})
+			continue
+		}
+		o.run(ctx, p, "operator", now)
+	}
+	return nil
+}
+
+// run executes one proposal: it claims it (so no other operator can), calls
+// the subject, and records the outcome.
+func (o *Operator) run(ctx context.Context, p Proposal, actor string, now time.Time) {
+	ok, err := o.store.Transition(ctx, p.ID, p.Status, ProposalExecuting, actor, "", now)
+	if err != nil || !ok {
+		return
+	}
+	if p.TicketID != 0 {
+		_, _ = o.store.SetStatus(ctx, p.TicketID, []string{StatusOpen, StatusDiagnosed, StatusRemediating}, StatusRemediating, actor, "executing "+p.Action)
+	}
+	result, err := o.exec.execute(ctx, p.Action, p.Params)
+	to := ProposalSucceeded
+	if err != nil {
+		to, result = ProposalFailed, err.Error()
+		o.log.Warn("action failed", "proposal", p.ID, "action", p.Action, "err", err)
+	} else {
+		o.log.Info("action executed", "proposal", p.ID, "action", p.Action, "result", result)
+	}
+	_, _ = o.store.Transition(ctx, p.ID, ProposalExecuting, to, actor, result, o.now())
+	if err != nil && p.TicketID != 0 {
+		_, _ = o.store.SetStatus(ctx, p.TicketID, nil, StatusRemediationFailed, actor, "action "+p.Action+" failed: "+result)
+	}
+}
+
+// verify fails executed actions whose violation did not clear in time:
+// the ticket is escalated as remediation_failed and nothing is retried.
+func (o *Operator) verify(ctx context.Context, now time.Time) error {
+	done, err := o.store.Proposals(ctx, ProposalFilter{Status: []string{ProposalSucceeded}})
+	if err != nil {
+		return err
+	}
+	for _, p := range done {
+		if p.ExecutedAt == nil || now.Sub(*p.ExecutedAt) < o.cfg.VerifyWithin.Duration || p.TicketID == 0 {
+			continue
+		}
+		if ok, _ := o.store.Transition(ctx, p.ID, ProposalSucceeded, ProposalVerifyFailed, "operator",
+			fmt.Sprintf("the violation did not clear within %s", o.cfg.VerifyWithin.Duration), now); ok {
+			_, _ = o.store.SetStatus(ctx, p.TicketID, nil, StatusRemediationFailed, "operator",
+				"escalated: "+p.Action+" did not clear the violation")
+			o.log.Error("remediation failed: escalating", "ticket", p.TicketID, "action", p.Action)
+		}
+	}
+	return nil
+}
+
+func (o *Operator) audit(ctx context.Context, ticket, proposal int64, event string, detail any) {
+	raw, _ := json.Marshal(detail)
+	if err := o.store.Audit(ctx, AuditEntry{TicketID: ticket, ProposalID: proposal, Actor: "operator", Event: event, Detail: raw}); err != nil {
+		o.log.Error("audit", "err", err)
+	}
+}
+
+// Act runs a manual action now, through the same validation and audit as
+// the loop's (`operator act NAME key=value…`).
+func (o *Operator) Act(ctx context.Context, name string, params map[string]any, actor string) (Proposal, error) {
+	now := o.now()
+	a, p, err := o.exec.validate(name, params)
+	if err != nil {
+		return Proposal{}, err
+	}
+	prop, err := o.store.AddProposal(ctx, Proposal{Action: name, Params: p, Source: "manual", RiskLevel: a.RiskLevel,
+		RequiresApproval: a.RequiresApproval, Status: ProposalApproved, CreatedAt: now, Reason: "manual action by " + actor})
+	if err != nil {
+		return Proposal{}, err
+	}
+	o.run(ctx, prop, actor, now)
+	return o.store.Proposal(ctx, prop.ID)
+}
