@@ -6,7 +6,9 @@ package loadgen
 
 import (
 	"fmt"
+	"math"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,17 +53,20 @@ func DefaultConfig() Config {
 
 // ParseRate reads "1000" or a ramp "1000:5000".
 func ParseRate(s string) (start, end float64, err error) {
+	bad := fmt.Errorf("invalid rate %q: want R or START:END requests per second, each positive and finite", s)
 	a, b, ramp := strings.Cut(s, ":")
-	if _, err = fmt.Sscanf(a, "%g", &start); err != nil {
-		return 0, 0, fmt.Errorf("invalid rate %q: want R or START:END requests per second", s)
+	if start, err = strconv.ParseFloat(a, 64); err != nil || !finitePositive(start) {
+		return 0, 0, bad
 	}
 	if ramp {
-		if _, err = fmt.Sscanf(b, "%g", &end); err != nil {
-			return 0, 0, fmt.Errorf("invalid rate %q: want R or START:END requests per second", s)
+		if end, err = strconv.ParseFloat(b, 64); err != nil || !finitePositive(end) {
+			return 0, 0, bad
 		}
 	}
 	return start, end, nil
 }
+
+func finitePositive(f float64) bool { return f > 0 && !math.IsInf(f, 0) && !math.IsNaN(f) }
 
 // Validate reports every problem at once.
 func (c *Config) Validate() error {
@@ -75,8 +80,8 @@ func (c *Config) Validate() error {
 			p.Add("target", "%q is not an http://host:port URL", t)
 		}
 	}
-	if c.Rate <= 0 || c.RateEnd < 0 {
-		p.Add("rate", "must be positive")
+	if !finitePositive(c.Rate) || (c.RateEnd != 0 && !finitePositive(c.RateEnd)) {
+		p.Add("rate", "must be positive and finite")
 	}
 	if c.Duration <= 0 {
 		p.Add("duration", "must be positive")
@@ -98,6 +103,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Method != "post" && c.Method != "get" {
 		p.Add("method", "must be post or get, got %q", c.Method)
+	}
+	if c.Verify && c.Method == "get" {
+		p.Add("verify", "needs --method post: only the JSON answer says why a request was denied")
 	}
 	if c.MaxInflight < 1 {
 		p.Add("max-inflight", "must be at least 1")

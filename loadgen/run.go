@@ -113,6 +113,9 @@ issue:
 	}
 	sendEnd := time.Since(start)
 	wg.Wait()
+	for _, c := range clients {
+		c.CloseIdleConnections()
+	}
 	close(stopProgress)
 	<-progressDone
 
@@ -126,7 +129,7 @@ issue:
 	}
 	r.IntendedRate = round2(float64(total) / cfg.Duration.Seconds())
 	if limits != nil {
-		r.Accuracy = verify(limits, agg.outcomes)
+		r.Accuracy = verify(limits, agg.outcomes, cfg.Cost)
 	}
 	r.checkThresholds(cfg)
 	if r.Dropped > 0 {

@@ -37,7 +37,11 @@ func fetchPolicies(targets []string, timeout time.Duration) (*policies, error) {
 		}
 		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
+		if err != nil {
+			lastErr = fmt.Errorf("GET %s/api/v1/limits: %w", t, err)
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
 			lastErr = fmt.Errorf("GET %s/api/v1/limits: status %d", t, resp.StatusCode)
 			continue
 		}
@@ -80,18 +84,28 @@ type PolicyAccuracy struct {
 
 const methodNote = "decision times bounded by [sent, answered] on the generator's clock; aligned windows located from reset_after_ms (±1 ms); requests that might straddle a window edge are not counted"
 
-func verify(p *policies, outs []outcome) *Accuracy {
+// verify judges outs; every request asked for cost units.
+func verify(p *policies, outs []outcome, cost int64) *Accuracy {
 	acc := &Accuracy{Method: methodNote}
 	byKey := map[string][]outcome{}
+	// uncertain requests got no decision from the limiter (an error, or a
+	// fail-open answer after the store timed out) yet may still have been
+	// admitted by the store: they are not judged, but a denial they could
+	// explain is not called a false block.
+	uncertain := map[string][]outcome{}
 	pol := map[string]*limiter.Limit{}
 	for _, o := range outs {
 		l := p.table.Match([]byte(o.key))
-		if o.errKind != "" || l == nil || l.Shadow || (o.reason != "" && o.reason != "within_limit" && o.reason != "limit") {
+		switch {
+		case l == nil || l.Shadow || o.reason == "blocked" || o.reason == "no_limit" || o.reason == "shadow":
 			acc.Excluded++
-			continue
+		case o.errKind != "" || (o.reason != "within_limit" && o.reason != "limit"):
+			acc.Excluded++
+			uncertain[o.key] = append(uncertain[o.key], o)
+		default:
+			byKey[o.key] = append(byKey[o.key], o)
+			pol[o.key] = l
 		}
-		byKey[o.key] = append(byKey[o.key], o)
-		pol[o.key] = l
 	}
 	per := map[string]*PolicyAccuracy{}
 	keys := make([]string, 0, len(byKey))
@@ -118,16 +132,18 @@ func verify(p *policies, outs []outcome) *Accuracy {
 		}
 		pa.Allowed += int64(len(allowed))
 		pa.Denied += int64(len(denied))
+		maybe := append(append([]outcome(nil), allowed...), uncertain[k]...)
+		sort.Slice(maybe, func(i, j int) bool { return maybe[i].sent < maybe[j].sent })
 		switch l.Algorithm {
 		case limiter.SlidingLog:
-			pa.OverAdmissions += slidingOver(allowed, l.MaxRequests, l.Window(), 0, 0)
-			pa.FalseBlocks += slidingFalseBlocks(allowed, denied, l.MaxRequests, l.Window())
+			pa.OverAdmissions += slidingOver(allowed, cost, l.MaxRequests, l.Window(), 0, 0)
+			pa.FalseBlocks += slidingFalseBlocks(maybe, denied, cost, l.MaxRequests, l.Window())
 			pa.FalseBlocksChecked = true
 		case limiter.TokenBucket:
 			period := time.Duration((l.WindowSeconds*1e6+l.MaxRequests-1)/l.MaxRequests) * time.Microsecond
-			pa.OverAdmissions += slidingOver(allowed, l.Burst, l.Window(), period, 1)
+			pa.OverAdmissions += slidingOver(allowed, cost, l.Burst, l.Window(), period, 1)
 		case limiter.FixedWindow, limiter.SlidingWindow:
-			over, falseBlocks, unaligned := alignedCheck(allowed, denied, l)
+			over, falseBlocks, unaligned := alignedCheck(allowed, uncertain[k], denied, cost, l)
 			pa.OverAdmissions += over
 			pa.Unaligned += unaligned
 			if l.Algorithm == limiter.FixedWindow {
@@ -160,9 +176,8 @@ func verify(p *policies, outs []outcome) *Accuracy {
 // slidingOver counts allowed requests that made a set of allowed requests,
 // certainly decided within a span L no longer than window, exceed
 // limit + L/period + slack units (period 0: a plain limit per window).
-// Each request counts one unit: the generator sends one cost per run, and
-// limits are expressed in requests of that cost.
-func slidingOver(allowed []outcome, limit int64, window, period time.Duration, slack int64) int64 {
+// Every request asked for cost units.
+func slidingOver(allowed []outcome, cost, limit int64, window, period time.Duration, slack int64) int64 {
 	var over int64
 	for j := range allowed {
 		latest := allowed[j].done
@@ -173,7 +188,7 @@ func slidingOver(allowed []outcome, limit int64, window, period time.Duration, s
 			if span >= window {
 				break
 			}
-			n++
+			n += cost
 			bound := limit + slack
 			if period > 0 {
 				bound += int64(span / period)
@@ -191,21 +206,21 @@ func slidingOver(allowed []outcome, limit int64, window, period time.Duration, s
 }
 
 // slidingFalseBlocks counts denials that even the most generous reading of
-// the timing could not justify: every allowed request that might share the
-// window still leaves room for one more.
-func slidingFalseBlocks(allowed, denied []outcome, limit int64, window time.Duration) int64 {
+// the timing could not justify: every request that might have been admitted
+// and might share the window still leaves room for this one.
+func slidingFalseBlocks(maybe, denied []outcome, cost, limit int64, window time.Duration) int64 {
 	var falseBlocks int64
 	for _, d := range denied {
 		n := int64(0)
-		for _, a := range allowed {
+		for _, a := range maybe {
 			if a.sent >= d.done {
 				break
 			}
 			if a.done > d.sent-window {
-				n++
+				n += cost
 			}
 		}
-		if n+1 <= limit {
+		if n+cost <= limit {
 			falseBlocks++
 		}
 	}
@@ -217,7 +232,7 @@ func slidingFalseBlocks(allowed, denied []outcome, limit int64, window time.Dura
 // window edges are located from reset_after: the end of the window of a
 // request decided at t is t + reset_after (fixed_window) or t + reset_after
 // - window (sliding_window, whose reset runs to the end of the next window).
-func alignedCheck(allowed, denied []outcome, l *limiter.Limit) (over, falseBlocks, unaligned int64) {
+func alignedCheck(allowed, uncertain, denied []outcome, cost int64, l *limiter.Limit) (over, falseBlocks, unaligned int64) {
 	w := l.Window()
 	shift := time.Duration(0)
 	if l.Algorithm == limiter.SlidingWindow {
@@ -251,21 +266,28 @@ func alignedCheck(allowed, denied []outcome, l *limiter.Limit) (over, falseBlock
 		b := floorDiv(to-lo, w)
 		return a, a == b
 	}
-	count := map[int64]int64{}
-	maybe := map[int64]int64{} // allowed requests that might be in the window
+	count := map[int64]int64{} // units certainly admitted in each window
+	maybe := map[int64]int64{} // units that might have been admitted in it
 	for _, a := range allowed {
 		k, ok := window(a.sent, a.done)
 		if !ok {
 			unaligned++
-			maybe[k]++
-			maybe[k+1]++
+			maybe[k] += cost
+			maybe[k+1] += cost
 			continue
 		}
-		count[k]++
-		maybe[k]++
+		count[k] += cost
+		maybe[k] += cost
+	}
+	for _, u := range uncertain {
+		k, ok := window(u.sent, u.done)
+		maybe[k] += cost
+		if !ok {
+			maybe[k+1] += cost
+		}
 	}
 	for _, n := range count {
-		over += max(n-l.MaxRequests, 0)
+		over += (max(n-l.MaxRequests, 0) + cost - 1) / cost // in requests
 	}
 	for _, d := range denied {
 		k, ok := window(d.sent, d.done)
@@ -273,7 +295,7 @@ func alignedCheck(allowed, denied []outcome, l *limiter.Limit) (over, falseBlock
 			unaligned++
 			continue
 		}
-		if maybe[k]+1 <= l.MaxRequests {
+		if maybe[k]+cost <= l.MaxRequests {
 			falseBlocks++
 		}
 	}
