@@ -117,6 +117,14 @@ func subjectNames(f *fileConfig) []string {
 // withOperator runs f with an opened operator and closes it after.
 func withOperator(f func(c *cli.Context, env *operatorEnv) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
+		// The CLI stops reading flags at the first argument: a flag after
+		// one would be silently ignored and the command would act on the
+		// default database.
+		for _, a := range c.Args().Slice() {
+			if strings.HasPrefix(a, "-") {
+				return fmt.Errorf("%q comes after an argument: put flags before arguments", a)
+			}
+		}
 		env, err := openOperator(c)
 		if err != nil {
 			return err
@@ -138,6 +146,9 @@ func (e *operatorEnv) print(v any, text func(w io.Writer)) error {
 }
 
 func argID(c *cli.Context) (int64, error) {
+	if c.NArg() != 1 {
+		return 0, fmt.Errorf("want exactly one ID, got %q (flags go before the ID)", c.Args().Slice())
+	}
 	id, err := strconv.ParseInt(c.Args().First(), 10, 64)
 	if err != nil || id <= 0 {
 		return 0, fmt.Errorf("want a numeric ID, got %q", c.Args().First())
@@ -232,6 +243,9 @@ func operatorCommand() *cli.Command {
 						}
 						fmt.Fprintln(env.out, m)
 						return nil
+					}
+					if c.NArg() > 1 {
+						return fmt.Errorf("want one mode, got %q (flags go before the mode)", c.Args().Slice())
 					}
 					m := c.Args().First()
 					if m != operator.ModeObserve && m != operator.ModeApprove && m != operator.ModeAuto {

@@ -3,6 +3,7 @@ package operator
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -56,6 +57,9 @@ func (o *observer) one(ctx context.Context, ob Observation, seen map[string]any)
 				return nil, err
 			}
 			r, err := o.getJSON(ctx, path)
+			if errors.Is(err, errGone) {
+				continue // the entity left between the two reads
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -83,6 +87,9 @@ func (o *observer) one(ctx context.Context, ob Observation, seen map[string]any)
 	}
 	return runExpr(prog, env)
 }
+
+// errGone is a 404: for a per-entity read, the entity no longer exists.
+var errGone = errors.New("not found")
 
 var placeholder = regexp.MustCompile(`\{([A-Za-z0-9_]+)\}`)
 
@@ -151,6 +158,9 @@ func (o *observer) get(ctx context.Context, u string) (any, error) {
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return nil, err
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, fmt.Errorf("GET %s: %w", u, errGone)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: status %d", u, resp.StatusCode)

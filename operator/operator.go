@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"time"
@@ -56,7 +57,7 @@ func New(cfg Config, subj Subject, urls []string, store *Store, log *slog.Logger
 	}
 	host, _ := os.Hostname()
 	o := &Operator{cfg: cfg, subj: &subj, store: store, log: log.With("role", "operator", "subject", cfg.Subject),
-		now: now, owner: fmt.Sprintf("%s/%d", host, os.Getpid()), eval: eval, diag: newRules(&subj),
+		now: now, owner: fmt.Sprintf("%s/%d/%08x", host, os.Getpid(), rand.Uint32()), eval: eval, diag: newRules(&subj),
 		unreachable: Invariant{Name: SubjectUnreachable, Severity: "critical", Message: "the subject did not answer its observations"}}
 	for _, inv := range subj.Invariants {
 		if inv.Name == SubjectUnreachable {
@@ -128,6 +129,9 @@ func (o *Operator) Tick(ctx context.Context) error {
 	active := map[string]bool{}
 	var errs []error
 	if obsErr != nil {
+		if ctx.Err() != nil {
+			return nil // shutting down, not a failed observation
+		}
 		// A failed observation says nothing about the other invariants:
 		// their tickets and timers stay as they are.
 		o.log.Warn("observation failed", "err", obsErr)
@@ -182,10 +186,17 @@ func renderOr(text string, data map[string]any) string {
 // its recommendations become proposals.
 func (o *Operator) record(ctx context.Context, v Violation, now time.Time, obs map[string]any) error {
 	t, opened, err := o.store.RecordViolation(ctx, v, now)
-	if err != nil || !opened {
+	if err != nil {
 		return err
 	}
-	o.log.Warn("ticket opened", "ticket", t.ID, "key", t.Key, "severity", t.Severity, "message", t.Message)
+	// A ticket still open without a diagnosis is one an earlier operator
+	// opened and then died before diagnosing: finish its work.
+	if !opened && !(t.Status == StatusOpen && len(t.Diagnosis) == 0) {
+		return nil
+	}
+	if opened {
+		o.log.Warn("ticket opened", "ticket", t.ID, "key", t.Key, "severity", t.Severity, "message", t.Message)
+	}
 	d, err := o.diag.Diagnose(ctx, t, obs)
 	if err != nil {
 		o.audit(ctx, t.ID, 0, "diagnosis_failed", map[string]any{"error": err.Error()})
@@ -284,7 +295,9 @@ func (o *Operator) act(ctx context.Context, now time.Time) error {
 			return err
 		}
 		if p.TicketID != 0 && perTicket >= o.cfg.MaxActionsPerTicket || perHour >= o.cfg.MaxActionsPerHour {
-			o.audit(ctx, p.TicketID, p.ID, "action_limit", map[string]any{"per_ticket": perTicket, "per_hour": perHour})
+			_, _ = o.store.Transition(ctx, p.ID, p.Status, ProposalSkipped, "operator", fmt.Sprintf(
+				"action limit reached: %d executed for this ticket (max %d), %d in the last hour (max %d)",
+				perTicket, o.cfg.MaxActionsPerTicket, perHour, o.cfg.MaxActionsPerHour), now)
 			continue
 		}
 		o.run(ctx, p, "operator", now)
