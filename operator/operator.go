@@ -231,14 +231,15 @@ func (o *Operator) propose(ctx context.Context, ticket int64, rec Recommendation
 }
 
 // resolveCleared resolves every unresolved ticket whose violation is
-// neither firing nor held by keep_firing_for.
+// neither firing nor held by keep_firing_for (a held ticket too: holding
+// stops the operator acting, but a cleared problem is still over).
 func (o *Operator) resolveCleared(ctx context.Context, active map[string]bool, now time.Time) error {
 	open, err := o.store.Tickets(ctx, TicketFilter{Unresolved: true})
 	if err != nil {
 		return err
 	}
 	for _, t := range open {
-		if active[t.Key] || t.Status == StatusHeld {
+		if active[t.Key] {
 			continue
 		}
 		if err := o.store.Resolve(ctx, t.ID, "operator", "the violation cleared", now); err != nil {
