@@ -5,60 +5,28 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/config"
+	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
 	"github.com/ratelimiter/ratelimiter/limiter"
-	"github.com/ratelimiter/ratelimiter/node"
 )
 
 // loadgenNode runs one node on a fresh Redis until the test ends and
-// returns its base URL.
+// returns its base URL once it serves limits.
 func loadgenNode(t *testing.T, limits []limiter.Limit) string {
 	t.Helper()
-	srv := redistest.Start(t)
-	cfg := node.DefaultConfig()
-	cfg.ID, cfg.Listen, cfg.RedisURL, cfg.Limits = "lg", "127.0.0.1:0", srv.URL(), limits
+	cfg := nodetest.Config("lg", redistest.Start(t))
+	cfg.Limits = limits
 	// Under a loaded test machine a Redis call may outlive the default
 	// 50 ms and be answered fail-open; --verify would rightly exclude it.
 	cfg.RedisTimeout = config.Duration{Duration: time.Second}
-	n, err := node.New(cfg, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
-	if err != nil {
-		t.Fatalf("node.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Errorf("node did not stop within 10s")
-		}
-	})
-	base := "http://" + n.Addr()
-	client := &http.Client{Timeout: time.Second}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		resp, err := client.Get(base + "/api/v1/limits")
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && bytes.Contains(body, []byte(`"key_pattern":"`+limits[0].KeyPattern+`"`)) {
-				return base
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node at %s did not serve its limits within 5s", base)
-		}
-	}
+	base := nodetest.Start(t, cfg).URL
+	nodetest.WaitLimits(t, base, limits)
+	return base
 }
 
 // runLoadgen runs the CLI in-process, bounded in time.
@@ -76,12 +44,7 @@ func runLoadgen(t *testing.T, args ...string) (stdout, stderr string, err error,
 // on time, and says which threshold.
 func TestLoadgenDeadTargetExitsTwo(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := "http://" + ln.Addr().String()
-	ln.Close() // nobody listens there now
+	target := "http://" + nodetest.FreeAddr(t)
 	stdout, stderr, err, took := runLoadgen(t, "--target", target, "--rate", "200", "--duration", "2s", "--max-error-rate", "0.5")
 	var ee *exitError
 	if !errors.As(err, &ee) || ee.code != 2 {

@@ -15,26 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 	"github.com/ratelimiter/ratelimiter/operator"
 )
-
-// opBuffer is a bytes.Buffer safe for a running command and the test.
-type opBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *opBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *opBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // runOperatorCLI runs `ratelimiter operator ARGS…` in-process, bounded in
 // time, and returns its stdout, stderr and error.
@@ -42,7 +25,7 @@ func runOperatorCLI(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var out, errOut opBuffer
+	var out, errOut nodetest.Buffer
 	err := run(ctx, append([]string{"ratelimiter", "operator"}, args...), &out, &errOut)
 	return out.String(), errOut.String(), err
 }
@@ -123,7 +106,7 @@ func TestOperatorApproveThroughCLI(t *testing.T) {
 	// `operator run` for a while, then stopped by its context. The runs and
 	// the other commands take turns: urfave/cli v2 mutates package-level
 	// flags (HelpFlag) in every run, so two run() calls must not overlap.
-	var logs opBuffer
+	var logs nodetest.Buffer
 	loop := func(d time.Duration) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), d)

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 	"github.com/ratelimiter/ratelimiter/node"
 )
 
@@ -87,31 +87,24 @@ func TestPrecedence(t *testing.T) {
 // TestRunNode runs the node subcommand in-process on the embedded config
 // and stops it with the context.
 func TestRunNode(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := nodetest.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"ratelimiter", "node", "--listen", addr, "--node-id", "inproc", "--log-level", "warn"}, &bytes.Buffer{}, &bytes.Buffer{})
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp, err := http.Post("http://"+addr+"/api/v1/check", "application/json", strings.NewReader(`{"key":"user:1"}`))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode != 200 || resp.Header.Get("RateLimit-Policy") != `"user:*";q=100;w=60` {
-				t.Fatalf("check: %d %q", resp.StatusCode, resp.Header.Get("RateLimit-Policy"))
-			}
-			break
+	var resp *http.Response
+	nodetest.WaitFor(t, 5*time.Second, "the node to serve on "+addr, func() bool {
+		r, err := http.Post("http://"+addr+"/api/v1/check", "application/json", strings.NewReader(`{"key":"user:1"}`))
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node did not serve: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		r.Body.Close()
+		resp = r
+		return true
+	})
+	if resp.StatusCode != 200 || resp.Header.Get("RateLimit-Policy") != `"user:*";q=100;w=60` {
+		t.Fatalf("check: %d %q", resp.StatusCode, resp.Header.Get("RateLimit-Policy"))
 	}
 	cancel()
 	select {

@@ -8,87 +8,37 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/config"
+	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
 	"github.com/ratelimiter/ratelimiter/limiter"
-	"github.com/ratelimiter/ratelimiter/node"
 )
 
-// startCluster runs nodes in this process on one fresh Redis, with the
-// fast loops of node's own tests, until the test ends. It returns their
-// base URLs once every node serves all of limits.
+// startCluster runs nodes in this process on one fresh Redis, with
+// nodetest's fast loops, until the test ends. It returns their base URLs
+// once every node serves all of limits.
 func startCluster(t *testing.T, nodes int, limits []limiter.Limit) []string {
 	t.Helper()
 	srv := redistest.Start(t)
 	var urls []string
 	for i := range nodes {
-		cfg := node.DefaultConfig()
-		cfg.ID = fmt.Sprintf("lg%d", i)
-		cfg.Listen = "127.0.0.1:0"
-		cfg.RedisURL = srv.URL()
-		cfg.HeartbeatInterval = config.Duration{Duration: 200 * time.Millisecond}
-		cfg.UnhealthyAfter = config.Duration{Duration: time.Second}
-		cfg.SyncInterval = config.Duration{Duration: 100 * time.Millisecond}
+		cfg := nodetest.Config(fmt.Sprintf("lg%d", i), srv)
 		// Several runs share two CPUs: a Redis call that outlives the default
 		// 50 ms is answered fail-open while its script may still have run,
 		// which is a fault of the test machine, not of the limiter.
 		cfg.RedisTimeout = config.Duration{Duration: time.Second}
 		cfg.Limits = append([]limiter.Limit(nil), limits...)
-		n, err := node.New(cfg, nil, testLogger(t), time.Now)
-		if err != nil {
-			t.Fatalf("node.New(%s): %v", cfg.ID, err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- n.Run(ctx) }()
-		t.Cleanup(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("node %s: Run = %v", cfg.ID, err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Errorf("node %s did not stop within 10s", cfg.ID)
-			}
-		})
-		urls = append(urls, "http://"+n.Addr())
+		urls = append(urls, nodetest.Start(t, cfg).URL)
 	}
 	for _, u := range urls {
-		waitServing(t, u, limits)
+		nodetest.WaitLimits(t, u, limits)
 	}
 	return urls
-}
-
-// waitServing polls base until it lists every pattern of limits.
-func waitServing(t *testing.T, base string, limits []limiter.Limit) {
-	t.Helper()
-	client := &http.Client{Timeout: time.Second}
-	var last string
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		resp, err := client.Get(base + "/api/v1/limits")
-		if err != nil {
-			last = err.Error()
-			continue
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		last = string(body)
-		all := resp.StatusCode == http.StatusOK
-		for _, l := range limits {
-			all = all && strings.Contains(last, `"key_pattern":"`+l.KeyPattern+`"`)
-		}
-		if all {
-			return
-		}
-	}
-	t.Fatalf("%s did not serve its limits within 5s; last answer: %s", base, last)
 }
 
 // postLimit changes a limit through the node API, as an operator would.
@@ -106,23 +56,12 @@ func postLimit(base string, l limiter.Limit) error {
 	return nil
 }
 
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
 // run is Run bounded well past the run's own length.
 func run(t *testing.T, cfg Config) *Report {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration+15*time.Second)
 	defer cancel()
-	r, err := Run(ctx, cfg, nil, false, testLogger(t))
+	r, err := Run(ctx, cfg, nil, false, nodetest.Logger(t, slog.LevelWarn))
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -399,7 +338,7 @@ func TestVerify(t *testing.T) {
 		cfg.Method, cfg.Duration = method, 2*time.Second
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration+15*time.Second)
 		defer cancel()
-		return Run(ctx, cfg, nil, false, testLogger(t))
+		return Run(ctx, cfg, nil, false, nodetest.Logger(t, slog.LevelWarn))
 	}
 	t.Run("blocked key excluded", func(t *testing.T) {
 		t.Parallel()
@@ -443,30 +382,15 @@ func postBlock(base, key string) error {
 func waitBlocked(t *testing.T, base, key string) {
 	t.Helper()
 	client := &http.Client{Timeout: time.Second}
-	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	nodetest.WaitFor(t, 3*time.Second, fmt.Sprintf("%s to list %q as blocked", base, key), func() bool {
 		resp, err := client.Get(base + "/api/v1/blocks")
 		if err != nil {
-			continue
+			return false
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if strings.Contains(string(body), `"`+key+`"`) {
-			return
-		}
-	}
-	t.Fatalf("%s did not list %q as blocked within 3s", base, key)
-}
-
-// deadTarget is a loopback URL nobody listens on.
-func deadTarget(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "http://" + addr
+		return strings.Contains(string(body), `"`+key+`"`)
+	})
 }
 
 // TestDeadTarget: refused connections are errors of their own kind, fail
@@ -474,7 +398,7 @@ func deadTarget(t *testing.T) string {
 func TestDeadTarget(t *testing.T) {
 	t.Parallel()
 	cfg := DefaultConfig()
-	cfg.Targets, cfg.Rate, cfg.Duration, cfg.MaxErrorRate = []string{deadTarget(t)}, 200, 2*time.Second, 0.5
+	cfg.Targets, cfg.Rate, cfg.Duration, cfg.MaxErrorRate = []string{"http://" + nodetest.FreeAddr(t)}, 200, 2*time.Second, 0.5
 	start := time.Now()
 	r := run(t, cfg)
 	if elapsed := time.Since(start); elapsed > cfg.Duration+time.Second {

@@ -1,14 +1,13 @@
 package operator
 
 // The harness of the operator's end-to-end tests: real rate-limiter nodes
-// (in this process, or re-executed as a child process that can be
-// SIGKILLed) on a real redis-server, the shipped subject from ../config.toml,
-// a stand-in "queue" service for the second subject, a recording reverse
-// proxy, and a settable clock. The operator package itself never imports
-// node; only these tests do.
+// (started by internal/nodetest, in this process or as a child process
+// that can be SIGKILLed) on a real redis-server, the shipped subject from
+// ../config.toml, a stand-in "queue" service for the second subject, an
+// operator process to SIGKILL, and a recording reverse proxy. The operator
+// package itself never imports node; only these tests do.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -25,21 +24,20 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/config"
+	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
 	"github.com/ratelimiter/ratelimiter/limiter"
 	"github.com/ratelimiter/ratelimiter/node"
 )
 
 const (
-	// childNodeEnv makes the test binary run one node instead of the tests.
-	childNodeEnv = "RATELIMITER_OPERATOR_TEST_NODE"
-	// childOpEnv makes it run one operator (a childOp) instead.
+	// childOpEnv makes the test binary run one operator (a childOp)
+	// instead of the tests.
 	childOpEnv = "RATELIMITER_OPERATOR_TEST_OPERATOR"
 	// adminTokenEnv and queueTokenEnv hold the subjects' bearer tokens. They
 	// are set once in TestMain, so parallel tests never race on them.
@@ -50,10 +48,7 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	if raw := os.Getenv(childNodeEnv); raw != "" {
-		runChildNode(raw)
-		return
-	}
+	nodetest.RunChildIfRequested()
 	os.Setenv(adminTokenEnv, adminToken)
 	os.Setenv(queueTokenEnv, queueToken)
 	if raw := os.Getenv(childOpEnv); raw != "" {
@@ -61,23 +56,6 @@ func TestMain(m *testing.M) {
 		return
 	}
 	os.Exit(m.Run())
-}
-
-func runChildNode(raw string) {
-	var cfg node.Config
-	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
-		panic(err)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	n, err := node.New(cfg, nil, slog.New(slog.NewTextHandler(os.Stderr, nil)), time.Now)
-	if err != nil {
-		panic(err)
-	}
-	os.Stdout.WriteString(n.Addr() + "\n")
-	if err := n.Run(ctx); err != nil {
-		panic(err)
-	}
 }
 
 // childOp is an operator process on the queue subject of
@@ -126,7 +104,7 @@ func startChildOperator(t *testing.T, c childOp) *exec.Cmd {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childOpEnv+"="+string(raw))
-	stderr := &syncBuffer{}
+	stderr := &nodetest.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -202,142 +180,16 @@ func invariant(t testing.TB, s *Subject, name string) Invariant {
 	return Invariant{}
 }
 
-// nodeConfig is a node with fast loops on srv: heartbeats every 200 ms,
-// unhealthy after 1 s, a small limit for hot:* keys.
+// nodeConfig is nodetest's fast node on srv, with the subject's admin
+// token and a small limit for hot:* keys.
 func nodeConfig(id string, srv *redistest.Server) node.Config {
-	cfg := node.DefaultConfig()
-	cfg.ID = id
-	cfg.Listen = "127.0.0.1:0"
-	cfg.HeartbeatInterval = config.Duration{Duration: 200 * time.Millisecond}
-	cfg.UnhealthyAfter = config.Duration{Duration: time.Second}
-	cfg.SyncInterval = config.Duration{Duration: 100 * time.Millisecond}
+	cfg := nodetest.Config(id, srv)
 	cfg.AdminToken = adminToken
 	cfg.Limits = []limiter.Limit{
 		{KeyPattern: "*", MaxRequests: 100000, WindowSeconds: 60},
 		{KeyPattern: "hot:*", MaxRequests: 10, WindowSeconds: 60},
 	}
-	if srv != nil {
-		cfg.RedisURL = srv.URL()
-	}
 	return cfg
-}
-
-// testNode is a node running in this process.
-type testNode struct {
-	ID, URL string
-	cancel  context.CancelFunc
-	done    chan error
-	once    sync.Once
-}
-
-func startNode(t testing.TB, cfg node.Config) *testNode {
-	t.Helper()
-	n, err := node.New(cfg, nil, testLogger(t, slog.LevelWarn, nil), time.Now)
-	if err != nil {
-		t.Fatalf("node.New(%s): %v", cfg.ID, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	tn := &testNode{ID: cfg.ID, URL: "http://" + n.Addr(), cancel: cancel, done: make(chan error, 1)}
-	go func() { tn.done <- n.Run(ctx) }()
-	t.Cleanup(tn.stop)
-	waitHealth(t, tn.URL)
-	return tn
-}
-
-func (tn *testNode) stop() {
-	tn.once.Do(func() {
-		tn.cancel()
-		select {
-		case <-tn.done:
-		case <-time.After(10 * time.Second):
-			panic("node " + tn.ID + " did not stop within 10s")
-		}
-	})
-}
-
-// childNode is a node in its own process, for SIGKILL.
-type childNode struct {
-	ID, URL string
-	cmd     *exec.Cmd
-}
-
-func startChild(t *testing.T, cfg node.Config) *childNode {
-	t.Helper()
-	raw, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childNodeEnv+"="+string(raw))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := &syncBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("child node %s stderr:\n%s", cfg.ID, stderr.String())
-		}
-	})
-	line := make(chan string, 1)
-	go func() {
-		b := make([]byte, 128)
-		k, _ := out.Read(b)
-		line <- strings.TrimSpace(string(b[:k]))
-		_, _ = io.Copy(io.Discard, out)
-	}()
-	select {
-	case addr := <-line:
-		c := &childNode{ID: cfg.ID, URL: "http://" + addr, cmd: cmd}
-		waitHealth(t, c.URL)
-		return c
-	case <-time.After(10 * time.Second):
-		t.Fatalf("child node %s did not start; stderr:\n%s", cfg.ID, stderr.String())
-	}
-	return nil
-}
-
-// kill SIGKILLs the child and waits for it to exit.
-func (c *childNode) kill(t testing.TB) {
-	t.Helper()
-	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatalf("SIGKILL node %s: %v", c.ID, err)
-	}
-	_ = c.cmd.Wait()
-}
-
-func waitHealth(t testing.TB, base string) {
-	t.Helper()
-	waitFor(t, 5*time.Second, base+" serving", func() bool {
-		resp, err := http.Get(base + "/health")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return true
-	})
-}
-
-// waitFor polls cond every 20 ms until it holds or timeout passes, and
-// returns how long that took.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		if cond() {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // httpDo sends one request and returns the status and body.
@@ -424,58 +276,11 @@ func hotKeys(t testing.TB, base string) []string {
 	return keys
 }
 
-// fakeClock is a settable clock, microsecond-exact like the store.
-type fakeClock struct{ us atomic.Int64 }
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	c.us.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro())
-	return c
-}
-
-func (c *fakeClock) Now() time.Time      { return time.UnixMicro(c.us.Load()).UTC() }
-func (c *fakeClock) Add(d time.Duration) { c.us.Add(d.Microseconds()) }
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// testLogger logs to the test (shown on failure or with -v) and, when
-// copyTo is not nil, to copyTo as well.
-func testLogger(t testing.TB, level slog.Level, copyTo io.Writer) *slog.Logger {
-	var w io.Writer = testWriter{t}
-	if copyTo != nil {
-		w = io.MultiWriter(w, copyTo)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
 // opEnv is one operator on its own DB file.
 type opEnv struct {
 	op    *Operator
 	store *Store
-	logs  *syncBuffer
+	logs  *nodetest.Buffer
 }
 
 // newOp opens the store at cfg.DB and makes an operator on it; both are
@@ -487,8 +292,8 @@ func newOp(t testing.TB, cfg Config, subj Subject, urls []string, now func() tim
 		t.Fatalf("OpenStore(%q): %v", cfg.DB, err)
 	}
 	t.Cleanup(func() { st.Close() })
-	logs := &syncBuffer{}
-	op, err := New(cfg, subj, urls, st, testLogger(t, slog.LevelDebug, logs), now)
+	logs := &nodetest.Buffer{}
+	op, err := New(cfg, subj, urls, st, nodetest.Logger(t, slog.LevelDebug, logs), now)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

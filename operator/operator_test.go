@@ -14,17 +14,18 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/config"
+	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
 // startCluster runs redis-server and n nodes on it (ids n1, n2, …).
-func startCluster(t *testing.T, n int) (*redistest.Server, []*testNode) {
+func startCluster(t *testing.T, n int) (*redistest.Server, []*nodetest.Node) {
 	t.Helper()
 	srv := redistest.Start(t)
-	nodes := make([]*testNode, n)
+	nodes := make([]*nodetest.Node, n)
 	for i := range nodes {
-		nodes[i] = startNode(t, nodeConfig(fmt.Sprintf("n%d", i+1), srv))
+		nodes[i] = nodetest.Start(t, nodeConfig(fmt.Sprintf("n%d", i+1), srv))
 	}
 	return srv, nodes
 }
@@ -32,7 +33,7 @@ func startCluster(t *testing.T, n int) (*redistest.Server, []*testNode) {
 // waitSeen waits until the operator observes want nodes, all healthy.
 func waitSeen(t *testing.T, e *opEnv, want int) {
 	t.Helper()
-	waitFor(t, 10*time.Second, fmt.Sprintf("%d healthy nodes", want), func() bool {
+	nodetest.WaitFor(t, 10*time.Second, fmt.Sprintf("%d healthy nodes", want), func() bool {
 		obs, err := e.op.Observe(context.Background())
 		if err != nil {
 			return false
@@ -56,9 +57,9 @@ func TestNodeKilledOpensNodeDown(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	victimCfg := nodeConfig("n1", srv)
-	victim := startChild(t, victimCfg)
-	a := startNode(t, nodeConfig("n2", srv))
-	b := startNode(t, nodeConfig("n3", srv))
+	victim := nodetest.StartChild(t, victimCfg)
+	a := nodetest.Start(t, nodeConfig("n2", srv))
+	b := nodetest.Start(t, nodeConfig("n3", srv))
 	cfg, subj := shipped(t)
 	const keep = time.Second
 	setTimings(t, &subj, "node_down", 0, keep)
@@ -87,9 +88,9 @@ func TestNodeKilledOpensNodeDown(t *testing.T) {
 	}
 
 	killed := time.Now()
-	victim.kill(t)
+	victim.Kill(t)
 	bound := victimCfg.UnhealthyAfter.Duration + victimCfg.HeartbeatInterval.Duration + grace + 2*cfg.Interval.Duration
-	took := waitFor(t, 15*time.Second, "a node_down:n1 ticket", func() bool { return len(e.withKey(t, "node_down:n1")) > 0 })
+	took := nodetest.WaitFor(t, 15*time.Second, "a node_down:n1 ticket", func() bool { return len(e.withKey(t, "node_down:n1")) > 0 })
 	t.Logf("node_down:n1 opened %v after SIGKILL (bound: unhealthy_after %v + heartbeat %v + grace %v + 2 intervals of %v = %v)",
 		took, victimCfg.UnhealthyAfter.Duration, victimCfg.HeartbeatInterval.Duration, grace, cfg.Interval.Duration, bound)
 	if took > bound {
@@ -98,7 +99,7 @@ func TestNodeKilledOpensNodeDown(t *testing.T) {
 	tk := e.withKey(t, "node_down:n1")[0]
 	// The loop diagnoses and proposes right after opening, in later
 	// transactions.
-	waitFor(t, 2*time.Second, "the node_down proposal", func() bool { return len(e.proposals(t, tk.ID)) > 0 })
+	nodetest.WaitFor(t, 2*time.Second, "the node_down proposal", func() bool { return len(e.proposals(t, tk.ID)) > 0 })
 	tk, _ = e.store.Ticket(context.Background(), tk.ID)
 	if tk.Severity != "critical" || tk.Entity != "n1" || !strings.Contains(tk.Message, "Node n1") || !strings.Contains(tk.Message, "unhealthy") {
 		t.Errorf("ticket = %+v; want a critical node_down for n1 with the shipped message", tk)
@@ -121,8 +122,8 @@ func TestNodeKilledOpensNodeDown(t *testing.T) {
 	}
 
 	back := time.Now()
-	startNode(t, nodeConfig("n1", srv))
-	took = waitFor(t, 15*time.Second, "node_down:n1 resolved", func() bool {
+	nodetest.Start(t, nodeConfig("n1", srv))
+	took = nodetest.WaitFor(t, 15*time.Second, "node_down:n1 resolved", func() bool {
 		ts := e.withKey(t, "node_down:n1")
 		return len(ts) == 1 && ts[0].Status == StatusResolved
 	})
@@ -253,7 +254,7 @@ func TestHotKeyAutoBlocks(t *testing.T) {
 	if got := blocks(t, a.URL); !slices.Contains(got, key) {
 		t.Fatalf("GET /api/v1/blocks on a = %v; want %s", got, key)
 	}
-	waitFor(t, 5*time.Second, "the block synced to b", func() bool { return slices.Contains(blocks(t, b.URL), key) })
+	nodetest.WaitFor(t, 5*time.Second, "the block synced to b", func() bool { return slices.Contains(blocks(t, b.URL), key) })
 	if status, body := httpDo(t, "POST", b.URL+"/api/v1/check", `{"key":"`+key+`"}`); status != http.StatusTooManyRequests {
 		t.Errorf("check on the blocked key: HTTP %d %s; want 429", status, body)
 	}
@@ -414,7 +415,7 @@ func TestFlappingStaysOneTicket(t *testing.T) {
 	const keep, step = 30 * time.Second, 5 * time.Second
 	subj.Invariants = append(subj.Invariants, Invariant{Name: "node_draining", Over: "nodes", Entity: "id",
 		Expr: "draining", KeepFiringFor: config.Duration{Duration: keep}, Severity: "info", Message: "Node {{.id}} is draining"})
-	clk := newFakeClock()
+	clk := nodetest.NewClock()
 	e := newOp(t, cfg, subj, []string{a.URL}, clk.Now)
 	waitSeen(t, e, 2)
 	drain := func(on bool) {
@@ -479,10 +480,10 @@ func TestRestartMidGraceKeepsTimer(t *testing.T) {
 	}
 	const key = "hot:restart"
 	flood(t, a.URL, key, 200)
-	waitFor(t, 5*time.Second, key+" hot", func() bool { return slices.Contains(hotKeys(t, a.URL), key) })
+	nodetest.WaitFor(t, 5*time.Second, key+" hot", func() bool { return slices.Contains(hotKeys(t, a.URL), key) })
 	k := "hot_key:" + key
 
-	clk := newFakeClock()
+	clk := nodetest.NewClock()
 	t0 := clk.Now()
 	first := newOp(t, cfg, subj, []string{a.URL}, clk.Now)
 	first.tick(t)
@@ -540,7 +541,7 @@ func TestHealthyClusterOpensNothing(t *testing.T) {
 	for _, n := range nodes {
 		urls = append(urls, n.URL)
 	}
-	clk := newFakeClock()
+	clk := nodetest.NewClock()
 	e := newOp(t, cfg, subj, urls, clk.Now)
 	waitSeen(t, e, 3)
 	// Warm up (script loads), and keep enough requests in each node's
@@ -697,7 +698,7 @@ func TestRemediationThatDoesNotHelpEscalates(t *testing.T) {
 	q := startQueue(t, map[string]bool{"w1": true})
 	q.set(func(q *queueService) { q.keepStuck = true })
 	cfg, subj := queueSubject(t)
-	clk := newFakeClock()
+	clk := nodetest.NewClock()
 	e := newOp(t, cfg, subj, []string{q.URL}, clk.Now)
 	e.tick(t)
 	if n := len(q.calls()); n != 1 {
@@ -736,7 +737,7 @@ func TestTwoOperatorsOneDB(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- first.op.Run(ctx) }()
-	waitFor(t, 5*time.Second, "the first operator's loop", func() bool { n, _ := q.statuses(); return n >= 2 })
+	nodetest.WaitFor(t, 5*time.Second, "the first operator's loop", func() bool { n, _ := q.statuses(); return n >= 2 })
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 2*time.Second)
 	err := second.op.Run(ctx2)
 	cancel2()
@@ -837,7 +838,7 @@ func TestTwoOperatorProcessesOneDB(t *testing.T) {
 	q := startQueue(t, map[string]bool{"w1": false})
 	cfg, subj := queueSubject(t)
 	startChildOperator(t, childOp{DB: cfg.DB, URL: q.URL})
-	waitFor(t, 10*time.Second, "the child operator's loop", func() bool { n, _ := q.statuses(); return n >= 2 })
+	nodetest.WaitFor(t, 10*time.Second, "the child operator's loop", func() bool { n, _ := q.statuses(); return n >= 2 })
 	e := newOp(t, cfg, subj, []string{q.URL}, time.Now)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -862,7 +863,7 @@ func TestOperatorSIGKILLedMidGrace(t *testing.T) {
 	subj.Invariants[0].GracePeriod.Duration = grace
 	cfg.Mode = ModeObserve
 	child := startChildOperator(t, childOp{DB: cfg.DB, URL: q.URL, Grace: grace})
-	waitFor(t, 10*time.Second, "the child operator's loop", func() bool { n, _ := q.statuses(); return n >= 1 })
+	nodetest.WaitFor(t, 10*time.Second, "the child operator's loop", func() bool { n, _ := q.statuses(); return n >= 1 })
 	_, first := q.statuses()
 	time.Sleep(time.Until(first.Add(grace / 2)))
 	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
@@ -943,11 +944,11 @@ func TestBadLimitChangeRolledBack(t *testing.T) {
 	srv := redistest.Start(t)
 	ncfg := nodeConfig("n1", srv)
 	ncfg.Limits = append(ncfg.Limits, limiter.Limit{KeyPattern: "user:*", MaxRequests: 1000, WindowSeconds: 60})
-	a := startNode(t, ncfg)
+	a := nodetest.Start(t, ncfg)
 	cfg, subj := shipped(t)
 	cfg.Mode = ModeAuto
 	grace := invariant(t, &subj, "high_block_rate").GracePeriod.Duration
-	clk := newFakeClock()
+	clk := nodetest.NewClock()
 	e := newOp(t, cfg, subj, []string{a.URL}, clk.Now)
 	waitSeen(t, e, 1)
 	e.tick(t)
@@ -964,7 +965,7 @@ func TestBadLimitChangeRolledBack(t *testing.T) {
 		t.Fatalf("%d of 120 denied under a limit of 1; want most", denied)
 	}
 	// The node's rate counts complete seconds only.
-	waitFor(t, 5*time.Second, "the node's blocked rate", func() bool {
+	nodetest.WaitFor(t, 5*time.Second, "the node's blocked rate", func() bool {
 		obs, err := e.op.Observe(context.Background())
 		if err != nil {
 			return false
