@@ -16,7 +16,7 @@ func draw(c Config, n int) []string {
 	k := newKeyPicker(c)
 	out := make([]string, n)
 	for i := range out {
-		out[i] = k.next()
+		out[i] = k.keys[k.next()]
 	}
 	return out
 }

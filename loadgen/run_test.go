@@ -126,7 +126,7 @@ func plan(cfg Config) []planned {
 	k := newKeyPicker(cfg)
 	out := make([]planned, p.total())
 	for i := range out {
-		out[i] = planned{key: k.next(), at: p.due(int64(i))}
+		out[i] = planned{key: k.keys[k.next()], at: p.due(int64(i))}
 	}
 	return out
 }
