@@ -1,7 +1,7 @@
 package limiter
 
 // decideFixedWindow is the Go twin of fixed_window.lua, which documents the
-// algorithm. s.Window and s.Count are the hash's w and c.
+// algorithm. s.Window and s.Count are the value's w and c.
 func decideFixedWindow(s *State, now int64, p Params) Result {
 	idx := floorDiv(now, p.Window)
 	var c int64

@@ -29,11 +29,27 @@ import (
 //     retry_after = reset_after. Callers should reject such costs up front.
 //   - remaining never goes below 0, even for a key filled under a larger
 //     limit that has since been lowered.
-//   - Every write sets PEXPIRE to ceil(reset_after/1 ms) + 1 ms: the key lives
-//     exactly as long as it matters. The extra millisecond covers Redis keeping
-//     expiry times in whole milliseconds of its own clock. Expiry is only
-//     garbage collection: a stale key that has not expired yet decides exactly
-//     like an absent one, which limiter/luatest checks by persisting keys.
+//   - Every write sets the key's TTL (PEXPIRE, or SET ... PX) to
+//     ceil(reset_after/1 ms) + 1 ms: the key lives exactly as long as it
+//     matters. The extra millisecond covers Redis keeping expiry times in
+//     whole milliseconds of its own clock. Expiry is only garbage
+//     collection: a stale key that has not expired yet decides exactly like
+//     an absent one, which limiter/luatest checks by persisting keys.
+//
+// Layout: each script defines its helpers and
+// decide(key, limit, window, burst, cost, now) over Lua numbers, then, after
+// a line starting "-- BatchScript cuts here:", the entry point of a single
+// call, which parses ARGV and reads TIME. BatchScript keeps what precedes the
+// line. A redis.call costs about as much as all the Lua arithmetic of a
+// decision, so each script makes as few as it can: one read and one write
+// per decision for the counters, whose state is one string value written
+// with SET ... PX; a sorted set cannot carry its expiry, so sliding_log also
+// needs PEXPIRE.
+//
+// Values: sliding_log is a sorted set (see sliding_log.lua); the others are
+// little-endian doubles, cheaper to read and write in Lua than decimal
+// text: struct.pack('<ddd', w, c, p) for sliding_window, ('<dd', w, c) for
+// fixed_window, ('<d', tat) for token_bucket.
 //
 // Exactness: Lua numbers are doubles, so every value the scripts compute is
 // an integer below 2^53, and every division is a floor or ceil of integers
@@ -41,8 +57,12 @@ import (
 // small enough: limit <= 1e8 (< 2^27), window <= 8.64e10 µs (< 2^37), the
 // token bucket's burst*T <= 2^50, and now_us < 2^52 (until the year 2112).
 // Products that could exceed 2^53 (count * window in sliding_window) are
-// never formed: mulDiv splits them. The Go twins use int64 and give the same
-// numbers, which limiter/luatest checks against a real redis-server.
+// never formed: mulDiv splits them. Numbers go to Redis as strings from
+// string.format('%d'): exact, and cheaper than handing redis.call a Lua
+// number, which Redis formats with %.17g (about 0.5 µs a number on the
+// 2-vCPU test VM); never through Lua's tostring or concatenation, which
+// keep 14 digits. The Go twins use int64 and give the same numbers, which
+// limiter/luatest checks against a real redis-server.
 
 var (
 	//go:embed sliding_log.lua
@@ -75,10 +95,10 @@ func Script(alg Algorithm) string {
 // key. Each algorithm uses only its own fields.
 type State struct {
 	Log       []int64 // sliding_log: timestamps (µs) of admitted units, ascending, one per unit
-	Window    int64   // sliding_window, fixed_window: index of the window Count belongs to
-	Count     int64   // sliding_window, fixed_window: units admitted in Window
-	Prev      int64   // sliding_window: units admitted in Window-1
-	TAT       int64   // token_bucket: theoretical arrival time (µs)
+	Window    int64   // sliding_window, fixed_window: index of the window Count belongs to (the value's w)
+	Count     int64   // sliding_window, fixed_window: units admitted in Window (c)
+	Prev      int64   // sliding_window: units admitted in Window-1 (p)
+	TAT       int64   // token_bucket: theoretical arrival time (µs), the key's value
 	ExpiresAt int64   // µs; mirrors the Redis key's PEXPIRE: at or after it the state is empty
 }
 

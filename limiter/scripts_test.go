@@ -3,6 +3,7 @@ package limiter
 import (
 	"math/big"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -68,5 +69,31 @@ func TestIntegerHelpers(t *testing.T) {
 		if c := mulDivCeil(a, x, m); c != q+min(r, 1) {
 			t.Fatalf("mulDivCeil(%d, %d, %d) = %d; want %d", a, x, m, c, q+min(r, 1))
 		}
+	}
+}
+
+// TestScriptLayout checks what BatchScript relies on: each script defines
+// decide before the line where the batch cuts it, once, and that part reads
+// neither KEYS nor ARGV, which in a batch belong to the whole batch.
+func TestScriptLayout(t *testing.T) {
+	for _, alg := range Algorithms {
+		src := Script(alg)
+		if n := strings.Count(src, batchCut); n != 1 {
+			t.Errorf("%s.lua has %d lines starting %q; want 1", alg, n, batchCut)
+			continue
+		}
+		kept := src[:strings.Index(src, batchCut)]
+		if !strings.Contains(kept, "\nlocal function decide(key, limit, window, burst, cost, now)\n") {
+			t.Errorf("%s.lua does not define decide(key, limit, window, burst, cost, now) before the cut", alg)
+		}
+		for i, line := range strings.Split(kept, "\n") {
+			code, _, _ := strings.Cut(line, "--")
+			if strings.Contains(code, "KEYS") || strings.Contains(code, "ARGV") {
+				t.Errorf("%s.lua:%d reads KEYS or ARGV before the cut: %s", alg, i+1, line)
+			}
+		}
+	}
+	if n := strings.Count(BatchScript(), "algs['"); n != len(Algorithms) {
+		t.Errorf("BatchScript defines %d algorithms; want %d", n, len(Algorithms))
 	}
 }

@@ -1,7 +1,7 @@
 package limiter
 
 // decideSlidingWindow is the Go twin of sliding_window.lua, which documents
-// the estimate. s.Window, s.Count and s.Prev are the hash's w, c and p.
+// the estimate. s.Window, s.Count and s.Prev are the value's w, c and p.
 func decideSlidingWindow(s *State, now int64, p Params) Result {
 	idx := floorDiv(now, p.Window)
 	elapsed := now - idx*p.Window
