@@ -403,21 +403,26 @@ func (s *Store) Tickets(ctx context.Context, f TicketFilter) ([]Ticket, error) {
 	}
 	q := `SELECT ` + ticketColumns + ` FROM tickets` + sqlWhere(where) + ` ORDER BY id DESC LIMIT ?`
 	args = append(args, sqlLimit(f.Limit))
-	rows, err := s.db.QueryContext(ctx, q, args...)
+	return queryAll(ctx, s.db, "tickets", q, args, scanTicket)
+}
+
+// queryAll runs q and scans every row; errors name what was listed.
+func queryAll[T any](ctx context.Context, db *sql.DB, what, q string, args []any, scan func(rowScanner) (T, error)) ([]T, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("cannot list tickets: %w", err)
+		return nil, fmt.Errorf("cannot list %s: %w", what, err)
 	}
 	defer rows.Close()
-	var out []Ticket
+	var out []T
 	for rows.Next() {
-		t, err := scanTicket(rows)
+		v, err := scan(rows)
 		if err != nil {
-			return nil, fmt.Errorf("cannot list tickets: %w", err)
+			return nil, fmt.Errorf("cannot list %s: %w", what, err)
 		}
-		out = append(out, t)
+		out = append(out, v)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("cannot list tickets: %w", err)
+		return nil, fmt.Errorf("cannot list %s: %w", what, err)
 	}
 	return out, nil
 }
@@ -635,23 +640,7 @@ func (s *Store) Proposals(ctx context.Context, f ProposalFilter) ([]Proposal, er
 	}
 	q := `SELECT ` + proposalColumns + ` FROM proposals` + sqlWhere(where) + ` ORDER BY id DESC LIMIT ?`
 	args = append(args, sqlLimit(f.Limit))
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("cannot list proposals: %w", err)
-	}
-	defer rows.Close()
-	var out []Proposal
-	for rows.Next() {
-		p, err := scanProposal(rows)
-		if err != nil {
-			return nil, fmt.Errorf("cannot list proposals: %w", err)
-		}
-		out = append(out, p)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("cannot list proposals: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s.db, "proposals", q, args, scanProposal)
 }
 
 // Transition moves a proposal from one status to another atomically (UPDATE
