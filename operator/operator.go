@@ -9,6 +9,9 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 )
 
@@ -85,6 +88,17 @@ func (o *Operator) Run(ctx context.Context) error {
 	held, holder, err := o.store.AcquireLease(ctx, o.owner, o.cfg.Lease.Duration, o.now())
 	if err != nil {
 		return err
+	}
+	if !held && holderDead(holder) {
+		// An operator killed on this host leaves its lease behind; waiting
+		// for it to expire would leave the subject unwatched meanwhile.
+		o.log.Warn("taking over the lease of an operator that is no longer running", "holder", holder)
+		if err := o.store.ReleaseLease(ctx, holder); err != nil {
+			return err
+		}
+		if held, holder, err = o.store.AcquireLease(ctx, o.owner, o.cfg.Lease.Duration, o.now()); err != nil {
+			return err
+		}
 	}
 	if !held {
 		return fmt.Errorf("%w (%s holds its lease)", ErrLeaseHeld, holder)
@@ -373,4 +387,20 @@ func (o *Operator) Act(ctx context.Context, name string, params map[string]any, 
 	}
 	o.run(ctx, prop, actor, now)
 	return o.store.Proposal(ctx, prop.ID)
+}
+
+// holderDead reports whether a lease holder ("host/pid/nonce") is a process
+// on this host that no longer exists. Holders on other hosts are never
+// presumed dead: their lease simply expires.
+func holderDead(holder string) bool {
+	parts := strings.Split(holder, "/")
+	host, _ := os.Hostname()
+	if len(parts) != 3 || parts[0] != host {
+		return false
+	}
+	pid, err := strconv.Atoi(parts[1])
+	if err != nil || pid <= 0 || pid == os.Getpid() {
+		return false
+	}
+	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
 }
