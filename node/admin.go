@@ -153,7 +153,7 @@ func (n *Node) handleCounter(ctx *fasthttp.RequestCtx, key string, reset bool) {
 	}
 	p := st.policies[l.KeyPattern]
 	items := []Item{{Key: key, Cost: 0, Policy: p}}
-	if err := n.decideStored(items, "peek"); err != nil {
+	if err := n.decideStored(items, "peek", n.now()); err != nil {
 		n.storeProblem(ctx, err)
 		return
 	}
@@ -188,7 +188,8 @@ func (n *Node) handleBatch(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	st := n.state.Load()
-	now := n.now().UnixMicro()
+	clock := n.now()
+	now := clock.UnixMicro()
 	ins := make([]checkInput, len(arr))
 	out := make([]decision, len(arr))
 	var items []Item
@@ -220,7 +221,7 @@ func (n *Node) handleBatch(ctx *fasthttp.RequestCtx) {
 		slots = append(slots, i)
 	}
 	if len(items) > 0 {
-		_ = n.decideStored(items, "check_batch") // failures are per item
+		_ = n.decideStored(items, "check_batch", clock) // failures are per item
 		for j, it := range items {
 			out[slots[j]] = n.finish(it.Policy, ins[slots[j]], it.Result, it.Err, now)
 		}
@@ -230,7 +231,7 @@ func (n *Node) handleBatch(ctx *fasthttp.RequestCtx) {
 		if i > 0 {
 			body = append(body, ',')
 		}
-		n.account(&out[i], ins[i].key, start)
+		n.account(&out[i], ins[i].key, start, clock)
 		body = appendDecision(body, &out[i], ins[i].key)
 	}
 	body = append(body, "]}"...)

@@ -124,8 +124,9 @@ func (n *Node) handleCheck(ctx *fasthttp.RequestCtx) {
 		n.problem(ctx, perr)
 		return
 	}
-	d := n.decide(st, p, in)
-	n.account(&d, in.key, start)
+	now := n.now() // one reading of the node clock per check
+	d := n.decide(st, p, in, now)
+	n.account(&d, in.key, start, now)
 	n.writeDecision(ctx, &d, in.key, ctx.IsPost())
 }
 
@@ -159,17 +160,17 @@ func (n *Node) checkQuery(ctx *fasthttp.RequestCtx) (checkInput, *problemError) 
 
 // decide answers one valid check: blocks and cached denials locally, the
 // rest from the store, by the failure mode when the store fails.
-func (n *Node) decide(st *sharedState, p *Policy, in checkInput) decision {
+func (n *Node) decide(st *sharedState, p *Policy, in checkInput, clock time.Time) decision {
 	if p == nil {
 		return decision{reason: reasonNoLimit, allowed: n.cfg.Unmatched == "allow"}
 	}
-	now := n.now().UnixMicro()
+	now := clock.UnixMicro()
 	if d, ok := n.localDecision(st, p, in, now); ok {
 		return d
 	}
 	items := n.items.Get().(*[1]Item)
 	items[0] = Item{Key: unsafeString(in.key), Cost: in.cost, Policy: p}
-	err := n.decideStored(items[:], "check")
+	err := n.decideStored(items[:], "check", clock)
 	res := items[0].Result
 	items[0] = Item{}
 	n.items.Put(items)
@@ -192,7 +193,7 @@ func (n *Node) localDecision(st *sharedState, p *Policy, in checkInput, now int6
 
 // decideStored asks the store, bounded by the Redis timeout (through a
 // shared deadline; the in-process store never waits and needs none).
-func (n *Node) decideStored(items []Item, op string) error {
+func (n *Node) decideStored(items []Item, op string, clock time.Time) error {
 	ctx := context.Background()
 	t0 := time.Now()
 	if !n.inProcess {
@@ -202,7 +203,7 @@ func (n *Node) decideStored(items []Item, op string) error {
 	took := time.Since(t0)
 	n.metrics.redisOps[op].Inc()
 	n.metrics.redisLatency.Update(took.Seconds())
-	sl := n.stats.slot(n.now())
+	sl := n.stats.slot(clock)
 	sl.redisCalls.Add(1)
 	sl.redisMicros.Add(took.Microseconds())
 	if err != nil {
@@ -238,10 +239,9 @@ func (n *Node) finish(p *Policy, in checkInput, res limiter.Result, err error, n
 }
 
 // account updates the metrics, rolling stats, key sketch and hot keys.
-func (n *Node) account(d *decision, key []byte, start time.Time) {
+func (n *Node) account(d *decision, key []byte, start, now time.Time) {
 	took := time.Since(start)
 	n.metrics.duration.Update(took.Seconds())
-	now := n.now()
 	sl := n.stats.slot(now)
 	sl.requests.Add(1)
 	sl.lat[latBucket(took.Microseconds())].Add(1)

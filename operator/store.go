@@ -391,12 +391,7 @@ func (s *Store) Tickets(ctx context.Context, f TicketFilter) ([]Ticket, error) {
 		where []string
 		args  []any
 	)
-	if len(f.Status) > 0 {
-		where = append(where, "status IN ("+sqlPlaceholders(len(f.Status))+")")
-		for _, st := range f.Status {
-			args = append(args, st)
-		}
-	}
+	where, args = statusIn(where, args, f.Status)
 	if f.Unresolved {
 		where = append(where, "status <> ?")
 		args = append(args, StatusResolved)
@@ -404,6 +399,17 @@ func (s *Store) Tickets(ctx context.Context, f TicketFilter) ([]Ticket, error) {
 	q := `SELECT ` + ticketColumns + ` FROM tickets` + sqlWhere(where) + ` ORDER BY id DESC LIMIT ?`
 	args = append(args, sqlLimit(f.Limit))
 	return queryAll(ctx, s.db, "tickets", q, args, scanTicket)
+}
+
+// statusIn adds a "status IN (...)" condition when statuses are given.
+func statusIn(where []string, args []any, statuses []string) ([]string, []any) {
+	if len(statuses) == 0 {
+		return where, args
+	}
+	for _, st := range statuses {
+		args = append(args, st)
+	}
+	return append(where, "status IN ("+sqlPlaceholders(len(statuses))+")"), args
 }
 
 // queryAll runs q and scans every row; errors name what was listed.
@@ -632,12 +638,7 @@ func (s *Store) Proposals(ctx context.Context, f ProposalFilter) ([]Proposal, er
 		where = append(where, "ticket_id = ?")
 		args = append(args, f.TicketID)
 	}
-	if len(f.Status) > 0 {
-		where = append(where, "status IN ("+sqlPlaceholders(len(f.Status))+")")
-		for _, st := range f.Status {
-			args = append(args, st)
-		}
-	}
+	where, args = statusIn(where, args, f.Status)
 	q := `SELECT ` + proposalColumns + ` FROM proposals` + sqlWhere(where) + ` ORDER BY id DESC LIMIT ?`
 	args = append(args, sqlLimit(f.Limit))
 	return queryAll(ctx, s.db, "proposals", q, args, scanProposal)
