@@ -46,6 +46,24 @@ type Server struct {
 // (for example "--maxmemory", "10mb"). The server is killed at cleanup.
 func Start(t testing.TB, extraArgs ...string) *Server {
 	t.Helper()
+	return startWith(t, func(port int, dir string) ([]string, error) {
+		return append(serverArgs(port, dir), extraArgs...), nil
+	})
+}
+
+// serverArgs is the command line of a server without persistence.
+func serverArgs(port int, dir string) []string {
+	return []string{
+		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir,
+	}
+}
+
+// startWith runs redis-server with the arguments args returns for a free
+// port and a fresh directory, retrying with another port when the one
+// picked was taken meanwhile. The process is killed at cleanup.
+func startWith(t testing.TB, args func(port int, dir string) ([]string, error)) *Server {
+	t.Helper()
 	path, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redistest: redis-server is not on PATH (install Redis 7 or newer; these tests must not be skipped): %v", err)
@@ -57,14 +75,11 @@ func Start(t testing.TB, extraArgs ...string) *Server {
 		if err != nil {
 			t.Fatalf("redistest: cannot find a free port: %v", err)
 		}
-		s := &Server{
-			Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-			path: path,
-			args: append([]string{
-				"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-				"--save", "", "--appendonly", "no", "--dir", dir,
-			}, extraArgs...),
+		a, err := args(port, dir)
+		if err != nil {
+			t.Fatalf("redistest: %v", err)
 		}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), path: path, args: a}
 		err = s.start()
 		if err == nil {
 			t.Cleanup(func() {
@@ -86,6 +101,22 @@ func Start(t testing.TB, extraArgs ...string) *Server {
 
 // URL is the server's address as a redis:// URL.
 func (s *Server) URL() string { return "redis://" + s.Addr }
+
+// Running reports whether the process is up (started and not exited).
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	if done == nil {
+		return false
+	}
+	select {
+	case <-done:
+		return false
+	default:
+		return true
+	}
+}
 
 // Kill sends SIGKILL and waits for the process to exit. It is a no-op when
 // the server is not running.
