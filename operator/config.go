@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/config"
@@ -37,13 +38,64 @@ type Config struct {
 	// Lease: how long a running operator holds the DB before another may
 	// take over; two operators never act on one DB at once.
 	Lease config.Duration `toml:"lease"`
+	// Diagnoser picks who diagnoses a new ticket: DiagnoserRules,
+	// DiagnoserLLM or DiagnoserBoth. The model ones need LLM.
+	Diagnoser string    `toml:"diagnoser"`
+	LLM       LLMConfig `toml:"llm"`
+}
+
+// Diagnosers.
+const (
+	DiagnoserRules = "rules" // the subject's playbooks
+	DiagnoserLLM   = "llm"   // a model; on any failure the playbooks, with the error on the ticket
+	DiagnoserBoth  = "both"  // both, stored side by side on the ticket; proposals from both
+)
+
+// LLMConfig is [operator.llm]: the model that diagnoses when Diagnoser is
+// llm or both, and the guard rails around it.
+type LLMConfig struct {
+	Provider string `toml:"provider"` // anthropic, or openai for any OpenAI-compatible endpoint
+	BaseURL  string `toml:"base_url"` // "" is the provider's public endpoint
+	Model    string `toml:"model"`
+	// APIKeyEnv names the environment variable that holds the key; the key
+	// itself is never in a file. Empty sends no key (a local server).
+	APIKeyEnv string `toml:"api_key_env"`
+	// MaxTurns bounds the model calls for one ticket; Timeout the whole
+	// diagnosis of one ticket (the loop waits for it).
+	MaxTurns int             `toml:"max_turns"`
+	Timeout  config.Duration `toml:"timeout"`
+	// MaxTokens caps one answer; MaxTokensPerTicket every call of one
+	// diagnosis (input and output); MaxTokensPerHour all diagnoses, counted
+	// from the audit log so a restart does not reset it.
+	MaxTokens          int `toml:"max_tokens"`
+	MaxTokensPerTicket int `toml:"max_tokens_per_ticket"`
+	MaxTokensPerHour   int `toml:"max_tokens_per_hour"`
+	// Redact: a JSON field whose name contains one of these (any case) has
+	// its value replaced before anything is sent to the model.
+	Redact []string `toml:"redact"`
+	// MaxRisk is the highest risk level of an action the model may propose.
+	// EntityBoundRisk: from this risk level up, a model's proposal must name
+	// the ticket's entity in a parameter ("none" turns the check off), so
+	// text planted in observed data cannot steer a drastic action at
+	// something else.
+	MaxRisk         string `toml:"max_risk"`
+	EntityBoundRisk string `toml:"entity_bound_risk"`
+}
+
+// DefaultLLMConfig is [operator.llm]'s defaults (no provider: unused).
+func DefaultLLMConfig() LLMConfig {
+	return LLMConfig{MaxTurns: 8, Timeout: config.Duration{Duration: 60 * time.Second}, MaxTokens: 2048,
+		MaxTokensPerTicket: 60000, MaxTokensPerHour: 500000,
+		Redact:  []string{"token", "secret", "password", "passwd", "authorization", "api_key", "apikey", "credential", "private_key", "cookie"},
+		MaxRisk: "high", EntityBoundRisk: "high"}
 }
 
 // DefaultConfig is the [operator] section's defaults.
 func DefaultConfig() Config {
 	return Config{Subject: "ratelimiter", DB: "operator.db", Interval: config.Duration{Duration: 5 * time.Second},
 		Mode: ModeObserve, MaxActionsPerTicket: 3, MaxActionsPerHour: 20,
-		VerifyWithin: config.Duration{Duration: time.Minute}, Lease: config.Duration{Duration: 30 * time.Second}}
+		VerifyWithin: config.Duration{Duration: time.Minute}, Lease: config.Duration{Duration: 30 * time.Second},
+		Diagnoser: DiagnoserRules, LLM: DefaultLLMConfig()}
 }
 
 // Subject is everything the operator knows about one system.
@@ -56,6 +108,7 @@ type Subject struct {
 	Timeout        config.Duration `toml:"timeout"`
 	PrometheusURL  string          `toml:"prometheus_url"`
 	Observations   []Observation   `toml:"observations"`
+	Lookups        []Lookup        `toml:"lookups"`
 	Actions        []Action        `toml:"actions"`
 	SLOs           []SLO           `toml:"slos"`
 	Invariants     []Invariant     `toml:"invariants"`
@@ -79,7 +132,20 @@ type Observation struct {
 	Expr        string `toml:"expr"`
 }
 
-// Param is one typed action parameter.
+// Lookup is a read made only on demand, with parameters: the LLM
+// diagnoser gets each as a tool (one key's counter, say); the loop never
+// makes it. It is always a GET: Path's {param} placeholders are filled with
+// the validated, URL-escaped parameters, and Field is taken from the
+// answer, as for an observation.
+type Lookup struct {
+	Name        string           `toml:"name"`
+	Description string           `toml:"description"`
+	Path        string           `toml:"path"`
+	Field       string           `toml:"field"`
+	Params      map[string]Param `toml:"params"`
+}
+
+// Param is one typed action or lookup parameter.
 type Param struct {
 	Type        string   `toml:"type"` // string, int, float, bool, duration
 	Required    bool     `toml:"required"`
@@ -186,7 +252,71 @@ func (c *Config) Validate() error {
 	if c.Lease.Duration <= 0 {
 		p.Add("lease", "must be positive")
 	}
+	switch c.Diagnoser {
+	case DiagnoserRules, "": // "" for a Config built in Go without DefaultConfig
+		if c.LLM.Provider != "" {
+			c.LLM.validate(p.Under("llm"))
+		}
+	case DiagnoserLLM, DiagnoserBoth:
+		c.LLM.validate(p.Under("llm"))
+	default:
+		p.Add("diagnoser", "must be rules, llm or both, got %q", c.Diagnoser)
+	}
 	return p.Err()
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+var riskRank = map[string]int{"low": 1, "medium": 2, "high": 3}
+
+func (l *LLMConfig) validate(p *config.Problems) {
+	switch l.Provider {
+	case "anthropic", "openai":
+	case "":
+		p.Add("provider", "the llm and both diagnosers need a provider: anthropic or openai")
+	default:
+		p.Add("provider", "must be anthropic or openai (any OpenAI-compatible endpoint), got %q", l.Provider)
+	}
+	if l.Model == "" {
+		p.Add("model", "must name the model")
+	}
+	if l.BaseURL != "" {
+		if u, err := url.Parse(l.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p.Add("base_url", "%q is not an http(s) URL", l.BaseURL)
+		}
+	}
+	switch {
+	case l.APIKeyEnv == "" && l.Provider == "anthropic":
+		p.Add("api_key_env", "anthropic needs a key: name the environment variable that holds it")
+	case l.APIKeyEnv != "" && !envNameRE.MatchString(l.APIKeyEnv):
+		p.Add("api_key_env", "must be the name of an environment variable, not the key itself")
+	}
+	if l.MaxTurns < 1 {
+		p.Add("max_turns", "must be at least 1")
+	}
+	if l.Timeout.Duration <= 0 {
+		p.Add("timeout", "must be positive")
+	}
+	if l.MaxTokens < 1 {
+		p.Add("max_tokens", "must be at least 1")
+	}
+	if l.MaxTokensPerTicket < l.MaxTokens {
+		p.Add("max_tokens_per_ticket", "must be at least max_tokens (%d)", l.MaxTokens)
+	}
+	if l.MaxTokensPerHour < l.MaxTokensPerTicket {
+		p.Add("max_tokens_per_hour", "must be at least max_tokens_per_ticket (%d)", l.MaxTokensPerTicket)
+	}
+	for i, f := range l.Redact {
+		if strings.TrimSpace(f) == "" {
+			p.Add(fmt.Sprintf("redact[%d]", i), "must not be empty")
+		}
+	}
+	if riskRank[l.MaxRisk] == 0 {
+		p.Add("max_risk", "must be low, medium or high, got %q", l.MaxRisk)
+	}
+	if riskRank[l.EntityBoundRisk] == 0 && l.EntityBoundRisk != "none" {
+		p.Add("entity_bound_risk", "must be low, medium, high or none, got %q", l.EntityBoundRisk)
+	}
 }
 
 func validMode(m string) bool { return m == ModeObserve || m == ModeApprove || m == ModeAuto }
@@ -226,6 +356,25 @@ func (s *Subject) Validate() error {
 			}
 		}
 	}
+	lookups := map[string]bool{}
+	for i, l := range s.Lookups {
+		at := p.Under(fmt.Sprintf("lookups[%d]", i))
+		checkName(at, l.Name, lookups)
+		if l.Path == "" || l.Path[0] != '/' {
+			at.Add("path", "must start with /")
+		}
+		checkParams(at, l.Params)
+		for _, m := range placeholder.FindAllStringSubmatch(l.Path, -1) {
+			if _, ok := l.Params[m[1]]; !ok {
+				at.Add("path", "{%s} is not a parameter of this lookup", m[1])
+			}
+		}
+		for _, n := range sortedKeys(l.Params) {
+			if !strings.Contains(l.Path, "{"+n+"}") {
+				at.Add("params."+n, "is not used in path")
+			}
+		}
+	}
 	actions := map[string]*Action{}
 	for i := range s.Actions {
 		a := &s.Actions[i]
@@ -248,30 +397,7 @@ func (s *Subject) Validate() error {
 		default:
 			at.Add("risk_level", "must be low, medium or high, got %q", a.RiskLevel)
 		}
-		names := make([]string, 0, len(a.Params))
-		for n := range a.Params {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			pp := a.Params[n]
-			pat := at.Under("params." + n)
-			switch pp.Type {
-			case "string", "int", "float", "bool", "duration":
-			default:
-				pat.Add("type", "must be string, int, float, bool or duration, got %q", pp.Type)
-			}
-			if pp.Pattern != "" {
-				if _, err := regexp.Compile(pp.Pattern); err != nil {
-					pat.Add("pattern", "%v", err)
-				}
-			}
-			if pp.Default != nil {
-				if _, err := coerce(pp, pp.Default); err != nil {
-					pat.Add("default", "%v", err)
-				}
-			}
-		}
+		checkParams(at, a.Params)
 		for _, t := range []struct{ field, text string }{{"path", a.Path}, {"body", a.Body}} {
 			if _, err := parseTemplate(t.text); err != nil {
 				at.Add(t.field, "%v", err)
@@ -352,9 +478,47 @@ func (s *Subject) Validate() error {
 	return p.Err()
 }
 
+func checkParams(at *config.Problems, params map[string]Param) {
+	for _, n := range sortedKeys(params) {
+		pp := params[n]
+		pat := at.Under("params." + n)
+		switch pp.Type {
+		case "string", "int", "float", "bool", "duration":
+		default:
+			pat.Add("type", "must be string, int, float, bool or duration, got %q", pp.Type)
+		}
+		if pp.Pattern != "" {
+			if _, err := regexp.Compile(pp.Pattern); err != nil {
+				pat.Add("pattern", "%v", err)
+			}
+		}
+		if pp.Default != nil {
+			if _, err := coerce(pp, pp.Default); err != nil {
+				pat.Add("default", "%v", err)
+			}
+		}
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// maxNameLen keeps names short enough to name a model's tool ("lookup_"
+// plus the name within the 64 characters both providers allow).
+const maxNameLen = 48
+
 func checkName(p *config.Problems, name string, seen map[string]bool) {
 	if !nameRE.MatchString(name) {
 		p.Add("name", "%q must be lower_snake_case", name)
+	}
+	if len(name) > maxNameLen {
+		p.Add("name", "%q is longer than %d characters", name, maxNameLen)
 	}
 	if seen[name] {
 		p.Add("name", "%q is defined twice", name)

@@ -8,13 +8,28 @@ import (
 
 // Diagnosis is the seed's structured diagnosis of a ticket.
 type Diagnosis struct {
-	Diagnoser          string           `json:"diagnoser"`
-	Summary            string           `json:"summary"`
-	RootCause          string           `json:"root_cause"`
+	Diagnoser string `json:"diagnoser"`
+	Summary   string `json:"summary"`
+	RootCause string `json:"root_cause"`
+	// CauseInvariant and CauseEntity are the root cause in structured form:
+	// the invariant and entity the diagnoser holds responsible, which may
+	// differ from the ticket's (slow checks on a node caused by Redis).
+	CauseInvariant     string           `json:"cause_invariant,omitempty"`
+	CauseEntity        string           `json:"cause_entity,omitempty"`
 	Confidence         float64          `json:"confidence"`
 	Evidence           []string         `json:"evidence"`
 	Alternatives       []string         `json:"alternatives"`
 	RecommendedActions []Recommendation `json:"recommended_actions"`
+	// Error is why a diagnoser failed. On a diagnosis that is otherwise the
+	// playbook's, it is why the model's could not be had.
+	Error string `json:"error,omitempty"`
+	// Diagnoses holds every diagnoser's own result when several ran
+	// (diagnoser "both"), side by side; the fields above are then the
+	// model's, or the playbook's when the model failed.
+	Diagnoses []Diagnosis `json:"diagnoses,omitempty"`
+	// Turns and Tokens are what a model's diagnosis cost.
+	Turns  int `json:"turns,omitempty"`
+	Tokens int `json:"tokens,omitempty"`
 }
 
 // Recommendation is an action a diagnoser proposes; it is only a proposal
@@ -47,11 +62,12 @@ func newRules(subj *Subject) *rules {
 func (r *rules) Diagnose(_ context.Context, t Ticket, obs map[string]any) (Diagnosis, error) {
 	pb, ok := r.playbooks[t.Invariant]
 	if !ok {
-		return Diagnosis{Diagnoser: "rules", Summary: t.Message, RootCause: "no playbook for " + t.Invariant,
-			Evidence: []string{t.Message}}, nil
+		return Diagnosis{Diagnoser: DiagnoserRules, Summary: t.Message, RootCause: "no playbook for " + t.Invariant,
+			CauseInvariant: t.Invariant, CauseEntity: t.Entity, Evidence: []string{t.Message}}, nil
 	}
 	data := templateData(t, obs)
-	d := Diagnosis{Diagnoser: "rules", Confidence: pb.Confidence, Alternatives: pb.Alternatives}
+	d := Diagnosis{Diagnoser: DiagnoserRules, Confidence: pb.Confidence, Alternatives: pb.Alternatives,
+		CauseInvariant: t.Invariant, CauseEntity: t.Entity}
 	var err error
 	if d.Summary, err = render(pb.Summary, data); err != nil {
 		return d, fmt.Errorf("playbook %s summary: %w", pb.Invariant, err)
@@ -72,6 +88,48 @@ func (r *rules) Diagnose(_ context.Context, t Ticket, obs map[string]any) (Diagn
 		d.RecommendedActions = append(d.RecommendedActions, rec)
 	}
 	return d, nil
+}
+
+// fallback is the llm diagnoser: the model, or on any failure of it the
+// playbook's diagnosis carrying the model's error.
+type fallback struct {
+	model, rules Diagnoser
+}
+
+func (f fallback) Diagnose(ctx context.Context, t Ticket, obs map[string]any) (Diagnosis, error) {
+	d, err := f.model.Diagnose(ctx, t, obs)
+	if err == nil {
+		return d, nil
+	}
+	rd, rerr := f.rules.Diagnose(ctx, t, obs)
+	rd.Error = "llm: " + err.Error()
+	rd.Turns, rd.Tokens = d.Turns, d.Tokens
+	return rd, rerr
+}
+
+// sideBySide is the both diagnoser: the playbook's and the model's
+// diagnoses, each kept whole in Diagnoses. The top level is the model's, or
+// the playbook's (with the model's error) when the model failed.
+type sideBySide struct {
+	rules, model Diagnoser
+}
+
+func (s sideBySide) Diagnose(ctx context.Context, t Ticket, obs map[string]any) (Diagnosis, error) {
+	rd, rerr := s.rules.Diagnose(ctx, t, obs)
+	if rerr != nil {
+		rd.Error = rerr.Error()
+	}
+	md, merr := s.model.Diagnose(ctx, t, obs)
+	if merr != nil {
+		md = Diagnosis{Diagnoser: DiagnoserLLM, Error: merr.Error(), Turns: md.Turns, Tokens: md.Tokens}
+	}
+	top := md
+	if merr != nil {
+		top = rd
+		top.Error = "llm: " + merr.Error()
+	}
+	top.Diagnoses = []Diagnosis{rd, md}
+	return top, nil
 }
 
 // templateData is what playbook templates see: the violating element's

@@ -41,6 +41,40 @@ func (o *observer) observe(ctx context.Context) (map[string]any, error) {
 	return out, nil
 }
 
+// read reads one observation afresh, with the ones before it that a
+// for_each or expr may use.
+func (o *observer) read(ctx context.Context, name string) (any, error) {
+	seen := map[string]any{}
+	for _, ob := range o.subj.Observations {
+		v, err := o.one(ctx, ob, seen)
+		if err != nil {
+			return nil, fmt.Errorf("observation %s: %w", ob.Name, err)
+		}
+		if ob.Name == name {
+			return v, nil
+		}
+		seen[ob.Name] = v
+	}
+	return nil, fmt.Errorf("no observation %q", name)
+}
+
+// lookup makes one on-demand read with validated parameters.
+func (o *observer) lookup(ctx context.Context, l *Lookup, params map[string]any) (any, error) {
+	p, err := validateParams(&Action{Name: l.Name, Params: l.Params}, params)
+	if err != nil {
+		return nil, err
+	}
+	path, err := fillPath(l.Path, p)
+	if err != nil {
+		return nil, err
+	}
+	v, err := o.getJSON(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	return field(v, l.Field)
+}
+
 func (o *observer) one(ctx context.Context, ob Observation, seen map[string]any) (any, error) {
 	var v any
 	var err error

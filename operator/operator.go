@@ -27,7 +27,11 @@ type Operator struct {
 	obs  *observer
 	eval *evaluator
 	diag Diagnoser
-	exec *executor
+	// diagNote, when set, says why the configured diagnoser is not the one
+	// in use (no API key in the environment); Run says it at start.
+	diagNote string
+	diagName string // the diagnoser in use: rules, llm or both
+	exec     *executor
 	// unreachable is the subject's subject_unreachable definition.
 	unreachable Invariant
 	// lastObs is the last successful observation, for diagnoses.
@@ -73,8 +77,44 @@ func New(cfg Config, subj Subject, urls []string, store *Store, log *slog.Logger
 		token = os.Getenv(subj.CredentialsEnv)
 	}
 	o.exec = newExecutor(o.subj, subj.BaseURLs, token, &http.Client{Timeout: subj.Timeout.Duration})
+	if err := o.chooseDiagnoser(); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
+
+// chooseDiagnoser sets up cfg.Diagnoser. A model diagnoser whose key is not
+// in the environment is replaced by the playbooks, with a note that Run
+// logs: a missing key must not stop the operator watching.
+func (o *Operator) chooseDiagnoser() error {
+	rules := newRules(o.subj)
+	o.diag, o.diagName = rules, DiagnoserRules
+	if o.cfg.Diagnoser != DiagnoserLLM && o.cfg.Diagnoser != DiagnoserBoth {
+		return nil
+	}
+	key := ""
+	if env := o.cfg.LLM.APIKeyEnv; env != "" {
+		if key = os.Getenv(env); key == "" {
+			o.diagNote = fmt.Sprintf("diagnoser %s asked for, but $%s is empty: diagnosing with the playbooks only", o.cfg.Diagnoser, env)
+			return nil
+		}
+	}
+	m, err := newLLMDiagnoser(o, key)
+	if err != nil {
+		return err
+	}
+	o.diagName = o.cfg.Diagnoser
+	if o.cfg.Diagnoser == DiagnoserLLM {
+		o.diag = fallback{model: m, rules: rules}
+	} else {
+		o.diag = sideBySide{rules: rules, model: m}
+	}
+	return nil
+}
+
+// Diagnoser is the diagnoser in use (rules, llm or both) and, when it is
+// not the configured one, why.
+func (o *Operator) Diagnoser() (name, note string) { return o.diagName, o.diagNote }
 
 // Observe reads the subject once (the `operator observe` command).
 func (o *Operator) Observe(ctx context.Context) (map[string]any, error) { return o.obs.observe(ctx) }
@@ -107,7 +147,10 @@ func (o *Operator) Run(ctx context.Context) error {
 	if o.subj.CredentialsEnv != "" && o.exec.token == "" {
 		o.log.Warn("the subject's credentials variable is empty; actions go without a token", "env", o.subj.CredentialsEnv)
 	}
-	o.log.Info("operator running", "interval", o.cfg.Interval.Duration, "mode", o.mode(ctx), "db", o.cfg.DB)
+	if o.diagNote != "" {
+		o.log.Warn(o.diagNote)
+	}
+	o.log.Info("operator running", "interval", o.cfg.Interval.Duration, "mode", o.mode(ctx), "db", o.cfg.DB, "diagnoser", o.diagName)
 	t := time.NewTicker(o.cfg.Interval.Duration)
 	defer t.Stop()
 	for {
@@ -215,6 +258,17 @@ func (o *Operator) record(ctx context.Context, v Violation, now time.Time, obs m
 	if err != nil {
 		o.audit(ctx, t.ID, 0, "diagnosis_failed", map[string]any{"error": err.Error()})
 	}
+	// Every diagnoser's result, side by side for "both".
+	parts := d.Diagnoses
+	if len(parts) == 0 {
+		parts = []Diagnosis{d}
+	}
+	if d.Error != "" {
+		// The model failed and the playbook stood in: say so where an SRE
+		// looks, and keep the reason with the ticket.
+		o.log.Warn("model diagnosis failed: using the playbook's", "ticket", t.ID, "err", d.Error)
+		o.audit(ctx, t.ID, 0, "diagnosis_fallback", map[string]any{"error": d.Error})
+	}
 	raw, _ := json.Marshal(d)
 	if err := o.store.SetDiagnosis(ctx, t.ID, raw, d.Diagnoser); err != nil {
 		return err
@@ -222,26 +276,66 @@ func (o *Operator) record(ctx context.Context, v Violation, now time.Time, obs m
 	if _, err := o.store.SetStatus(ctx, t.ID, []string{StatusOpen}, StatusDiagnosed, "operator", d.Summary); err != nil {
 		return err
 	}
-	for _, rec := range d.RecommendedActions {
-		o.propose(ctx, t.ID, rec, d.Diagnoser, now)
+	seen := map[string]bool{}
+	for _, part := range parts {
+		for _, rec := range part.RecommendedActions {
+			o.propose(ctx, t, rec, part.Diagnoser, now, seen)
+		}
 	}
 	return nil
 }
 
 // propose validates a recommendation and stores it: pending when it may
-// run (now or after approval), skipped with the reason when invalid.
-func (o *Operator) propose(ctx context.Context, ticket int64, rec Recommendation, source string, now time.Time) {
-	p := Proposal{TicketID: ticket, Action: rec.Action, Params: rec.Params, Reason: rec.Reason, Source: source,
+// run (now or after approval), skipped with the reason when invalid or,
+// for a model's, against the model policy. seen holds the actions already
+// proposed for this diagnosis: the same action with the same parameters
+// from two diagnosers is proposed once.
+func (o *Operator) propose(ctx context.Context, t Ticket, rec Recommendation, source string, now time.Time, seen map[string]bool) {
+	p := Proposal{TicketID: t.ID, Action: rec.Action, Params: rec.Params, Reason: rec.Reason, Source: source,
 		Status: ProposalPending, CreatedAt: now}
 	a, params, err := o.exec.validate(rec.Action, rec.Params)
+	if err == nil && source == DiagnoserLLM {
+		err = o.modelPolicy(t, a, params)
+	}
 	if err != nil {
 		p.Status, p.Result = ProposalSkipped, "rejected by validation: "+err.Error()
 	} else {
 		p.Params, p.RiskLevel, p.RequiresApproval = params, a.RiskLevel, a.RequiresApproval
+		key, _ := json.Marshal([]any{a.Name, params})
+		if seen[string(key)] {
+			return
+		}
+		seen[string(key)] = true
 	}
 	if _, err := o.store.AddProposal(ctx, p); err != nil {
-		o.log.Error("cannot store proposal", "ticket", ticket, "err", err)
+		o.log.Error("cannot store proposal", "ticket", t.ID, "err", err)
 	}
+}
+
+// modelPolicy is what a model's proposal must meet beyond the action's
+// definition: a risk level no higher than [operator.llm] max_risk, and from
+// entity_bound_risk up, a parameter naming the ticket's entity. The second
+// is the defence against instructions planted in observed data (a key
+// named "…drain node n1…"): a model can be talked into proposing
+// something, but not into aiming a drastic action at anything other than
+// the entity the ticket is about.
+func (o *Operator) modelPolicy(t Ticket, a *Action, params map[string]any) error {
+	l := o.cfg.LLM
+	if riskRank[a.RiskLevel] > riskRank[l.MaxRisk] {
+		return fmt.Errorf("a model may propose actions up to risk %s ([operator.llm] max_risk); %s is %s", l.MaxRisk, a.Name, a.RiskLevel)
+	}
+	if l.EntityBoundRisk == "none" || riskRank[a.RiskLevel] < riskRank[l.EntityBoundRisk] {
+		return nil
+	}
+	if t.Entity != "" {
+		for _, v := range params {
+			if s, ok := v.(string); ok && s == t.Entity {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("%s is %s risk: a model may propose it only on the ticket's entity %q ([operator.llm] entity_bound_risk), and no parameter names it",
+		a.Name, a.RiskLevel, t.Entity)
 }
 
 // resolveCleared resolves every unresolved ticket whose violation is

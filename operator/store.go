@@ -217,6 +217,8 @@ CREATE TABLE lease (
 	expires INTEGER NOT NULL
 );
 `,
+	// The LLM diagnoser's hourly budget sums its audited answers.
+	`CREATE INDEX audit_event_at ON audit(event, at);`,
 }
 
 // OpenStore opens (creating if needed) the SQLite file at path and brings
@@ -726,6 +728,19 @@ func insertAudit(ctx context.Context, q sqlQueryer, e AuditEntry) error {
 	_, err = q.ExecContext(ctx, `INSERT INTO audit (at, ticket_id, proposal_id, actor, event, detail) VALUES (?, ?, ?, ?, ?, ?)`,
 		micros(e.At), nullID(e.TicketID), nullID(e.ProposalID), e.Actor, e.Event, d)
 	return err
+}
+
+// LLMTokens is the sum of the "tokens" of the "llm_response" audit entries
+// at or after since: what the LLM diagnoser spent. Counting from the audit
+// log means a restarted operator does not get a fresh budget.
+func (s *Store) LLMTokens(ctx context.Context, since time.Time) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(json_extract(detail, '$.tokens')), 0) FROM audit
+		WHERE event = 'llm_response' AND at >= ?`, micros(since)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("cannot sum the model's tokens: %w", err)
+	}
+	return n, nil
 }
 
 // AuditLog returns the last limit entries (limit <= 0: all) of one ticket's
