@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -36,6 +37,7 @@ const (
 )
 
 func TestPrometheusObservations(t *testing.T) {
+	subj := deploySubject(t)
 	srv := redistest.Start(t)
 	nodes := []*nodetest.Node{nodetest.Start(t, nodeConfig("prom-1", srv)), nodetest.Start(t, nodeConfig("prom-2", srv))}
 	prom := promtest.Start(t, "ratelimiter", time.Second,
@@ -60,7 +62,6 @@ func TestPrometheusObservations(t *testing.T) {
 		ownP99[n.ID] = nodeP99(t, n)
 	}
 
-	subj := deploySubject(t)
 	subj.PrometheusURL = prom.URL
 	for i, n := range nodes {
 		sel := fmt.Sprintf(`{node_id=%q}`, n.ID)
@@ -118,6 +119,67 @@ func TestPrometheusObservations(t *testing.T) {
 	if list, _ := obs["nodes"].([]any); len(list) != 2 {
 		t.Errorf("nodes observation = %v; want the two nodes", obs["nodes"])
 	}
+
+	// Every query of the Grafana dashboard parses, and each over node
+	// metrics finds series. The operator's own metrics are not scraped
+	// here, so their panels may be empty.
+	dash := Subject{BaseURLs: lc.Targets, PrometheusURL: prom.URL}
+	queries := dashboardQueries(t)
+	for i, q := range queries {
+		dash.Observations = append(dash.Observations, Observation{Name: fmt.Sprintf("dashboard_%d", i), PromQL: q})
+	}
+	cfg.DB = t.TempDir() + "/dashboard.db"
+	dobs, err := newOp(t, cfg, dash, lc.Targets, time.Now).op.Observe(context.Background())
+	if err != nil {
+		t.Fatalf("dashboard queries: %v", err)
+	}
+	for i, q := range queries {
+		if rows, _ := dobs[fmt.Sprintf("dashboard_%d", i)].([]any); len(rows) == 0 && !strings.Contains(q, "ratelimiter_operator_") {
+			t.Errorf("dashboard query %s found no series", q)
+		}
+	}
+}
+
+// dashboardQueries are the PromQL of every panel of the Grafana dashboard,
+// after checking that each panel uses the provisioned data source.
+func dashboardQueries(t testing.TB) []string {
+	t.Helper()
+	const dsUID = "prometheus"
+	prov, err := os.ReadFile("../deploy/grafana/provisioning/datasources/prometheus.yml")
+	if err != nil || !strings.Contains(string(prov), "uid: "+dsUID+"\n") {
+		t.Fatalf("the provisioned data source does not have uid %s (%v)", dsUID, err)
+	}
+	raw, err := os.ReadFile("../deploy/grafana/dashboards/ratelimiter.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type source struct{ UID string }
+	var d struct {
+		Panels []struct {
+			Title      string
+			Datasource source
+			Targets    []struct {
+				Expr       string
+				Datasource source
+			}
+		}
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	var qs []string
+	for _, p := range d.Panels {
+		if p.Datasource.UID != dsUID || len(p.Targets) == 0 {
+			t.Fatalf("panel %q: data source %q with %d queries; want %s and at least one", p.Title, p.Datasource.UID, len(p.Targets), dsUID)
+		}
+		for _, tg := range p.Targets {
+			if tg.Datasource.UID != dsUID || tg.Expr == "" {
+				t.Fatalf("panel %q: a query on %q is %q", p.Title, tg.Datasource.UID, tg.Expr)
+			}
+			qs = append(qs, tg.Expr)
+		}
+	}
+	return qs
 }
 
 // single is the value of a one-series vector observation.
@@ -170,8 +232,15 @@ func deploySubject(t testing.TB) Subject {
 		s2.BaseURLs, s2.PrometheusURL = orig.BaseURLs, orig.PrometheusURL
 		same.Subjects["ratelimiter"] = s2
 	}
-	if !reflect.DeepEqual(&same, shipped) {
-		t.Fatal("deploy/ratelimiter.toml differs from config.toml in more than the compose addresses: run deploy/gen-config.sh")
+	parts := map[string][2]any{"[operator]": {same.Operator, shipped.Operator}, "[subjects]": {same.Subjects, shipped.Subjects},
+		"[node]": {same.Node, shipped.Node}, "[[limits]]": {same.Limits, shipped.Limits}}
+	for name, p := range parts {
+		if !reflect.DeepEqual(p[0], p[1]) {
+			t.Errorf("deploy/ratelimiter.toml: %s differs from config.toml's: run deploy/gen-config.sh", name)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
 	}
 	return s
 }
