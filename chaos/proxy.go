@@ -38,13 +38,13 @@ const (
 // connections it affects; each connection draws its number once, so a 0.5
 // fault always hits the same half of a connection pool.
 type ProxyFault struct {
-	Name      string  `json:"name"`
-	Type      string  `json:"type"`
-	Direction string  `json:"direction,omitempty"` // default both; ignored by down
-	Toxicity  float64 `json:"toxicity,omitempty"`  // (0,1]; omitted means 1
-	LatencyMs int     `json:"latency_ms,omitempty"`
-	JitterMs  int     `json:"jitter_ms,omitempty"`
-	RateKBps  int     `json:"rate_kbps,omitempty"` // bandwidth, KiB per second
+	Name      string  `toml:"name" json:"name"`
+	Type      string  `toml:"type" json:"type"`
+	Direction string  `toml:"direction" json:"direction,omitempty"` // default both; ignored by down
+	Toxicity  float64 `toml:"toxicity" json:"toxicity,omitempty"`   // (0,1]; omitted means 1
+	LatencyMs int     `toml:"latency_ms" json:"latency_ms,omitempty"`
+	JitterMs  int     `toml:"jitter_ms" json:"jitter_ms,omitempty"`
+	RateKBps  int     `toml:"rate_kbps" json:"rate_kbps,omitempty"` // bandwidth, KiB per second
 }
 
 // normalize fills the defaults and checks every field.

@@ -1,0 +1,156 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// process is a child the runner started: redis-server or a node. It dies
+// with the runner (Pdeathsig), so even a runner killed with SIGKILL leaves
+// nothing behind.
+type process struct {
+	name    string
+	newCmd  func() *exec.Cmd
+	logPath string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	done   chan struct{}
+	paused bool
+}
+
+// start runs a fresh process; its stdout and stderr append to logPath.
+func (p *process) start() error {
+	f, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("cannot open the log of %s: %w", p.name, err)
+	}
+	cmd := p.newCmd()
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("cannot start %s: %w", p.name, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		f.Close()
+		close(done)
+	}()
+	p.mu.Lock()
+	p.cmd, p.done, p.paused = cmd, done, false
+	p.mu.Unlock()
+	return nil
+}
+
+// PID is the running process's id, or 0.
+func (p *process) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.exited() {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// signal sends sig when the process runs; SIGSTOP and SIGCONT are tracked
+// so that stopping a paused process can wake it first.
+func (p *process) signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.exited() {
+		return fmt.Errorf("%s is not running", p.name)
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("cannot signal %s: %w", p.name, err)
+	}
+	switch sig {
+	case syscall.SIGSTOP:
+		p.paused = true
+	case syscall.SIGCONT:
+		p.paused = false
+	}
+	return nil
+}
+
+// kill sends SIGKILL and waits for the exit.
+func (p *process) kill() {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Kill()
+	<-done
+}
+
+// stop asks the process to end (SIGCONT first if paused, then SIGTERM),
+// and kills it after grace.
+func (p *process) stop(grace time.Duration) {
+	p.mu.Lock()
+	cmd, done, paused := p.cmd, p.done, p.paused
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	if paused {
+		cmd.Process.Signal(syscall.SIGCONT)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		cmd.Process.Kill()
+		<-done
+	}
+}
+
+// freeAddr picks a free loopback port. Another process may take it before
+// it is used; callers that bind it report that plainly.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// waitFor polls check every 100 ms until it succeeds, ctx ends or timeout
+// passes.
+func waitFor(ctx context.Context, timeout time.Duration, what string, check func() error) error {
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := check()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: not within %v: %w", what, timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", what, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}

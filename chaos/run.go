@@ -1,0 +1,472 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/ratelimiter/ratelimiter/operator"
+)
+
+// Config of a chaos run.
+type Config struct {
+	Cluster ClusterConfig // Dir is the run's directory; each scenario gets a subdirectory
+	// Steady bounds the wait for the steady state before the fault.
+	Steady time.Duration
+	// Journal gets one JSON object per step; Timeline gets the same steps
+	// as lines a person can follow. Either may be nil.
+	Journal  io.Writer
+	Timeline io.Writer
+	// OnInject, when set, is called right after each fault is injected
+	// (tests use it to interrupt a run mid-fault).
+	OnInject func(*Cluster)
+}
+
+// Result is one scenario's row of the scorecard.
+type Result struct {
+	Scenario       string   `json:"scenario"`
+	Passed         bool     `json:"passed"`
+	Detected       bool     `json:"detected"`
+	RightInvariant bool     `json:"right_invariant"`
+	RightEntity    bool     `json:"right_entity"`
+	RightDiagnosis bool     `json:"right_diagnosis"`
+	RightAction    bool     `json:"right_action"`
+	Recovered      bool     `json:"recovered"`
+	DetectSeconds  float64  `json:"time_to_detect_s,omitempty"`
+	RecoverSeconds float64  `json:"time_to_recover_s,omitempty"`
+	Tickets        []string `json:"tickets,omitempty"` // invariant:entity of every ticket opened
+	Error          string   `json:"error,omitempty"`
+	control        bool
+}
+
+// Run plays the scenarios one after another, each on a fresh cluster, and
+// returns their results. It stops early when ctx ends; the fault of the
+// scenario under way is still reverted and its cluster stopped.
+func Run(ctx context.Context, cfg Config, scenarios []Scenario) ([]Result, error) {
+	if cfg.Steady <= 0 {
+		cfg.Steady = 30 * time.Second
+	}
+	j := &journal{w: cfg.Journal, tl: cfg.Timeline, t0: time.Now()}
+	var results []Result
+	for _, sc := range scenarios {
+		if ctx.Err() != nil {
+			return results, ctx.Err()
+		}
+		r := runScenario(ctx, cfg, sc, j)
+		results = append(results, r)
+		j.step(sc.Name, "result", r, "%s", verdict(r))
+	}
+	return results, ctx.Err()
+}
+
+func verdict(r Result) string {
+	if r.Passed {
+		return "PASS"
+	}
+	if r.Error != "" {
+		return "FAIL: " + r.Error
+	}
+	return "FAIL"
+}
+
+// runScenario is one scenario from cluster start to cluster stop.
+func runScenario(ctx context.Context, cfg Config, sc Scenario, j *journal) (res Result) {
+	res = Result{Scenario: sc.Name, control: sc.Expect.Invariant == ""}
+	fail := func(err error) Result {
+		res.Error = err.Error()
+		res.Passed = false
+		return res
+	}
+	cc := cfg.Cluster
+	cc.Dir = filepath.Join(cfg.Cluster.Dir, sc.Name)
+	if err := os.MkdirAll(cc.Dir, 0o755); err != nil {
+		return fail(err)
+	}
+	if cc.Log == nil {
+		cc.Log = quiet
+	}
+	j.step(sc.Name, "start", sc, "%s", sc.Description)
+	c, err := StartCluster(ctx, cc)
+	if err != nil {
+		return fail(fmt.Errorf("cannot start the cluster: %w", err))
+	}
+	defer func() {
+		c.Close()
+		j.step(sc.Name, "stopped", map[string]any{"dir": cc.Dir}, "cluster stopped (logs in %s)", cc.Dir)
+	}()
+	j.step(sc.Name, "cluster", map[string]any{"redis": c.RedisAddr, "proxy": proxyAddr(c), "nodes": c.URLs(), "pids": c.PIDs()},
+		"redis %s behind proxy %s, nodes %v, operator in auto mode", c.RedisAddr, proxyAddr(c), c.URLs())
+
+	w := &watcher{c: c, j: j, scenario: sc.Name}
+	if err := waitFor(ctx, cfg.Steady, "steady state", func() error { return c.steady(ctx) }); err != nil {
+		return fail(err)
+	}
+	j.step(sc.Name, "steady", nil, "steady state: every node healthy and connected, load flowing, no ticket open")
+	w.since = time.Now()
+
+	if kind := faultKinds[sc.Fault.Kind]; kind.needsRedis && c.Proxy == nil {
+		return fail(errors.New("this fault needs redis-server"))
+	}
+	fault, err := faultKinds[sc.Fault.Kind].make(sc.Fault, c)
+	if err != nil {
+		return fail(err)
+	}
+	t0 := time.Now()
+	revert := sync.OnceFunc(func() {
+		// The revert runs even when ctx was cancelled (Ctrl-C), with its
+		// own bound.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		what, err := fault.Revert(rctx)
+		if err != nil {
+			j.step(sc.Name, "revert_failed", map[string]any{"error": err.Error()}, "revert failed: %v", err)
+			return
+		}
+		j.step(sc.Name, "revert", map[string]any{"what": what}, "reverted: %s", what)
+	})
+	defer revert()
+	what, err := fault.Inject(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("cannot inject the fault: %w", err))
+	}
+	j.step(sc.Name, "inject", map[string]any{"what": what, "fault": sc.Fault}, "injected: %s", what)
+	if cfg.OnInject != nil {
+		cfg.OnInject(c)
+	}
+
+	if res.control {
+		err = sleep(ctx, sc.Hold.Duration, func() { w.poll(ctx) })
+	} else {
+		err = waitFor(ctx, sc.DetectWithin.Duration, "the expected outcome", func() error {
+			w.poll(ctx)
+			return w.outcome(sc.Expect)
+		})
+		if err == nil && sc.Expect.Remediates {
+			err = waitFor(ctx, sc.RecoverWithin.Duration, "the operator's remediation", func() error {
+				w.poll(ctx)
+				return w.remediated(sc.Expect)
+			})
+		}
+	}
+	if ctx.Err() != nil {
+		return fail(ctx.Err())
+	}
+	if err != nil {
+		res.Error = err.Error()
+	}
+	revert()
+
+	errSteady := waitFor(ctx, sc.RecoverWithin.Duration, "steady state after the revert", func() error {
+		w.poll(ctx)
+		return c.steady(ctx)
+	})
+	if errSteady == nil {
+		res.Recovered = true
+		res.RecoverSeconds = round1(time.Since(t0).Seconds())
+		j.step(sc.Name, "recovered", map[string]any{"after_s": res.RecoverSeconds}, "steady state back %.1f s after the injection", res.RecoverSeconds)
+	} else if res.Error == "" {
+		res.Error = errSteady.Error()
+	}
+	w.score(&res, sc.Expect, t0)
+	return res
+}
+
+func proxyAddr(c *Cluster) string {
+	if c.Proxy == nil {
+		return "(none)"
+	}
+	return c.Proxy.Addr()
+}
+
+// sleep waits d while calling f every 250 ms, or until ctx ends.
+func sleep(ctx context.Context, d time.Duration, f func()) error {
+	end := time.Now().Add(d)
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for time.Now().Before(end) {
+		f()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	f()
+	return nil
+}
+
+// steady is nil when every node answers, is healthy and connected to its
+// store, load reaches every node, and no ticket is open.
+func (c *Cluster) steady(ctx context.Context) error {
+	var doc struct {
+		Nodes []struct {
+			ID             string `json:"id"`
+			State          string `json:"state"`
+			RedisConnected bool   `json:"redis_connected"`
+		} `json:"nodes"`
+	}
+	for _, n := range c.Nodes {
+		if err := c.getJSON(ctx, n.URL()+"/api/v1/nodes", &doc); err != nil {
+			return fmt.Errorf("%s: %w", n.ID, err)
+		}
+		if c.Proxy == nil {
+			continue // in-process stores: each node knows only itself
+		}
+		if len(doc.Nodes) != len(c.Nodes) {
+			return fmt.Errorf("%s sees %d nodes; want %d", n.ID, len(doc.Nodes), len(c.Nodes))
+		}
+		for _, m := range doc.Nodes {
+			if m.State != "healthy" || !m.RedisConnected {
+				return fmt.Errorf("%s sees %s %s (redis_connected=%v)", n.ID, m.ID, m.State, m.RedisConnected)
+			}
+		}
+	}
+	if c.cfg.Load > 0 {
+		for _, n := range c.Nodes {
+			var m struct {
+				RequestsPerSecond float64 `json:"requests_per_second"`
+			}
+			if err := c.getJSON(ctx, n.URL()+"/api/v1/nodes/"+n.ID+"/metrics", &m); err != nil {
+				return err
+			}
+			if m.RequestsPerSecond <= 0 {
+				return fmt.Errorf("%s serves no load yet", n.ID)
+			}
+		}
+	}
+	open, err := c.Store.Tickets(ctx, operator.TicketFilter{Unresolved: true})
+	if err != nil {
+		return err
+	}
+	if len(open) > 0 {
+		return fmt.Errorf("%d ticket(s) open, first %s", len(open), open[0].Key)
+	}
+	return nil
+}
+
+// watcher follows the operator's database during a scenario and reports
+// each new ticket, diagnosis, proposal and resolution as it appears.
+type watcher struct {
+	c        *Cluster
+	j        *journal
+	scenario string
+	since    time.Time
+
+	tickets   map[int64]operator.Ticket
+	proposals map[int64]operator.Proposal
+}
+
+func (w *watcher) poll(ctx context.Context) {
+	if w.tickets == nil {
+		w.tickets, w.proposals = map[int64]operator.Ticket{}, map[int64]operator.Proposal{}
+	}
+	ts, err := w.c.Store.Tickets(ctx, operator.TicketFilter{})
+	if err != nil {
+		return
+	}
+	for _, t := range ts {
+		if t.FirstSeen.Before(w.since) {
+			continue
+		}
+		old, seen := w.tickets[t.ID]
+		w.tickets[t.ID] = t
+		if !seen {
+			w.j.step(w.scenario, "ticket", t, "operator saw: %s [%s %s] %s", t.Key, t.Severity, t.Status, t.Message)
+		}
+		if len(t.Diagnosis) > 0 && len(old.Diagnosis) == 0 {
+			summary, cause := diagnosisText(t.Diagnosis)
+			w.j.step(w.scenario, "diagnosis", json.RawMessage(t.Diagnosis), "operator concluded on #%d: %s — %s", t.ID, summary, cause)
+		}
+		if t.Status == operator.StatusResolved && old.Status != operator.StatusResolved && seen {
+			w.j.step(w.scenario, "resolved", map[string]any{"ticket": t.ID, "key": t.Key}, "ticket #%d %s resolved", t.ID, t.Key)
+		}
+	}
+	ps, err := w.c.Store.Proposals(ctx, operator.ProposalFilter{})
+	if err != nil {
+		return
+	}
+	for _, p := range ps {
+		if _, ok := w.tickets[p.TicketID]; !ok {
+			continue
+		}
+		old, seen := w.proposals[p.ID]
+		w.proposals[p.ID] = p
+		if !seen || old.Status != p.Status {
+			b, _ := json.Marshal(p.Params)
+			w.j.step(w.scenario, "action", p, "operator action #%d %s %s: %s %s", p.ID, p.Action, b, p.Status, p.Result)
+		}
+	}
+}
+
+// matching are the scenario's tickets with the expected invariant and
+// entity.
+func (w *watcher) matching(e Expect) []operator.Ticket {
+	var out []operator.Ticket
+	for _, t := range w.tickets {
+		if t.Invariant == e.Invariant && entityMatches(e.Entity, t.Entity) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func entityMatches(glob, entity string) bool {
+	if glob == "" {
+		return true
+	}
+	ok, _ := path.Match(glob, entity)
+	return ok
+}
+
+// outcome is nil once the expected ticket is diagnosed and, when an action
+// is expected, that action was proposed.
+func (w *watcher) outcome(e Expect) error {
+	ts := w.matching(e)
+	if len(ts) == 0 {
+		return fmt.Errorf("no %s ticket for %q yet", e.Invariant, e.Entity)
+	}
+	for _, t := range ts {
+		if len(t.Diagnosis) == 0 {
+			continue
+		}
+		if e.Action == "" || w.proposed(t.ID, e) != nil {
+			return nil
+		}
+	}
+	if e.Action != "" {
+		return fmt.Errorf("no %s proposed yet", e.Action)
+	}
+	return errors.New("no diagnosis yet")
+}
+
+// remediated is nil once every expected ticket has resolved.
+func (w *watcher) remediated(e Expect) error {
+	for _, t := range w.matching(e) {
+		if t.Status != operator.StatusResolved {
+			return fmt.Errorf("ticket #%d %s is %s", t.ID, t.Key, t.Status)
+		}
+	}
+	return nil
+}
+
+// proposed returns the ticket's proposal of the expected action and
+// parameters, or nil. Its status does not matter: an action that needs
+// approval waits, and one still pending when its ticket resolves is
+// skipped; either way the operator proposed the right thing.
+func (w *watcher) proposed(ticket int64, e Expect) *operator.Proposal {
+	for _, p := range w.proposals {
+		if p.TicketID != ticket || p.Action != e.Action {
+			continue
+		}
+		ok := true
+		for k, v := range e.Params {
+			if fmt.Sprint(p.Params[k]) != v {
+				ok = false
+			}
+		}
+		if ok {
+			return &p
+		}
+	}
+	return nil
+}
+
+// score fills the scorecard columns from what the watcher saw.
+func (w *watcher) score(r *Result, e Expect, t0 time.Time) {
+	var first time.Time
+	for _, t := range w.tickets {
+		r.Tickets = append(r.Tickets, t.Key)
+		if first.IsZero() || t.FirstSeen.Before(first) {
+			first = t.FirstSeen
+		}
+	}
+	if r.control {
+		r.Detected = len(w.tickets) > 0 // a false alarm
+		r.Passed = !r.Detected && r.Recovered
+		if r.Detected && r.Error == "" {
+			r.Error = "a ticket opened with no fault injected"
+		}
+		return
+	}
+	r.Detected = len(w.tickets) > 0
+	if r.Detected {
+		r.DetectSeconds = round1(max(0, first.Sub(t0).Seconds()))
+	}
+	re, _ := regexp.Compile(e.Diagnosis)
+	for _, t := range w.tickets {
+		if t.Invariant != e.Invariant {
+			continue
+		}
+		r.RightInvariant = true
+		if !entityMatches(e.Entity, t.Entity) {
+			continue
+		}
+		r.RightEntity = true
+		summary, cause := diagnosisText(t.Diagnosis)
+		if len(t.Diagnosis) > 0 && re.MatchString(summary+"\n"+cause) {
+			r.RightDiagnosis = true
+		}
+		if e.Action == "" {
+			r.RightAction = !w.anyAction(t.ID)
+		} else if w.proposed(t.ID, e) != nil {
+			r.RightAction = true
+		}
+	}
+	r.Passed = r.Detected && r.RightInvariant && r.RightEntity && r.RightDiagnosis && r.RightAction && r.Recovered
+	if r.Passed {
+		r.Error = ""
+	}
+}
+
+func (w *watcher) anyAction(ticket int64) bool {
+	for _, p := range w.proposals {
+		if p.TicketID == ticket {
+			return true
+		}
+	}
+	return false
+}
+
+// diagnosisText takes the summary and root cause out of a stored
+// diagnosis.
+func diagnosisText(raw json.RawMessage) (summary, cause string) {
+	var d struct {
+		Summary   string `json:"summary"`
+		RootCause string `json:"root_cause"`
+	}
+	json.Unmarshal(raw, &d)
+	return d.Summary, d.RootCause
+}
+
+func round1(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }
+
+// journal writes each step as a JSON line and as a timeline line.
+type journal struct {
+	mu sync.Mutex
+	w  io.Writer
+	tl io.Writer
+	t0 time.Time
+}
+
+func (j *journal) step(scenario, step string, detail any, format string, args ...any) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	now := time.Now()
+	if j.w != nil {
+		b, err := json.Marshal(map[string]any{"at": now.UTC().Format(time.RFC3339Nano), "scenario": scenario, "step": step, "detail": detail})
+		if err == nil {
+			j.w.Write(append(b, '\n'))
+		}
+	}
+	if j.tl != nil {
+		fmt.Fprintf(j.tl, "%7.1fs  %-20s %-10s %s\n", since(j.t0, now), scenario, step, fmt.Sprintf(format, args...))
+	}
+}

@@ -1,0 +1,92 @@
+package chaos
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestEmbeddedScenarios(t *testing.T) {
+	all, err := LoadScenarios("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The list: each must ship with an expectation.
+	for _, name := range []string{"node-kill", "node-pause", "redis-down", "redis-latency", "redis-blackhole",
+		"hot-key", "misconfigured-limit", "drain-stuck", "none"} {
+		sc, err := Select(all, []string{name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := sc[0].Expect
+		if name != "none" && (e.Invariant == "" || e.Entity == "" || e.Diagnosis == "") {
+			t.Errorf("%s: expect %+v lacks invariant, entity or diagnosis", name, e)
+		}
+	}
+	if _, err := Select(all, []string{"meteor-strike"}); err == nil || !strings.Contains(err.Error(), "node-kill") {
+		t.Errorf("Select(unknown) = %v; want an error listing the scenarios", err)
+	}
+}
+
+func TestScenarioErrorsNamePathAndLine(t *testing.T) {
+	f := func(body string, want ...string) {
+		t.Helper()
+		path := filepath.Join(t.TempDir(), "s.toml")
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadScenarios(path)
+		if err == nil {
+			t.Fatalf("LoadScenarios(%q) = nil; want an error", body)
+		}
+		for _, w := range want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("LoadScenarios(%q) = %v; want it to contain %q", body, err, w)
+			}
+		}
+	}
+	f("[[scenario]]\nname = \"a\"\nfault = { kind = \"meteor\" }\nrecover_within = \"1s\"\ndetect_within = \"1s\"\nexpect = { invariant = \"x\" }\n",
+		"s.toml:3: scenario[0].fault.kind: unknown fault kind")
+	f("[[scenario]]\nname = \"a\"\nfault = { kind = \"proxy\", proxy = { type = \"latency\" } }\nexpect = { invariant = \"x\", diagnosis = \"(\" }\nrecover_within = \"1s\"\ndetect_within = \"1s\"\n",
+		"scenario[0].fault.proxy: latency_ms must be positive", "scenario[0].expect.diagnosis: invalid regular expression")
+	f("[[scenario]]\nname = \"a\"\nfault = { kind = \"none\" }\nrecover_within = \"1s\"\n",
+		"scenario[0].hold: a control needs a positive hold")
+	f("[[scenario]]\nname = \"a\"\nfault = { kind = \"none\" }\nhold = \"1s\"\nrecover_within = \"1s\"\n[[scenario]]\nname = \"a\"\nfault = { kind = \"node_kill\" }\nexpect = { invariant = \"node_down\" }\nrecover_within = \"1s\"\n",
+		"scenario[1].name: duplicate", "scenario[1].fault.node: required", "scenario[1].detect_within: must be positive")
+	f("[[scenario]]\nname = \"a\"\nfault = { kind = \"hot_key\", key = \"k\", rate = 0 }\nhold = \"1s\"\nrecover_within = \"1s\"\ncolour = \"red\"\n",
+		"scenario[0].colour", "scenario[0].fault.rate: must be in")
+}
+
+func TestScorecard(t *testing.T) {
+	var b bytes.Buffer
+	WriteScorecard(&b, []Result{
+		{Scenario: "none", Passed: true, Recovered: true, control: true},
+		{Scenario: "node-kill", Passed: true, Detected: true, RightInvariant: true, RightEntity: true, RightDiagnosis: true,
+			RightAction: true, Recovered: true, DetectSeconds: 2.5, RecoverSeconds: 13.1},
+		{Scenario: "redis-down", Detected: true, RightInvariant: true, RightEntity: false, Recovered: true, DetectSeconds: 1},
+	}, 95*time.Second)
+	out := b.String()
+	for _, want := range []string{
+		"SCENARIO", "none (ok)",
+		"TOTAL 2/3 passed; of 2 faults: detected 2, right invariant 2, entity 1, diagnosis 1, action 1; recovered 3/3; 1m35s",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("scorecard lacks %q:\n%s", want, out)
+		}
+	}
+	rows := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			rows[f[0]] = strings.Join(f[1:], " ")
+		}
+	}
+	if got, want := rows["node-kill"], "yes yes yes yes yes yes 2.5s 13.1s PASS"; got != want {
+		t.Errorf("node-kill row = %q; want %q", got, want)
+	}
+	if got, want := rows["redis-down"], "yes yes no no no yes 1.0s - FAIL"; got != want {
+		t.Errorf("redis-down row = %q; want %q", got, want)
+	}
+}
