@@ -11,14 +11,11 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/ratelimiter/ratelimiter/internal/redistest"
 )
 
 // apiNodes returns a node on the in-process store and one on Redis, so
 // every API test runs against both stores.
-func apiNodes(t *testing.T) map[string]*testNode {
-	srv := redistest.Start(t)
+func apiNodes(t *testing.T, srv backend) map[string]*testNode {
 	mem := testConfig("mem", nil)
 	red := testConfig("redis", srv)
 	mem.AdminToken, red.AdminToken = "s3cret", "s3cret"
@@ -32,8 +29,8 @@ var (
 	rateLimitRE = regexp.MustCompile(`^"[^"]+";r=\d+;t=\d+$`)
 )
 
-func TestHeadersAndForwardAuth(t *testing.T) {
-	for name, n := range apiNodes(t) {
+func testHeadersAndForwardAuth(t *testing.T, red backend) {
+	for name, n := range apiNodes(t, red) {
 		t.Run(name, func(t *testing.T) {
 			for i := 0; i < 10; i++ {
 				r, resp := check(t, n.URL, "fw:hdr", 1)
@@ -96,8 +93,8 @@ func TestKeyFromHeader(t *testing.T) {
 	}
 }
 
-func TestShadowNeverDenies(t *testing.T) {
-	for name, n := range apiNodes(t) {
+func testShadowNeverDenies(t *testing.T, red backend) {
+	for name, n := range apiNodes(t, red) {
 		t.Run(name, func(t *testing.T) {
 			for i := 0; i < 5; i++ {
 				r, resp := check(t, n.URL, "shadow:k", 1)
@@ -117,8 +114,8 @@ func TestShadowNeverDenies(t *testing.T) {
 	}
 }
 
-func TestBadInput(t *testing.T) {
-	for name, n := range apiNodes(t) {
+func testBadInput(t *testing.T, red backend) {
+	for name, n := range apiNodes(t, red) {
 		t.Run(name, func(t *testing.T) {
 			f := func(method, path, body string, want int, hdr ...string) {
 				t.Helper()
@@ -189,8 +186,8 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-func TestAdminToken(t *testing.T) {
-	n := apiNodes(t)["redis"]
+func testAdminToken(t *testing.T, red backend) {
+	n := apiNodes(t, red)["redis"]
 	mutating := []struct{ method, path, body string }{
 		{"POST", "/api/v1/limits", `{"key_pattern":"a:*","max_requests":5,"window_seconds":10}`},
 		{"DELETE", "/api/v1/limits/log:*", ""},
@@ -239,8 +236,8 @@ func TestAdminToken(t *testing.T) {
 	}
 }
 
-func TestManagementRoundTrip(t *testing.T) {
-	for name, n := range apiNodes(t) {
+func testManagementRoundTrip(t *testing.T, red backend) {
+	for name, n := range apiNodes(t, red) {
 		t.Run(name, func(t *testing.T) {
 			// Counters: inspect without consuming, then reset.
 			for i := 0; i < 4; i++ {
@@ -359,8 +356,8 @@ func scrape(t *testing.T, base string) string {
 	return sb.String()
 }
 
-func TestPrometheusMetrics(t *testing.T) {
-	n := apiNodes(t)["redis"]
+func testPrometheusMetrics(t *testing.T, red backend) {
+	n := apiNodes(t, red)["redis"]
 	for i := 0; i < 12; i++ {
 		check(t, n.URL, "log:p", 1)
 	}
@@ -392,9 +389,8 @@ func TestPrometheusMetrics(t *testing.T) {
 	}
 }
 
-func TestDenyCacheAnswersLocally(t *testing.T) {
-	srv := redistest.Start(t)
-	n := startNode(t, testConfig("dc", srv), nil, nil)
+func testDenyCacheAnswersLocally(t *testing.T, red backend) {
+	n := startNode(t, testConfig("dc", red), nil, nil)
 	for i := 0; i < 15; i++ {
 		check(t, n.URL, "log:dc", 1)
 	}

@@ -199,6 +199,7 @@ func (n *Node) decideStored(items []Item, op string, clock time.Time) error {
 	if !n.inProcess {
 		ctx = n.deadlines.get(t0)
 	}
+	n.calls.Add(1)
 	err := n.store.Decide(ctx, items)
 	took := time.Since(t0)
 	n.metrics.redisOps[op].Inc()
@@ -211,7 +212,7 @@ func (n *Node) decideStored(items []Item, op string, clock time.Time) error {
 		sl.errors.Add(1)
 		return err
 	}
-	if n.failures.Load() != 0 || !n.connected.Load() {
+	if !n.connected.Load() {
 		n.storeOK()
 	}
 	return nil

@@ -13,8 +13,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/ratelimiter/ratelimiter/internal/redistest"
 )
 
 // These tests run several nodes on one real redis-server and check what the
@@ -206,11 +204,10 @@ func expectApplied(t *testing.T, what string, start time.Time, nodes []*testNode
 	t.Logf("propagation of %s: %s", what, strings.Join(figures, " "))
 }
 
-func TestClusterPropagation(t *testing.T) {
-	srv := redistest.Start(t)
-	a := startNode(t, testConfig("a", srv), nil, nil)
-	b := startNode(t, testConfig("b", srv), nil, nil)
-	c := startNode(t, testConfig("c", srv), nil, nil)
+func testClusterPropagation(t *testing.T, red backend) {
+	a := startNode(t, testConfig("a", red), nil, nil)
+	b := startNode(t, testConfig("b", red), nil, nil)
+	c := startNode(t, testConfig("c", red), nil, nil)
 	others := []*testNode{b, c}
 
 	policyIs := func(key, policy string, limit int64) func(string) bool {
@@ -292,10 +289,9 @@ func TestClusterPropagation(t *testing.T) {
 	expectApplied(t, "the end of a drain", start, others, answers(http.StatusOK))
 }
 
-func TestLimitHistoryAndRollback(t *testing.T) {
-	srv := redistest.Start(t)
-	a := startNode(t, testConfig("a", srv), nil, nil)
-	b := startNode(t, testConfig("b", srv), nil, nil)
+func testLimitHistoryAndRollback(t *testing.T, red backend) {
+	a := startNode(t, testConfig("a", red), nil, nil)
+	b := startNode(t, testConfig("b", red), nil, nil)
 	const pattern = "fw:*"
 
 	orig, ok := limitsOn(t, a.URL, false)[pattern]
@@ -365,16 +361,15 @@ func TestLimitHistoryAndRollback(t *testing.T) {
 	})
 }
 
-func TestLimitChangesSurviveRestart(t *testing.T) {
-	srv := redistest.Start(t)
-	first := startNode(t, testConfig("a", srv), nil, nil)
+func testLimitChangesSurviveRestart(t *testing.T, red backend) {
+	first := startNode(t, testConfig("a", red), nil, nil)
 	// An API change to one config limit and an API delete of another.
 	mustCall(t, "POST", first.URL+"/api/v1/limits", `{"key_pattern":"log:*","max_requests":3,"window_seconds":10,"algorithm":"sliding_log"}`, http.StatusOK, nil)
 	mustCall(t, "DELETE", first.URL+"/api/v1/limits/"+url.PathEscape("sw:*"), "", http.StatusOK, nil)
 	first.stop()
 
 	// The same config file again, on the same Redis.
-	second := startNode(t, testConfig("a", srv), nil, nil)
+	second := startNode(t, testConfig("a", red), nil, nil)
 	live := limitsOn(t, second.URL, false)
 	if l := live["log:*"]; l.MaxRequests != 3 || l.Source != "api" {
 		t.Errorf("after restart %q = max_requests %d source %q; want the API's 3, not the file's 10", "log:*", l.MaxRequests, l.Source)
@@ -401,20 +396,19 @@ func TestLimitChangesSurviveRestart(t *testing.T) {
 	}
 }
 
-func TestConcurrentClientsAdmitExactlyTheLimit(t *testing.T) {
+func testConcurrentClientsAdmitExactlyTheLimit(t *testing.T, red backend) {
 	const (
 		limit    = 50
 		clients  = 64
 		requests = 20 * limit
 		key      = "race:one"
 	)
-	srv := redistest.Start(t)
 	// This test is about one count shared by three nodes, not about slow
 	// stores: a generous redis_timeout keeps a busy machine (-race, few
 	// cores, a stalled VM) from turning late answers into fail-open
 	// admissions, which TestRedisOutage covers.
 	cfg := func(id string) Config {
-		c := testConfig(id, srv)
+		c := testConfig(id, red)
 		c.RedisTimeout.Duration = 5 * time.Second
 		return c
 	}
@@ -474,14 +468,13 @@ func TestConcurrentClientsAdmitExactlyTheLimit(t *testing.T) {
 	}
 }
 
-// TestClockSkew runs two nodes whose clocks disagree by 30 s, more than any
+// testClockSkew runs two nodes whose clocks disagree by 30 s, more than any
 // window under test: if either node's clock entered a decision, the shared
 // key would admit up to twice its limit.
-func TestClockSkew(t *testing.T) {
-	srv := redistest.Start(t)
-	a := startNode(t, testConfig("a", srv), nil, nil)
-	b := startNode(t, testConfig("b", srv), nil, func() time.Time { return time.Now().Add(30 * time.Second) })
-	rc := srv.Client(t)
+func testClockSkew(t *testing.T, red backend) {
+	a := startNode(t, testConfig("a", red), nil, nil)
+	b := startNode(t, testConfig("b", red), nil, func() time.Time { return time.Now().Add(30 * time.Second) })
+	rc := red.Client(t)
 	// The skew is real: b stamps its own start with its clock.
 	nodes, _, err := tryNodes(a.URL)
 	if skew := nodes["b"].StartedAt.Sub(nodes["a"].StartedAt); err != nil || skew < 29*time.Second {

@@ -26,10 +26,9 @@ const (
 	recoveryBound  = 2 * time.Second        // from Redis answering to decisions from Redis
 )
 
-func TestKilledNodeTurnsUnhealthy(t *testing.T) {
-	srv := redistest.Start(t)
-	a := startNode(t, testConfig("a", srv), nil, nil)
-	k := startChild(t, testConfig("k", srv))
+func testKilledNodeTurnsUnhealthy(t *testing.T, red backend) {
+	a := startNode(t, testConfig("a", red), nil, nil)
+	k := startChild(t, testConfig("k", red))
 	waitFor(t, 5*time.Second, "node k healthy in a's registry", func() bool {
 		nodes, _, err := tryNodes(a.URL)
 		return err == nil && nodes["k"].State == stateHealthy
@@ -60,10 +59,9 @@ func TestKilledNodeTurnsUnhealthy(t *testing.T) {
 	}
 }
 
-func TestTerminatedNodeDeregisters(t *testing.T) {
-	srv := redistest.Start(t)
-	a := startNode(t, testConfig("a", srv), nil, nil)
-	k := startChild(t, testConfig("k", srv))
+func testTerminatedNodeDeregisters(t *testing.T, red backend) {
+	a := startNode(t, testConfig("a", red), nil, nil)
+	k := startChild(t, testConfig("k", red))
 	waitFor(t, 5*time.Second, "node k healthy in a's registry", func() bool {
 		nodes, _, err := tryNodes(a.URL)
 		return err == nil && nodes["k"].State == stateHealthy
@@ -109,10 +107,9 @@ func TestTerminatedNodeDeregisters(t *testing.T) {
 	}
 }
 
-func TestDrainThroughAnotherNode(t *testing.T) {
-	srv := redistest.Start(t)
-	a := startNode(t, testConfig("a", srv), nil, nil)
-	b := startNode(t, testConfig("b", srv), nil, nil)
+func testDrainThroughAnotherNode(t *testing.T, red backend) {
+	a := startNode(t, testConfig("a", red), nil, nil)
+	b := startNode(t, testConfig("b", red), nil, nil)
 
 	var info apiNode
 	start := time.Now()

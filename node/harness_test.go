@@ -17,8 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
+
 	"github.com/ratelimiter/ratelimiter/config"
-	"github.com/ratelimiter/ratelimiter/internal/redistest"
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
@@ -62,8 +63,15 @@ func testLimits() []limiter.Limit {
 	}
 }
 
+// backend is a Redis deployment that tests run nodes on: one redis-server
+// (*redistest.Server) or a Redis Cluster (*redistest.Cluster).
+type backend interface {
+	URL() string
+	Client(testing.TB) rueidis.Client
+}
+
 // testConfig is a node config with fast loops, on srv when given.
-func testConfig(id string, srv *redistest.Server) Config {
+func testConfig(id string, srv backend) Config {
 	cfg := DefaultConfig()
 	cfg.ID = id
 	cfg.Listen = "127.0.0.1:0"

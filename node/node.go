@@ -43,9 +43,13 @@ type Node struct {
 	state     atomic.Pointer[sharedState] // limits, blocks and drains of the last sync
 	version   atomic.Int64                // store version of that sync
 	connected atomic.Bool
-	failures  atomic.Int32 // consecutive failed store calls
-	seeded    atomic.Bool  // config limits have reached the store
-	view      atomic.Pointer[clusterView]
+	// calls and failures count decisions asked of the store since the last
+	// sync tick; lastFailure is when (node clock, µs) the store last failed
+	// beyond a blip. See storeFailed.
+	calls, failures atomic.Int64
+	lastFailure     atomic.Int64
+	seeded          atomic.Bool // config limits have reached the store
+	view            atomic.Pointer[clusterView]
 
 	deadlines deadlines
 	denies    *denyCache
@@ -226,11 +230,22 @@ func (n *Node) every(ctx context.Context, d time.Duration, f func(context.Contex
 // decision but must still never hang a loop.
 func (n *Node) mgmtTimeout() time.Duration { return max(20*n.cfg.RedisTimeout.Duration, time.Second) }
 
-// storeOK and storeFailed track whether the store answers. Three failed
-// decisions in a row, or one failed background call, mark it disconnected;
-// any success marks it connected again, so recovery needs no restart.
+// storeOK and storeFailed track whether the store answers. A failed
+// background call marks it disconnected at once. Failed decisions do once
+// at least three, and at least 1 % of the decisions, failed since the last
+// sync tick: a lone timeout is a blip, while a dead master of a Redis
+// Cluster fails its share of the keys in between successes on the other
+// masters, and that is an outage. The store counts as connected again
+// after two sync intervals without such a failure, so a partial outage
+// reads as one disconnection rather than a flicker at every success, and
+// recovery needs no restart.
 func (n *Node) storeOK() {
-	n.failures.Store(0)
+	if n.connected.Load() {
+		return
+	}
+	if n.now().UnixMicro()-n.lastFailure.Load() < 2*n.cfg.SyncInterval.Microseconds() {
+		return
+	}
 	if !n.connected.Swap(true) {
 		n.log.Info("store connected")
 	}
@@ -241,12 +256,12 @@ func (n *Node) storeFailed(op string, err error) {
 		return // our own shutdown or a client gone, not the store
 	}
 	n.metrics.redisErrs[op].Inc()
-	f := n.failures.Add(1)
 	if op == "check" || op == "check_batch" || op == "peek" {
-		if f < 3 {
+		if f := n.failures.Add(1); f < 3 || f*100 < n.calls.Load() {
 			return
 		}
 	}
+	n.lastFailure.Store(n.now().UnixMicro())
 	if n.connected.Swap(false) {
 		n.log.Warn("store disconnected", "op", op, "err", err)
 	}

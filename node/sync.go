@@ -51,6 +51,9 @@ func recordsFromConfig(limits []limiter.Limit, now time.Time) map[string]limitRe
 // moved. It doubles as the store probe: while the store is down it is what
 // notices that it came back.
 func (n *Node) syncTick(ctx context.Context) {
+	// Each tick starts a new count of failed decisions (see storeFailed).
+	n.calls.Store(0)
+	n.failures.Store(0)
 	if err := n.sync(ctx, false); err != nil {
 		n.log.Debug("sync failed", "err", err)
 	}
