@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Runs every test. The tests start real redis-server processes, so this
-# installs Debian's redis-server first when it is missing. Nothing is skipped.
+# Runs every test. The tests start real redis-server and prometheus
+# processes and a headless chromium, and the compose file is checked with
+# docker-compose, so this installs the Debian packages that are missing
+# first (about a minute for all of them on a fresh machine). Nothing is
+# skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v chromium >/dev/null || need+=(chromium)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -15,6 +21,9 @@ if ((${#need[@]})); then
 fi
 go vet ./...
 CGO_ENABLED=0 go build -o /dev/null .
+# No container engine runs here: the compose stack is validated, not started.
+promtool check config --syntax-only deploy/prometheus.yml >/dev/null
+ADMIN_TOKEN=ci docker-compose -f compose.yaml config -q
 # One package at a time: several tests assert timing (p99, propagation),
 # and two packages racing for 2 cores would measure each other.
 go test -p 1 -count=1 -timeout 20m "$@" ./...
