@@ -45,12 +45,16 @@ const (
 	adminToken    = "node-admin-token-5d1c0a"
 	queueTokenEnv = "QUEUE_OPERATOR_TEST_TOKEN" // named by testdata/queue.toml
 	queueToken    = "queue-secret-7f3e9b2a41c8"
+	// llmKeyEnv holds the key the LLM diagnoser sends to the stand-in model.
+	llmKeyEnv = "OPERATOR_TEST_LLM_KEY"
+	llmKey    = "sk-test-llm-0d9f2c71e5"
 )
 
 func TestMain(m *testing.M) {
 	nodetest.RunChildIfRequested()
 	os.Setenv(adminTokenEnv, adminToken)
 	os.Setenv(queueTokenEnv, queueToken)
+	os.Setenv(llmKeyEnv, llmKey)
 	if raw := os.Getenv(childOpEnv); raw != "" {
 		runChildOperator(raw)
 		return
@@ -406,9 +410,10 @@ type queueService struct {
 	order     []string
 	restarts  []queueCall
 	statusN   int
-	firstGet  time.Time // of /status
-	down      bool      // /status answers 503
-	keepStuck bool      // a restart does not help
+	firstGet  time.Time      // of /status
+	down      bool           // /status answers 503
+	keepStuck bool           // a restart does not help
+	extra     map[string]any // more fields in every worker of /status
 }
 
 // queueCall is one POST /workers/{name}/restart as the service saw it.
@@ -438,7 +443,11 @@ func startQueue(t testing.TB, workers map[string]bool) *queueService {
 		}
 		list := []map[string]any{}
 		for _, name := range q.order {
-			list = append(list, map[string]any{"name": name, "stuck": q.stuck[name]})
+			w := map[string]any{"name": name, "stuck": q.stuck[name]}
+			for k, v := range q.extra {
+				w[k] = v
+			}
+			list = append(list, w)
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{"workers": list})

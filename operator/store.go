@@ -609,7 +609,7 @@ func (s *Store) AddProposal(ctx context.Context, p Proposal) (Proposal, error) {
 		}
 		return insertAudit(ctx, tx, AuditEntry{At: p.CreatedAt, TicketID: p.TicketID, ProposalID: p.ID, Actor: actor,
 			Event: "proposed", Detail: auditDetail(map[string]any{"action": p.Action, "params": p.Params, "reason": p.Reason,
-				"risk_level": p.RiskLevel, "requires_approval": p.RequiresApproval, "status": p.Status})})
+				"risk_level": p.RiskLevel, "requires_approval": p.RequiresApproval, "status": p.Status, "result": p.Result})})
 	})
 	if err != nil {
 		return Proposal{}, fmt.Errorf("cannot add proposal %q: %w", p.Action, err)
