@@ -71,38 +71,81 @@ redis.call('HSET', KEYS[2], ARGV[1], string.format('%d', now))
 return now
 `
 
-// ParseRedisURL turns a redis:// URL into client options. Besides rueidis'
-// own forms (?addr=host:port for more seeds, ?master_set=NAME for Sentinel)
-// it accepts comma-separated seeds in the host part: redis://h1:7000,h2:7001.
+// ParseRedisURL turns a Redis URL into client options. The forms (see
+// docs/redis.md):
+//
+//	redis://[user:password@]host:port[/db]     one Redis (rediss:// for TLS)
+//	redis://host1:port1,host2:port2,…          seeds of a Redis Cluster
+//	redis://s1:26379,s2:26379,…?master_set=M   Sentinel: the sentinels and
+//	                                           the name of the monitored set
+//
+// rueidis' own ?addr=host:port (one more seed per parameter) and its other
+// query parameters work too. A Redis Cluster is recognized by asking the
+// server, so the same URL form serves one Redis and a cluster.
 func ParseRedisURL(raw string) (rueidis.ClientOption, error) {
-	if i := strings.Index(raw, "://"); i >= 0 {
-		rest := raw[i+3:]
-		end := strings.IndexAny(rest, "/?")
-		if end < 0 {
-			end = len(rest)
-		}
-		hosts := rest[:end]
-		if at := strings.LastIndex(hosts, "@"); at >= 0 {
-			hosts = hosts[at+1:]
-		}
-		if strings.Contains(hosts, ",") {
-			seeds := strings.Split(hosts, ",")
-			q := url.Values{}
-			for _, s := range seeds[1:] {
-				q.Add("addr", s)
-			}
-			sep := "?"
-			if strings.Contains(rest, "?") {
-				sep = "&"
-			}
-			raw = strings.Replace(raw, hosts, seeds[0], 1) + sep + q.Encode()
+	expanded, err := expandSeeds(raw)
+	if err == nil {
+		var opt rueidis.ClientOption
+		if opt, err = rueidis.ParseURL(expanded); err == nil {
+			return opt, nil
 		}
 	}
-	opt, err := rueidis.ParseURL(raw)
-	if err != nil {
-		return opt, fmt.Errorf("invalid redis url %q: %w", raw, err)
+	return rueidis.ClientOption{}, fmt.Errorf("invalid redis url %q: %w", redactURL(raw), err)
+}
+
+// expandSeeds rewrites comma-separated hosts, which rueidis does not parse,
+// into its form: the first host stays, each other becomes ?addr=host.
+func expandSeeds(raw string) (string, error) {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return "", fmt.Errorf("no scheme: want redis://host:port, rediss://… or unix://…")
 	}
-	return opt, nil
+	end := strings.IndexAny(rest, "/?")
+	if end < 0 {
+		end = len(rest)
+	}
+	user, hosts := "", rest[:end]
+	if at := strings.LastIndex(hosts, "@"); at >= 0 {
+		user, hosts = hosts[:at+1], hosts[at+1:]
+	}
+	if !strings.Contains(hosts, ",") {
+		return raw, nil
+	}
+	seeds := strings.Split(hosts, ",")
+	q := url.Values{}
+	for _, s := range seeds {
+		if s == "" {
+			return "", fmt.Errorf("empty host in the list %q", hosts)
+		}
+	}
+	for _, s := range seeds[1:] {
+		q.Add("addr", s)
+	}
+	tail := rest[end:]
+	switch {
+	case strings.Contains(tail, "?"):
+		tail += "&" + q.Encode()
+	default:
+		tail += "?" + q.Encode()
+	}
+	return scheme + "://" + user + seeds[0] + tail, nil
+}
+
+// redactURL hides the password of a URL that goes into an error message.
+func redactURL(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	at := strings.LastIndex(rest, "@")
+	if slash := strings.IndexAny(rest, "/?"); at < 0 || (slash >= 0 && slash < at) {
+		return raw
+	}
+	user, _, hasPass := strings.Cut(rest[:at], ":")
+	if !hasPass {
+		return raw
+	}
+	return scheme + "://" + user + ":xxxxx" + rest[at:]
 }
 
 // NewRedisStore prepares a store on the Redis at url. It does not connect:
@@ -123,6 +166,10 @@ func NewRedisStore(rawURL, prefix string, dialTimeout time.Duration) (*RedisStor
 		opt.PipelineMultiplex = d
 	}
 	opt.Dialer.Timeout = dialTimeout
+	// rueidis dials sentinels with their own dialer, whose zero timeout
+	// would leave a node waiting on an unreachable sentinel for the OS's
+	// connect timeout (minutes).
+	opt.Sentinel.Dialer.Timeout = dialTimeout
 	opt.ConnWriteTimeout = max(dialTimeout, time.Second)
 	if prefix == "" {
 		prefix = "rl"
