@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ratelimiter/ratelimiter/config"
 	"github.com/ratelimiter/ratelimiter/operator"
 )
 
@@ -34,6 +35,7 @@ func operatorFlags() []cli.Flag {
 		&cli.StringFlag{Name: "db", Usage: "SQLite file for tickets and the audit log"},
 		&cli.DurationFlag{Name: "interval", Usage: "loop interval"},
 		&cli.StringFlag{Name: "mode", Usage: "observe, approve or auto"},
+		&cli.StringFlag{Name: "diagnoser", Usage: "rules, llm or both (llm and both need [operator.llm]; docs/llm.md)"},
 		&cli.StringSliceFlag{Name: "subject-url", Usage: "override the subject's base URLs (repeatable)"},
 		&cli.BoolFlag{Name: "json", Usage: "JSON output for list and show"},
 	)
@@ -70,6 +72,16 @@ func openOperator(c *cli.Context) (*operatorEnv, error) {
 		if env.cfg.Interval.Duration, err = time.ParseDuration(v); err != nil {
 			return nil, fmt.Errorf("invalid --interval: %w", err)
 		}
+	}
+	if v, ok := lookup(c, "diagnoser"); ok {
+		env.cfg.Diagnoser = v
+	}
+	// The flags may have made a valid file's [operator] invalid (--diagnoser
+	// llm without [operator.llm]): say so with the TOML paths to fix.
+	var p config.Problems
+	p.Merge("operator", env.cfg.Validate())
+	if err := p.Err(); err != nil {
+		return nil, fmt.Errorf("invalid configuration with the flags given:\n%w", err)
 	}
 	for _, cc := range c.Lineage() {
 		if cc.IsSet("subject-url") {
@@ -318,6 +330,18 @@ func ticketsCommand() *cli.Command {
 					var d operator.Diagnosis
 					_ = json.Unmarshal(t.Diagnosis, &d)
 					fmt.Fprintf(w, "\ndiagnosis (%s, confidence %.2f): %s\nroot cause: %s\n", d.Diagnoser, d.Confidence, d.Summary, d.RootCause)
+					if d.Error != "" {
+						fmt.Fprintf(w, "error: %s\n", d.Error)
+					}
+					if d.Turns > 0 {
+						fmt.Fprintf(w, "model: %d turns, %d tokens\n", d.Turns, d.Tokens)
+					}
+					for _, sub := range d.Diagnoses { // diagnoser both: each one's view
+						fmt.Fprintf(w, "  %s (confidence %.2f): %s\n", sub.Diagnoser, sub.Confidence, sub.Summary)
+						if sub.Error != "" {
+							fmt.Fprintf(w, "    error: %s\n", sub.Error)
+						}
+					}
 				}
 				fmt.Fprintln(w, "\nPROPOSAL\tACTION\tSTATUS\tPARAMS\tRESULT")
 				for _, p := range props {

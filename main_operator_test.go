@@ -235,3 +235,123 @@ func TestOperatorFlagsAfterID(t *testing.T) {
 			db, strings.TrimSpace(out), db, m, ok)
 	}
 }
+
+// TestOperatorCheckLLM: `operator check` reports every problem of
+// [operator.llm] and of a subject's lookups with its TOML path and line.
+func TestOperatorCheckLLM(t *testing.T) {
+	_, _, err := runOperatorCLI(t, "check", "--config", "operator/testdata/bad_llm.toml")
+	if err == nil {
+		t.Fatal("check passed a file with eight problems")
+	}
+	for _, want := range []string{
+		`bad_llm.toml:9: operator.llm.provider: must be anthropic or openai (any OpenAI-compatible endpoint), got "gemini"`,
+		"operator.llm.model: must name the model",
+		"bad_llm.toml:10: operator.llm.api_key_env: must be the name of an environment variable, not the key itself",
+		"bad_llm.toml:11: operator.llm.max_turns: must be at least 1",
+		`bad_llm.toml:12: operator.llm.max_risk: must be low, medium or high, got "extreme"`,
+		"subjects.queue.lookups[0].path: {name} is not a parameter of this lookup",
+		`subjects.queue.lookups[0].params.id.type: must be string, int, float, bool or duration, got "text"`,
+		"subjects.queue.lookups[0].params.id: is not used in path",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("check error lacks %q:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "sk-ant-api03-abcdef") {
+		t.Errorf("the error repeats what looks like a key:\n%v", err)
+	}
+}
+
+// TestOperatorDiagnoserFlag: --diagnoser picks the diagnoser of `operator
+// run`; a choice the configuration cannot serve is refused with the TOML
+// path to fix; with the key's variable empty the operator says so at start
+// and diagnoses with the playbooks.
+func TestOperatorDiagnoserFlag(t *testing.T) {
+	const keyEnv = "RATELIMITER_CLI_TEST_LLM_KEY"
+	var (
+		mu    sync.Mutex
+		asked []string // Authorization of each request to the model
+	)
+	model := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked = append(asked, r.Header.Get("Authorization"))
+		mu.Unlock()
+		args, _ := json.Marshal(`{"summary":"the model's view of w1","root_cause":"w1 hangs","cause_invariant":"worker_stuck",` +
+			`"cause_entity":"w1","confidence":0.6,"evidence":[],"alternatives":[],"recommended_actions":[]}`)
+		fmt.Fprintf(w, `{"choices":[{"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function",`+
+			`"function":{"name":"submit_diagnosis","arguments":%s}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":900,"completion_tokens":60}}`, args)
+	}))
+	defer model.Close()
+	queue := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"workers":[{"name":"w1","stuck":true}]}`)
+	}))
+	defer queue.Close()
+	base, err := os.ReadFile("operator/testdata/queue.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(t.TempDir(), "llm.toml")
+	llmSection := fmt.Sprintf("\n[operator.llm]\nprovider = \"openai\"\nbase_url = %q\nmodel = \"test-model\"\napi_key_env = %q\n", model.URL+"/v1", keyEnv)
+	if err := os.WriteFile(cfgPath, append(base, llmSection...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, c := range []struct{ config, diagnoser, want string }{
+		{"operator/testdata/queue.toml", "bogus", `operator.diagnoser: must be rules, llm or both, got "bogus"`},
+		{"operator/testdata/queue.toml", "llm", "operator.llm.provider: the llm and both diagnosers need a provider"},
+	} {
+		_, _, err := runOperatorCLI(t, "run", "--config", c.config, "--diagnoser", c.diagnoser, "--db", filepath.Join(t.TempDir(), "x.db"))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("run --diagnoser %s: %v; want %q", c.diagnoser, err, c.want)
+		}
+	}
+
+	// run for a while on a fresh DB, then show the ticket.
+	f := func(diagnoser string) (logs, show string) {
+		t.Helper()
+		common := []string{"--config", cfgPath, "--db", filepath.Join(t.TempDir(), "op.db"), "--subject-url", queue.URL}
+		var errOut nodetest.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+		defer cancel()
+		args := append([]string{"ratelimiter", "operator", "run", "--mode", "observe", "--interval", "100ms", "--diagnoser", diagnoser}, common...)
+		if err := run(ctx, args, io.Discard, &errOut); err != nil {
+			t.Fatalf("operator run --diagnoser %s: %v; log:\n%s", diagnoser, err, errOut.String())
+		}
+		out, _, err := runOperatorCLI(t, append(append([]string{"tickets", "show"}, common...), "1")...)
+		if err != nil {
+			t.Fatalf("tickets show: %v", err)
+		}
+		return errOut.String(), out
+	}
+	t.Setenv(keyEnv, "sk-cli-test-4b1e")
+	_, show := f("llm")
+	if !strings.Contains(show, "diagnosis (llm, confidence 0.60): the model's view of w1") || !strings.Contains(show, "model: 1 turns, 960 tokens") {
+		t.Errorf("tickets show after --diagnoser llm:\n%s", show)
+	}
+	_, show = f("both")
+	for _, want := range []string{"diagnosis (llm", "  rules (confidence 0.90): Worker w1 stopped taking jobs", "  llm (confidence 0.60): the model's view of w1"} {
+		if !strings.Contains(show, want) {
+			t.Errorf("tickets show after --diagnoser both lacks %q:\n%s", want, show)
+		}
+	}
+	mu.Lock()
+	if len(asked) != 2 || asked[0] != "Bearer sk-cli-test-4b1e" {
+		t.Errorf("the model was asked %q; want twice with the key", asked)
+	}
+	mu.Unlock()
+
+	t.Setenv(keyEnv, "")
+	logs, show := f("llm")
+	if !strings.Contains(logs, "diagnoser llm asked for, but $"+keyEnv+" is empty: diagnosing with the playbooks only") ||
+		!strings.Contains(logs, "diagnoser=rules") {
+		t.Errorf("start-up log without a key:\n%s", logs)
+	}
+	if !strings.Contains(show, "diagnosis (rules") {
+		t.Errorf("tickets show without a key:\n%s", show)
+	}
+	mu.Lock()
+	if len(asked) != 2 {
+		t.Errorf("the model was asked without a key")
+	}
+	mu.Unlock()
+}
