@@ -1,9 +1,11 @@
 package node
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,8 +35,15 @@ const answerP99Bound = 100 * time.Millisecond
 // limit, so every answer is "within" unless it came from failure mode.
 type failoverLoad struct {
 	samples [][]outageSample
+	health  map[string][]healthSample // by node id
 	stop    chan struct{}
 	wg      sync.WaitGroup
+}
+
+// healthSample is what a node said of its store at one moment.
+type healthSample struct {
+	at        time.Time
+	connected bool
 }
 
 func startFailoverLoad(nodes []*testNode) *failoverLoad {
@@ -45,8 +54,10 @@ func startFailoverLoad(nodes []*testNode) *failoverLoad {
 		pace      = 2 * time.Millisecond
 		hardLimit = 30 * time.Second
 	)
-	l := &failoverLoad{samples: make([][]outageSample, workers), stop: make(chan struct{})}
+	l := &failoverLoad{samples: make([][]outageSample, workers), health: map[string][]healthSample{}, stop: make(chan struct{})}
 	begin := time.Now()
+	l.wg.Add(1)
+	go l.watchHealth(nodes, begin.Add(hardLimit))
 	for w := range workers {
 		l.wg.Add(1)
 		go func() {
@@ -69,6 +80,46 @@ func startFailoverLoad(nodes []*testNode) *failoverLoad {
 		}()
 	}
 	return l
+}
+
+// watchHealth polls every node's /health until the load stops.
+func (l *failoverLoad) watchHealth(nodes []*testNode, until time.Time) {
+	defer l.wg.Done()
+	for time.Now().Before(until) {
+		select {
+		case <-l.stop:
+			return
+		case <-time.After(25 * time.Millisecond):
+		}
+		for _, n := range nodes {
+			var h health
+			status, _, data, err := send("GET", n.URL+"/health", "")
+			if err == nil && status == http.StatusOK && json.Unmarshal(data, &h) == nil {
+				l.health[n.ID()] = append(l.health[n.ID()], healthSample{time.Now(), h.RedisConnected})
+			}
+		}
+	}
+}
+
+// disconnections returns, per node, the spans (from the kill) in which it
+// reported its store disconnected.
+func (l *failoverLoad) disconnections(killAt time.Time) map[string][][2]time.Duration {
+	out := map[string][][2]time.Duration{}
+	for id, hs := range l.health {
+		var spans [][2]time.Duration
+		for i, h := range hs {
+			at := h.at.Sub(killAt)
+			switch {
+			case h.connected:
+			case i > 0 && !hs[i-1].connected:
+				spans[len(spans)-1][1] = at
+			default:
+				spans = append(spans, [2]time.Duration{at, at})
+			}
+		}
+		out[id] = spans
+	}
+	return out
 }
 
 // finish stops the load and returns every sample, by start time.
@@ -165,6 +216,31 @@ func checkFailover(t *testing.T, r failoverReport) {
 	}
 }
 
+// checkDisconnections insists that each node reported its store
+// disconnected in one span only, inside the failover window, and connected
+// otherwise: what an operator watching redis_connected sees.
+func checkDisconnections(t *testing.T, l *failoverLoad, killAt time.Time, nodes []*testNode) {
+	t.Helper()
+	spans := l.disconnections(killAt)
+	var figures []string
+	for _, n := range nodes {
+		s := spans[n.ID()]
+		figures = append(figures, fmt.Sprintf("%s %v", n.ID(), s))
+		if len(l.health[n.ID()]) < 20 {
+			t.Errorf("node %s: only %d health samples", n.ID(), len(l.health[n.ID()]))
+			continue
+		}
+		if len(s) != 1 {
+			t.Errorf("node %s reported its store disconnected in %d spans %v; want one, for the outage", n.ID(), len(s), s)
+			continue
+		}
+		if s[0][0] < 0 || s[0][1] > failoverBound {
+			t.Errorf("node %s reported its store disconnected from %v to %v after the kill; want within [0, %v]", n.ID(), s[0][0], s[0][1], failoverBound)
+		}
+	}
+	t.Logf("redis_connected=false spans after the kill (25 ms polls): %s", strings.Join(figures, ", "))
+}
+
 // waitDecidingAgain waits until checks through every node have been decided
 // by Redis for a whole second, and returns when that began after since.
 func waitDecidingAgain(t *testing.T, nodes []*testNode, since time.Time) time.Duration {
@@ -233,9 +309,9 @@ func expectConnected(t *testing.T, nodes []*testNode) {
 // only, and bounds the outage the clients see.
 func testClusterFailover(t *testing.T, c *redistest.Cluster, registry bool) {
 	nodes := []*testNode{
-		startNode(t, testConfig("a", c), nil, nil),
-		startNode(t, testConfig("b", c), nil, nil),
-		startNode(t, testConfig("c", c), nil, nil),
+		startNode(t, testConfig("a", asNodeUser{c}), nil, nil),
+		startNode(t, testConfig("b", asNodeUser{c}), nil, nil),
+		startNode(t, testConfig("c", asNodeUser{c}), nil, nil),
 	}
 	closeConnsFirst(t)
 	expectConnected(t, nodes)
@@ -271,6 +347,7 @@ func testClusterFailover(t *testing.T, c *redistest.Cluster, registry bool) {
 	t.Logf("SIGKILL of master %s (registry slot: %v): %s; every node deciding by Redis again (stable 1 s) %v after the kill",
 		victim.Addr, registry, r, back.Round(time.Millisecond))
 	checkFailover(t, r)
+	checkDisconnections(t, load, killAt, nodes)
 	if got := c.MasterFor(t, "rl:sl:"+key); got != heir {
 		t.Fatalf("after the failover %s is served by %s; want the promoted replica %s", key, got.Addr, heir.Addr)
 	}
@@ -279,5 +356,6 @@ func testClusterFailover(t *testing.T, c *redistest.Cluster, registry bool) {
 
 	// Put the cluster back to full strength for the next test.
 	victim.Restart(t)
+	addNodeUser(t, victim)
 	c.WaitOK(t, 20*time.Second)
 }

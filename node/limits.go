@@ -140,10 +140,27 @@ func (n *Node) handleDeleteLimit(ctx *fasthttp.RequestCtx, pattern string) {
 
 // handleRollback restores a limit's previous version (which may be "it did
 // not exist" or "it was deleted"); rolling back twice undoes the rollback.
+// Because of that, ?if_updated_at=TIME makes the rollback conditional on
+// the version the caller saw: two operators (or two tickets) that both saw
+// a bad change roll it back once, and the second gets 412 instead of
+// restoring the bad version.
 func (n *Node) handleRollback(ctx *fasthttp.RequestCtx, pattern string) {
+	var want time.Time
+	if raw := string(ctx.QueryArgs().Peek("if_updated_at")); raw != "" {
+		t, err := time.Parse(time.RFC3339Nano, raw)
+		if err != nil {
+			n.problem(ctx, badRequest("if_updated_at is not an RFC 3339 time: "+strconvQuote(raw)))
+			return
+		}
+		want = t
+	}
 	rec, err := n.changeLimit(ctx, pattern, func(now time.Time, cur *limitRecord) (*limitRecord, error) {
 		if cur == nil || cur.Previous == nil {
 			return nil, &problemError{status: fasthttp.StatusConflict, typ: "no-previous-version", detail: "limit " + strconvQuote(pattern) + " has no previous version"}
+		}
+		if !want.IsZero() && !cur.UpdatedAt.Equal(want) {
+			return nil, &problemError{status: fasthttp.StatusPreconditionFailed, typ: "version-changed",
+				detail: "limit " + strconvQuote(pattern) + " was updated at " + cur.UpdatedAt.Format(time.RFC3339Nano) + ", not at " + want.Format(time.RFC3339Nano)}
 		}
 		p := cur.Previous
 		return &limitRecord{Limit: p.Limit, CreatedAt: cur.CreatedAt, UpdatedAt: now, Source: "api", Deleted: p.Deleted, Previous: history(cur)}, nil

@@ -261,11 +261,15 @@ func (s *RedisStore) Decide(ctx context.Context, items []Item) error {
 		it.Result, it.Err = parseResult(s.algos[p.alg].lua.Exec(ctx, c, keys[:], args[:]))
 		return it.Err
 	}
-	// Many items: EVALSHA each in one pipeline, then EVAL the ones whose
-	// script the server did not know yet (first use, or after a restart).
+	// Many items: EVALSHA each in one pipeline (on a Cluster the client
+	// splits it by slot), then again for the ones whose script a server did
+	// not know yet (first use, a restart, a promoted replica: script caches
+	// are not replicated) once every server has loaded the scripts. Sending
+	// the source with each of those instead would cost a large first batch
+	// kilobytes per key and its deadline.
 	cmds := make(rueidis.Commands, len(items))
 	for i := range items {
-		cmds[i] = s.evalCmd(c, &items[i], now, true)
+		cmds[i] = s.evalCmd(c, &items[i], now)
 	}
 	var retry []int
 	for i, r := range c.DoMulti(ctx, cmds...) {
@@ -276,12 +280,16 @@ func (s *RedisStore) Decide(ctx context.Context, items []Item) error {
 		items[i].Result, items[i].Err = parseResult(r)
 	}
 	if len(retry) > 0 {
+		err := s.loadScripts(ctx, c)
 		cmds = cmds[:0]
 		for _, i := range retry {
-			cmds = append(cmds, s.evalCmd(c, &items[i], now, false))
+			cmds = append(cmds, s.evalCmd(c, &items[i], now))
 		}
 		for j, r := range c.DoMulti(ctx, cmds...) {
 			items[retry[j]].Result, items[retry[j]].Err = parseResult(r)
+			if err != nil && items[retry[j]].Err != nil {
+				items[retry[j]].Err = err
+			}
 		}
 	}
 	for i := range items {
@@ -292,14 +300,27 @@ func (s *RedisStore) Decide(ctx context.Context, items []Item) error {
 	return nil
 }
 
-func (s *RedisStore) evalCmd(c rueidis.Client, it *Item, now string, sha bool) rueidis.Completed {
+func (s *RedisStore) evalCmd(c rueidis.Client, it *Item, now string) rueidis.Completed {
 	p := it.Policy
-	sc := &s.algos[p.alg]
 	key, cost := s.dataKey(p.alg, it.Key), formatInt(it.Cost)
-	if sha {
-		return c.B().Evalsha().Sha1(sc.sha).Numkeys(1).Key(key).Arg(p.args[0], p.args[1], p.args[2], cost, now).Build()
+	return c.B().Evalsha().Sha1(s.algos[p.alg].sha).Numkeys(1).Key(key).Arg(p.args[0], p.args[1], p.args[2], cost, now).Build()
+}
+
+// loadScripts loads every decision script on every server the client
+// knows: each master of a Cluster, or the one Redis.
+func (s *RedisStore) loadScripts(ctx context.Context, c rueidis.Client) error {
+	for addr, nc := range c.Nodes() {
+		cmds := make(rueidis.Commands, len(s.algos))
+		for i := range s.algos {
+			cmds[i] = nc.B().ScriptLoad().Script(s.algos[i].src).Build()
+		}
+		for _, r := range nc.DoMulti(ctx, cmds...) {
+			if err := r.Error(); err != nil {
+				return fmt.Errorf("cannot load the decision scripts on %s: %w", addr, err)
+			}
+		}
 	}
-	return c.B().Eval().Script(sc.src).Numkeys(1).Key(key).Arg(p.args[0], p.args[1], p.args[2], cost, now).Build()
+	return nil
 }
 
 func parseResult(r rueidis.RedisResult) (limiter.Result, error) {
