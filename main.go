@@ -100,7 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Writer:         stdout,
 		ErrWriter:      stderr,
 		ExitErrHandler: func(*cli.Context, error) {}, // main reports errors once
-		Commands:       []*cli.Command{nodeCommand(), operatorCommand(), loadgenCommand(), chaosCommand(), healthCommand()},
+		Commands:       []*cli.Command{nodeCommand(), operatorCommand(), loadgenCommand(), chaosCommand(), demoCommand(), healthCommand()},
 	}
 	return app.RunContext(ctx, args)
 }

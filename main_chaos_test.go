@@ -38,7 +38,7 @@ func TestChaosRunAll(t *testing.T) {
 	if err != nil {
 		t.Fatalf("chaos run --all: %v\nstderr:\n%s", err, stderr.String())
 	}
-	if !strings.Contains(stdout.String(), "TOTAL 9/9 passed") {
+	if !strings.Contains(stdout.String(), "TOTAL 10/10 passed") {
 		t.Fatalf("scorecard does not say 9/9 passed:\n%s", stdout.String())
 	}
 	steps := readJournal(t, filepath.Join(dir, "journal.jsonl"))

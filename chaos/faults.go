@@ -25,7 +25,9 @@ type Fault interface {
 }
 
 // faultKind makes a fault for a running cluster, and checks a spec before
-// any cluster runs.
+// any cluster runs. needsRedis marks the faults a cluster on in-process
+// stores cannot show: proxy faults, and node faults, which the other nodes
+// only notice through the shared registry.
 type faultKind struct {
 	needsRedis bool
 	validate   func(FaultSpec) error
@@ -36,9 +38,9 @@ type faultKind struct {
 var faultKinds = map[string]faultKind{
 	"none":         {validate: func(FaultSpec) error { return nil }, make: func(FaultSpec, *Cluster) (Fault, error) { return noFault{}, nil }},
 	"proxy":        {needsRedis: true, validate: validateProxy, make: makeProxyFault},
-	"node_kill":    {validate: needNode, make: makeNodeKill},
-	"node_pause":   {validate: needNode, make: makeNodePause},
-	"node_drain":   {validate: needNode, make: makeNodeDrain},
+	"node_kill":    {needsRedis: true, validate: needNode, make: makeNodeKill},
+	"node_pause":   {needsRedis: true, validate: needNode, make: makeNodePause},
+	"node_drain":   {needsRedis: true, validate: needNode, make: makeNodeDrain},
 	"hot_key":      {validate: validateHotKey, make: makeHotKey},
 	"limit_set":    {validate: validateLimitSet, make: makeLimitChange},
 	"limit_remove": {validate: needPattern, make: makeLimitChange},

@@ -44,6 +44,7 @@ type Result struct {
 	RecoverSeconds float64  `json:"time_to_recover_s,omitempty"`
 	Tickets        []string `json:"tickets,omitempty"` // invariant:entity of every ticket opened
 	Error          string   `json:"error,omitempty"`
+	Skipped        string   `json:"skipped,omitempty"` // why the scenario did not run
 	control        bool
 }
 
@@ -51,6 +52,20 @@ type Result struct {
 // returns their results. It stops early when ctx ends; the fault of the
 // scenario under way is still reverted and its cluster stopped.
 func Run(ctx context.Context, cfg Config, scenarios []Scenario) ([]Result, error) {
+	return cfg.each(ctx, scenarios, func(sc Scenario, j *journal) Result { return runFresh(ctx, cfg, sc, j) })
+}
+
+// Tour plays the scenarios one after another on one running cluster, as
+// the demo does. A scenario whose fault the cluster cannot carry (a proxy
+// fault on in-process stores) is skipped and says so.
+func Tour(ctx context.Context, cfg Config, c *Cluster, scenarios []Scenario) ([]Result, error) {
+	return cfg.each(ctx, scenarios, func(sc Scenario, j *journal) Result {
+		j.step(sc.Name, "start", sc, "%s", sc.Description)
+		return play(ctx, cfg, c, sc, j)
+	})
+}
+
+func (cfg *Config) each(ctx context.Context, scenarios []Scenario, f func(Scenario, *journal) Result) ([]Result, error) {
 	if cfg.Steady <= 0 {
 		cfg.Steady = 30 * time.Second
 	}
@@ -60,7 +75,7 @@ func Run(ctx context.Context, cfg Config, scenarios []Scenario) ([]Result, error
 		if ctx.Err() != nil {
 			return results, ctx.Err()
 		}
-		r := runScenario(ctx, cfg, sc, j)
+		r := f(sc, j)
 		results = append(results, r)
 		j.step(sc.Name, "result", r, "%s", verdict(r))
 	}
@@ -68,6 +83,9 @@ func Run(ctx context.Context, cfg Config, scenarios []Scenario) ([]Result, error
 }
 
 func verdict(r Result) string {
+	if r.Skipped != "" {
+		return "SKIPPED: " + r.Skipped
+	}
 	if r.Passed {
 		return "PASS"
 	}
@@ -77,13 +95,10 @@ func verdict(r Result) string {
 	return "FAIL"
 }
 
-// runScenario is one scenario from cluster start to cluster stop.
-func runScenario(ctx context.Context, cfg Config, sc Scenario, j *journal) (res Result) {
-	res = Result{Scenario: sc.Name, control: sc.Expect.Invariant == ""}
+// runFresh is one scenario from cluster start to cluster stop.
+func runFresh(ctx context.Context, cfg Config, sc Scenario, j *journal) Result {
 	fail := func(err error) Result {
-		res.Error = err.Error()
-		res.Passed = false
-		return res
+		return Result{Scenario: sc.Name, control: sc.Expect.Invariant == "", Error: err.Error()}
 	}
 	cc := cfg.Cluster
 	cc.Dir = filepath.Join(cfg.Cluster.Dir, sc.Name)
@@ -104,17 +119,27 @@ func runScenario(ctx context.Context, cfg Config, sc Scenario, j *journal) (res 
 	}()
 	j.step(sc.Name, "cluster", map[string]any{"redis": c.RedisAddr, "proxy": proxyAddr(c), "nodes": c.URLs(), "pids": c.PIDs()},
 		"redis %s behind proxy %s, nodes %v, operator in auto mode", c.RedisAddr, proxyAddr(c), c.URLs())
+	return play(ctx, cfg, c, sc, j)
+}
 
+// play runs one scenario on a running cluster: steady state, inject, wait
+// for the expected outcome, revert (always), steady state again.
+func play(ctx context.Context, cfg Config, c *Cluster, sc Scenario, j *journal) (res Result) {
+	res = Result{Scenario: sc.Name, control: sc.Expect.Invariant == ""}
+	fail := func(err error) Result {
+		res.Error = err.Error()
+		return res
+	}
+	if kind := faultKinds[sc.Fault.Kind]; kind.needsRedis && c.Proxy == nil {
+		res.Skipped = "needs Redis: the nodes run on in-process stores"
+		return res
+	}
 	w := &watcher{c: c, j: j, scenario: sc.Name}
 	if err := waitFor(ctx, cfg.Steady, "steady state", func() error { return c.steady(ctx) }); err != nil {
 		return fail(err)
 	}
 	j.step(sc.Name, "steady", nil, "steady state: every node healthy and connected, load flowing, no ticket open")
 	w.since = time.Now()
-
-	if kind := faultKinds[sc.Fault.Kind]; kind.needsRedis && c.Proxy == nil {
-		return fail(errors.New("this fault needs redis-server"))
-	}
 	fault, err := faultKinds[sc.Fault.Kind].make(sc.Fault, c)
 	if err != nil {
 		return fail(err)
@@ -261,12 +286,13 @@ type watcher struct {
 	since    time.Time
 
 	tickets   map[int64]operator.Ticket
+	opened    map[int64]time.Time // when the watcher first saw each ticket
 	proposals map[int64]operator.Proposal
 }
 
 func (w *watcher) poll(ctx context.Context) {
 	if w.tickets == nil {
-		w.tickets, w.proposals = map[int64]operator.Ticket{}, map[int64]operator.Proposal{}
+		w.tickets, w.proposals, w.opened = map[int64]operator.Ticket{}, map[int64]operator.Proposal{}, map[int64]time.Time{}
 	}
 	ts, err := w.c.Store.Tickets(ctx, operator.TicketFilter{})
 	if err != nil {
@@ -279,6 +305,7 @@ func (w *watcher) poll(ctx context.Context) {
 		old, seen := w.tickets[t.ID]
 		w.tickets[t.ID] = t
 		if !seen {
+			w.opened[t.ID] = time.Now()
 			w.j.step(w.scenario, "ticket", t, "operator saw: %s [%s %s] %s", t.Key, t.Severity, t.Status, t.Message)
 		}
 		if len(t.Diagnosis) > 0 && len(old.Diagnosis) == 0 {
@@ -301,7 +328,11 @@ func (w *watcher) poll(ctx context.Context) {
 		w.proposals[p.ID] = p
 		if !seen || old.Status != p.Status {
 			b, _ := json.Marshal(p.Params)
-			w.j.step(w.scenario, "action", p, "operator action #%d %s %s: %s %s", p.ID, p.Action, b, p.Status, p.Result)
+			result := p.Result
+			if p.Status == operator.ProposalPending {
+				result = "(needs approval: `ratelimiter operator actions approve " + fmt.Sprint(p.ID) + "`)"
+			}
+			w.j.step(w.scenario, "action", p, "operator action #%d %s %s: %s %s", p.ID, p.Action, b, p.Status, result)
 		}
 	}
 }
@@ -381,11 +412,13 @@ func (w *watcher) proposed(ticket int64, e Expect) *operator.Proposal {
 
 // score fills the scorecard columns from what the watcher saw.
 func (w *watcher) score(r *Result, e Expect, t0 time.Time) {
+	// Detection is the ticket opening, grace period included; the ticket's
+	// first_seen is when the violation began, which may be earlier.
 	var first time.Time
 	for _, t := range w.tickets {
 		r.Tickets = append(r.Tickets, t.Key)
-		if first.IsZero() || t.FirstSeen.Before(first) {
-			first = t.FirstSeen
+		if at := w.opened[t.ID]; first.IsZero() || at.Before(first) {
+			first = at
 		}
 	}
 	if r.control {

@@ -11,8 +11,13 @@ import (
 func WriteScorecard(w io.Writer, results []Result, took time.Duration) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SCENARIO\tDETECTED\tINVARIANT\tENTITY\tDIAGNOSIS\tACTION\tRECOVERED\tDETECT\tRECOVER\tRESULT")
-	var passed, detected, inv, ent, diag, act, rec, faults int
+	var passed, detected, inv, ent, diag, act, rec, faults, skipped int
 	for _, r := range results {
+		if r.Skipped != "" {
+			skipped++
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\tSKIPPED\n", r.Scenario)
+			continue
+		}
 		if r.Passed {
 			passed++
 		}
@@ -37,8 +42,13 @@ func WriteScorecard(w io.Writer, results []Result, took time.Duration) {
 			secs(r.Detected, r.DetectSeconds), secs(r.Recovered && r.RecoverSeconds > 0, r.RecoverSeconds), result(r))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "TOTAL %d/%d passed; of %d faults: detected %d, right invariant %d, entity %d, diagnosis %d, action %d; recovered %d/%d; %s\n",
-		passed, len(results), faults, detected, inv, ent, diag, act, rec, len(results), took.Round(time.Second))
+	ran := len(results) - skipped
+	fmt.Fprintf(w, "TOTAL %d/%d passed", passed, ran)
+	if skipped > 0 {
+		fmt.Fprintf(w, " (%d skipped)", skipped)
+	}
+	fmt.Fprintf(w, "; of %d faults: detected %d, right invariant %d, entity %d, diagnosis %d, action %d; recovered %d/%d; %s\n",
+		faults, detected, inv, ent, diag, act, rec, ran, took.Round(time.Second))
 }
 
 func yes(b bool) string {
