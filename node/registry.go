@@ -113,15 +113,48 @@ func (n *Node) nodes(ctx context.Context) clusterView {
 		default:
 			info.State = stateHealthy
 		}
-		if id == n.id { // our own entry is live, not a second old
-			info.RedisConnected = true
-			info.record = n.record()
+		if id == n.id { // our own entry is live, not a heartbeat old
+			info.State, info.RedisConnected, info.record = n.selfState(), n.connected.Load(), n.record()
 		}
 		view.Nodes = append(view.Nodes, info)
 	}
+	n.askStale(view.Nodes)
 	sort.Slice(view.Nodes, func(i, j int) bool { return view.Nodes[i].ID < view.Nodes[j].ID })
 	n.view.Store(&view)
 	return view
+}
+
+// askStale asks each node whose heartbeat is stale for its /health before
+// calling it unhealthy. A heartbeat can be late while the node is fine: its
+// store, or the part of a Redis Cluster holding the registry, failed for a
+// moment (a failover). A node that answers reports its own state and
+// connection; one that does not answer stays unhealthy.
+func (n *Node) askStale(nodes []NodeInfo) {
+	var wg sync.WaitGroup
+	for i := range nodes {
+		if nodes[i].State != stateUnhealthy || nodes[i].ID == n.id {
+			continue
+		}
+		wg.Add(1)
+		go func(info *NodeInfo) {
+			defer wg.Done()
+			if h, ok := n.askHealth(info); ok {
+				info.State, info.RedisConnected = h.State, h.RedisConnected
+			}
+		}(&nodes[i])
+	}
+	wg.Wait()
+}
+
+// askHealth asks a peer for its /health, briefly.
+func (n *Node) askHealth(info *NodeInfo) (health, bool) {
+	var h health
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://" + info.Address + "/health")
+	ok := n.peers.DoTimeout(req, resp, 300*time.Millisecond) == nil && json.Unmarshal(resp.Body(), &h) == nil && h.ID == info.ID
+	return h, ok
 }
 
 // health is this node's own report: GET /health, and what peers ask for
@@ -155,12 +188,7 @@ func (n *Node) peerView(ctx context.Context) clusterView {
 		go func(info NodeInfo) {
 			defer wg.Done()
 			info.State, info.RedisConnected = stateUnhealthy, false
-			var h health
-			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			req.SetRequestURI("http://" + info.Address + "/health")
-			if n.peers.DoTimeout(req, resp, 300*time.Millisecond) == nil && json.Unmarshal(resp.Body(), &h) == nil && h.ID == info.ID {
+			if h, ok := n.askHealth(&info); ok {
 				info.State, info.RedisConnected = h.State, h.RedisConnected
 			}
 			mu.Lock()
