@@ -194,12 +194,15 @@ func (m *llmDiagnoser) Diagnose(ctx context.Context, t Ticket, obs map[string]an
 	for i, tl := range m.tools {
 		names[i] = tl.Name
 	}
-	m.audit(ctx, t.ID, "llm_request", map[string]any{"turn": 1, "provider": m.cfg.Provider, "model": m.cfg.Model,
-		"endpoint": m.client.Endpoint(), "system": m.system, "tools": names, "messages": msgs})
+	// What is new in each request: all of it at first, then the turn's
+	// tool results; audited just before it is sent.
+	sending := map[string]any{"turn": 1, "provider": m.cfg.Provider, "model": m.cfg.Model,
+		"endpoint": m.client.Endpoint(), "system": m.system, "tools": names, "messages": msgs}
 	for turn := 1; turn <= m.cfg.MaxTurns; turn++ {
 		if err := m.budget(ctx, d.Tokens); err != nil {
 			return d, err
 		}
+		m.audit(ctx, t.ID, "llm_request", sending)
 		start := time.Now() // wall time of the call, whatever the injected clock says
 		resp, err := m.client.Complete(ctx, llm.Request{System: m.system, Messages: msgs, Tools: m.tools, MaxTokens: m.cfg.MaxTokens})
 		d.Turns = turn
@@ -246,7 +249,7 @@ func (m *llmDiagnoser) Diagnose(ctx context.Context, t Ticket, obs map[string]an
 			}
 		}
 		msgs = append(msgs, next)
-		m.audit(ctx, t.ID, "llm_request", map[string]any{"turn": turn + 1, "messages": []llm.Message{next}})
+		sending = map[string]any{"turn": turn + 1, "messages": []llm.Message{next}}
 	}
 	return d, fmt.Errorf("no diagnosis within [operator.llm] max_turns (%d)", m.cfg.MaxTurns)
 }
