@@ -6,6 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ratelimiter/ratelimiter/chaos"
+	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
 // TestMain lets chaos and demo re-execute this test binary as the real
@@ -158,4 +164,122 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestChaosFaultsInjectAndRevert checks each fault kind on a real cluster:
+// Inject has the effect it claims and Revert undoes it.
+func TestChaosFaultsInjectAndRevert(t *testing.T) {
+	f, err := loadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c, err := chaos.StartCluster(ctx, chaos.ClusterConfig{
+		Command: selfCommand, Nodes: 2, Operator: f.Operator, Subject: f.Subjects["ratelimiter"],
+		Interval: time.Hour, // the operator ticks once: these faults are checked by hand
+		Dir:      t.TempDir(), Log: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	n1, n2 := c.Nodes[0], c.Nodes[1]
+	client := &http.Client{Timeout: 500 * time.Millisecond}
+	status := func(url string) int {
+		resp, err := client.Get(url)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	limitOf := func(pattern string) int64 {
+		var doc struct{ Limits []limiter.Limit }
+		resp, err := client.Get(n1.URL() + "/api/v1/limits")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		json.NewDecoder(resp.Body).Decode(&doc)
+		for _, l := range doc.Limits {
+			if l.KeyPattern == pattern {
+				return l.MaxRequests
+			}
+		}
+		return 0
+	}
+	checkTook := func() time.Duration {
+		start := time.Now()
+		resp, err := client.Post(n1.URL()+"/api/v1/check", "application/json", strings.NewReader(`{"key":"api:probe"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return time.Since(start)
+	}
+	play := func(spec chaos.FaultSpec, during, after func() error) {
+		t.Helper()
+		fault, err := chaos.NewFault(spec, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fault.Inject(ctx); err != nil {
+			t.Fatalf("%s: inject: %v", spec.Kind, err)
+		}
+		if err := during(); err != nil {
+			t.Errorf("%s, injected: %v", spec.Kind, err)
+		}
+		what, err := fault.Revert(ctx)
+		if err != nil {
+			t.Fatalf("%s: revert: %v", spec.Kind, err)
+		}
+		if err := after(); err != nil {
+			t.Errorf("%s, reverted (%s): %v", spec.Kind, what, err)
+		}
+		if what2, err := fault.Revert(ctx); err != nil {
+			t.Errorf("%s: a second revert failed: %v (%s)", spec.Kind, err, what2)
+		}
+	}
+	want := func(cond bool, format string, args ...any) error {
+		if cond {
+			return nil
+		}
+		return fmt.Errorf(format, args...)
+	}
+	health2 := n2.URL() + "/health"
+
+	play(chaos.FaultSpec{Kind: "limit_set", KeyPattern: "api:*", MaxRequests: 1, WindowSeconds: 60},
+		func() error { return want(limitOf("api:*") == 1, "api:* limit %d; want 1", limitOf("api:*")) },
+		func() error { return want(limitOf("api:*") == 1000, "api:* limit %d; want 1000", limitOf("api:*")) })
+	play(chaos.FaultSpec{Kind: "limit_remove", KeyPattern: "api:*"},
+		func() error { return want(limitOf("api:*") == 0, "api:* still listed with %d", limitOf("api:*")) },
+		func() error { return want(limitOf("api:*") == 1000, "api:* limit %d; want 1000", limitOf("api:*")) })
+	play(chaos.FaultSpec{Kind: "proxy", Proxy: chaos.ProxyFault{Type: "latency", LatencyMs: 30}},
+		func() error { d := checkTook(); return want(d >= 30*time.Millisecond, "a check took %v under 30 ms of latency", d) },
+		func() error { return want(len(c.Proxy.Faults()) == 0, "proxy faults left: %+v", c.Proxy.Faults()) })
+	play(chaos.FaultSpec{Kind: "node_drain", Node: "node-2"},
+		func() error { return want(status(health2) == 503, "drained /health = %d; want 503", status(health2)) },
+		func() error { return want(status(health2) == 200, "undrained /health = %d; want 200", status(health2)) })
+	play(chaos.FaultSpec{Kind: "node_pause", Node: "node-2"},
+		func() error { return want(status(health2) == 0, "paused node answered /health") },
+		func() error { return want(status(health2) == 200, "resumed /health = %d; want 200", status(health2)) })
+	pid := n2.PID()
+	play(chaos.FaultSpec{Kind: "node_kill", Node: "node-2"},
+		func() error { return want(n2.PID() == 0 && status(health2) == 0, "killed node still runs (pid %d)", n2.PID()) },
+		func() error {
+			return want(n2.PID() != 0 && n2.PID() != pid && status(health2) == 200, "restarted node: pid %d (was %d), /health %d", n2.PID(), pid, status(health2))
+		})
+	play(chaos.FaultSpec{Kind: "hot_key", Key: "user:flood-", Rate: 200},
+		func() error {
+			time.Sleep(time.Second)
+			var cv struct{ Used int64 }
+			resp, err := client.Get(n1.URL() + "/api/v1/counters/user:flood-hot")
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			json.NewDecoder(resp.Body).Decode(&cv)
+			return want(cv.Used >= 100, "user:flood-hot used %d after a second at 200/s; want its limit, 100", cv.Used)
+		},
+		func() error { return nil })
 }

@@ -46,6 +46,18 @@ var faultKinds = map[string]faultKind{
 	"limit_remove": {validate: needPattern, make: makeLimitChange},
 }
 
+// NewFault makes the fault spec describes for a running cluster.
+func NewFault(spec FaultSpec, c *Cluster) (Fault, error) {
+	if err := spec.validate(); err != nil {
+		return nil, err
+	}
+	k := faultKinds[spec.Kind]
+	if k.needsRedis && c.Proxy == nil {
+		return nil, fmt.Errorf("a %s fault needs Redis; the cluster runs on in-process stores", spec.Kind)
+	}
+	return k.make(spec, c)
+}
+
 func (f FaultSpec) validate() error {
 	k, ok := faultKinds[f.Kind]
 	if !ok {

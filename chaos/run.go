@@ -140,7 +140,7 @@ func play(ctx context.Context, cfg Config, c *Cluster, sc Scenario, j *journal) 
 	}
 	j.step(sc.Name, "steady", nil, "steady state: every node healthy and connected, load flowing, no ticket open")
 	w.since = time.Now()
-	fault, err := faultKinds[sc.Fault.Kind].make(sc.Fault, c)
+	fault, err := NewFault(sc.Fault, c)
 	if err != nil {
 		return fail(err)
 	}
