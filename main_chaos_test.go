@@ -255,7 +255,10 @@ func TestChaosFaultsInjectAndRevert(t *testing.T) {
 		func() error { return want(limitOf("api:*") == 0, "api:* still listed with %d", limitOf("api:*")) },
 		func() error { return want(limitOf("api:*") == 1000, "api:* limit %d; want 1000", limitOf("api:*")) })
 	play(chaos.FaultSpec{Kind: "proxy", Proxy: chaos.ProxyFault{Type: "latency", LatencyMs: 30}},
-		func() error { d := checkTook(); return want(d >= 30*time.Millisecond, "a check took %v under 30 ms of latency", d) },
+		func() error {
+			d := checkTook()
+			return want(d >= 30*time.Millisecond, "a check took %v under 30 ms of latency", d)
+		},
 		func() error { return want(len(c.Proxy.Faults()) == 0, "proxy faults left: %+v", c.Proxy.Faults()) })
 	play(chaos.FaultSpec{Kind: "node_drain", Node: "node-2"},
 		func() error { return want(status(health2) == 503, "drained /health = %d; want 503", status(health2)) },
@@ -265,7 +268,9 @@ func TestChaosFaultsInjectAndRevert(t *testing.T) {
 		func() error { return want(status(health2) == 200, "resumed /health = %d; want 200", status(health2)) })
 	pid := n2.PID()
 	play(chaos.FaultSpec{Kind: "node_kill", Node: "node-2"},
-		func() error { return want(n2.PID() == 0 && status(health2) == 0, "killed node still runs (pid %d)", n2.PID()) },
+		func() error {
+			return want(n2.PID() == 0 && status(health2) == 0, "killed node still runs (pid %d)", n2.PID())
+		},
 		func() error {
 			return want(n2.PID() != 0 && n2.PID() != pid && status(health2) == 200, "restarted node: pid %d (was %d), /health %d", n2.PID(), pid, status(health2))
 		})

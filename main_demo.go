@@ -72,7 +72,7 @@ func demo(c *cli.Context) error {
 		Command: selfCommand, Nodes: 3, InProcessOK: true,
 		Operator: f.Operator, Subject: f.Subjects[f.Operator.Subject], Interval: time.Second,
 		Load: c.Float64("load"), LoadKeys: 1000, LoadPrefix: "api:bg-",
-		Dir: dir, Log: slog.New(slog.NewJSONHandler(runLog, nil)),
+		Dir: dir, Log: slog.New(slog.NewJSONHandler(runLog, nil)), StatusAddr: "127.0.0.1:0",
 	})
 	if err != nil {
 		return err
@@ -89,6 +89,7 @@ func demo(c *cli.Context) error {
 	for _, n := range cluster.Nodes {
 		fmt.Fprintf(out, "node %s: %s\n", n.ID, n.URL())
 	}
+	fmt.Fprintf(out, "operator status page: %s\n", cluster.StatusURL)
 	fmt.Fprintln(out, "\ntimeline (seconds since the tour began):")
 	start := time.Now()
 	results, err := chaos.Tour(c.Context, chaos.Config{Timeline: out}, cluster, tour)

@@ -41,6 +41,7 @@ func TestDemoTour(t *testing.T) {
 	}
 	mustContain(t, out,
 		"store: a private redis-server",
+		"operator status page: http://127.0.0.1:",
 		"injected: SIGKILL node-2",
 		"operator saw: node_down:node-2",
 		"operator concluded",

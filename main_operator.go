@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"sort"
 	"strconv"
 	"strings"
@@ -38,6 +41,7 @@ func operatorFlags() []cli.Flag {
 		&cli.StringFlag{Name: "diagnoser", Usage: "rules, llm or both (llm and both need [operator.llm]; docs/llm.md)"},
 		&cli.StringSliceFlag{Name: "subject-url", Usage: "override the subject's base URLs (repeatable)"},
 		&cli.BoolFlag{Name: "json", Usage: "JSON output for list and show"},
+		&cli.StringFlag{Name: "http", Usage: "serve the read-only status page, its JSON and /metrics on this address (run only)"},
 	)
 }
 
@@ -169,7 +173,13 @@ func argID(c *cli.Context) (int64, error) {
 }
 
 func operatorCommand() *cli.Command {
-	run := withOperator(func(c *cli.Context, env *operatorEnv) error { return env.op.Run(c.Context) })
+	run := withOperator(func(c *cli.Context, env *operatorEnv) error {
+		addr, ok := lookup(c, "http")
+		if !ok {
+			return env.op.Run(c.Context)
+		}
+		return serveWhile(c.Context, addr, env.op.StatusHandler(), env.op.Run)
+	})
 	return &cli.Command{
 		Name:   "operator",
 		Usage:  "watch a subject, open tickets, diagnose and act (default: run)",
@@ -414,4 +424,24 @@ func actionsCommand() *cli.Command {
 		{Name: "approve", ArgsUsage: "ID", Flags: operatorFlags(), Action: decide(operator.ProposalApproved)},
 		{Name: "reject", ArgsUsage: "ID", Flags: operatorFlags(), Action: decide(operator.ProposalRejected)},
 	}}
+}
+
+// serveWhile serves h on addr for as long as run runs, and stops serving
+// when it returns.
+func serveWhile(ctx context.Context, addr string, h http.Handler, run func(context.Context) error) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	runErr := run(ctx)
+	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(shut)
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) && runErr == nil {
+		return err
+	}
+	return runErr
 }

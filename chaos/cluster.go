@@ -42,6 +42,8 @@ type ClusterConfig struct {
 	LoadPrefix  string
 	Dir         string // logs and the operator database
 	Log         *slog.Logger
+	// StatusAddr, when set, serves the operator's status page there.
+	StatusAddr string
 }
 
 // Cluster is a running local cluster: redis-server behind the fault proxy,
@@ -56,6 +58,7 @@ type Cluster struct {
 	Nodes     []*Node
 	Store     *operator.Store
 	Operator  *operator.Operator
+	StatusURL string // the operator's status page, when served
 	http      *http.Client
 
 	stop    context.CancelFunc // the proxy, operator and load
@@ -100,8 +103,30 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (c *Cluster, err error
 	if err := c.startOperator(runCtx); err != nil {
 		return c, err
 	}
+	if err := c.serveStatus(runCtx); err != nil {
+		return c, err
+	}
 	c.startLoad(runCtx)
 	return c, nil
+}
+
+// serveStatus serves the operator's status page until the cluster stops.
+func (c *Cluster) serveStatus(runCtx context.Context) error {
+	if c.cfg.StatusAddr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", c.cfg.StatusAddr)
+	if err != nil {
+		return fmt.Errorf("cannot serve the status page: %w", err)
+	}
+	c.StatusURL = "http://" + ln.Addr().String() + "/"
+	srv := &http.Server{Handler: c.Operator.StatusHandler(), ReadHeaderTimeout: 5 * time.Second}
+	c.wg.Go(func() { srv.Serve(ln) })
+	c.wg.Go(func() {
+		<-runCtx.Done()
+		srv.Close()
+	})
+	return nil
 }
 
 // startRedis runs a private redis-server behind the proxy and returns the

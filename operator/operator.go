@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -34,8 +35,14 @@ type Operator struct {
 	exec     *executor
 	// unreachable is the subject's subject_unreachable definition.
 	unreachable Invariant
-	// lastObs is the last successful observation, for diagnoses.
+	// lastObs is the last successful observation, for diagnoses; the
+	// status page reads it, with when and how the last attempt went, under
+	// obsMu.
+	obsMu   sync.Mutex
 	lastObs map[string]any
+	lastAt  time.Time
+	lastErr error
+	metrics *opMetrics
 }
 
 // New prepares an operator. urls, when not empty, replace the subject's
@@ -64,7 +71,7 @@ func New(cfg Config, subj Subject, urls []string, store *Store, log *slog.Logger
 	}
 	host, _ := os.Hostname()
 	o := &Operator{cfg: cfg, subj: &subj, store: store, log: log.With("role", "operator", "subject", cfg.Subject),
-		now: now, owner: fmt.Sprintf("%s/%d/%08x", host, os.Getpid(), rand.Uint32()), eval: eval, diag: newRules(&subj),
+		now: now, owner: fmt.Sprintf("%s/%d/%08x", host, os.Getpid(), rand.Uint32()), eval: eval, diag: newRules(&subj), metrics: newOpMetrics(),
 		unreachable: Invariant{Name: SubjectUnreachable, Severity: "critical", Message: "the subject did not answer its observations"}}
 	for _, inv := range subj.Invariants {
 		if inv.Name == SubjectUnreachable {
@@ -115,6 +122,14 @@ func (o *Operator) chooseDiagnoser() error {
 // Diagnoser is the diagnoser in use (rules, llm or both) and, when it is
 // not the configured one, why.
 func (o *Operator) Diagnoser() (name, note string) { return o.diagName, o.diagNote }
+
+// lastObservation is the last successful observation, when the last
+// attempt was made and how it failed, if it did.
+func (o *Operator) lastObservation() (map[string]any, time.Time, error) {
+	o.obsMu.Lock()
+	defer o.obsMu.Unlock()
+	return o.lastObs, o.lastAt, o.lastErr
+}
 
 // Observe reads the subject once (the `operator observe` command).
 func (o *Operator) Observe(ctx context.Context) (map[string]any, error) { return o.obs.observe(ctx) }
@@ -180,8 +195,16 @@ func (o *Operator) mode(ctx context.Context) string {
 // Tick is one pass of the loop: observe, evaluate, open or update tickets,
 // diagnose new ones, act by mode, verify, resolve what cleared.
 func (o *Operator) Tick(ctx context.Context) error {
+	start := time.Now()
+	defer o.metrics.loop.UpdateDuration(start)
 	now := o.now()
 	obs, obsErr := o.obs.observe(ctx)
+	o.obsMu.Lock()
+	o.lastAt, o.lastErr = now, obsErr
+	if obsErr == nil {
+		o.lastObs = obs
+	}
+	o.obsMu.Unlock()
 	v, state := o.eval.unreachable(o.unreachable, obsErr != nil, now)
 	active := map[string]bool{}
 	var errs []error
@@ -201,7 +224,6 @@ func (o *Operator) Tick(ctx context.Context) error {
 		}
 		return errors.Join(append(errs, o.saveTimers(ctx))...)
 	}
-	o.lastObs = obs
 	if state == stepHolding {
 		active[SubjectUnreachable+":"] = true
 	}
@@ -366,7 +388,9 @@ func (o *Operator) resolveCleared(ctx context.Context, active map[string]bool, n
 			return err
 		}
 		for _, p := range succeeded {
-			_, _ = o.store.Transition(ctx, p.ID, ProposalSucceeded, ProposalVerified, "operator", "the violation cleared", now)
+			if ok, _ := o.store.Transition(ctx, p.ID, ProposalSucceeded, ProposalVerified, "operator", "the violation cleared", now); ok {
+				o.metrics.action(ProposalVerified)
+			}
 		}
 	}
 	return nil
@@ -433,6 +457,7 @@ func (o *Operator) run(ctx context.Context, p Proposal, actor string, now time.T
 		o.log.Info("action executed", "proposal", p.ID, "action", p.Action, "result", result)
 	}
 	_, _ = o.store.Transition(ctx, p.ID, ProposalExecuting, to, actor, result, o.now())
+	o.metrics.action(to)
 	if err != nil && p.TicketID != 0 {
 		_, _ = o.store.SetStatus(ctx, p.TicketID, nil, StatusRemediationFailed, actor, "action "+p.Action+" failed: "+result)
 	}
@@ -453,6 +478,7 @@ func (o *Operator) verify(ctx context.Context, now time.Time) error {
 			fmt.Sprintf("the violation did not clear within %s", o.cfg.VerifyWithin.Duration), now); ok {
 			_, _ = o.store.SetStatus(ctx, p.TicketID, nil, StatusRemediationFailed, "operator",
 				"escalated: "+p.Action+" did not clear the violation")
+			o.metrics.action(ProposalVerifyFailed)
 			o.log.Error("remediation failed: escalating", "ticket", p.TicketID, "action", p.Action)
 		}
 	}
