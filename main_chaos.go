@@ -78,6 +78,7 @@ func chaosCommand() *cli.Command {
 					&cli.Float64Flag{Name: "load", Value: 150, Usage: "background checks per second over all nodes"},
 					&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "operator loop interval"},
 					&cli.BoolFlag{Name: "json", Usage: "print the results as JSON instead of the scorecard"},
+					&cli.StringFlag{Name: "diagnoser", Usage: "rules, llm or both (default: [operator] diagnoser); llm and both need [operator.llm]"},
 				),
 				Action: chaosRun,
 			},
@@ -133,6 +134,12 @@ func chaosRun(c *cli.Context) error {
 	f, err := loadConfig(c.String("config"))
 	if err != nil {
 		return err
+	}
+	if c.IsSet("diagnoser") {
+		f.Operator.Diagnoser = c.String("diagnoser")
+		if err := f.Operator.Validate(); err != nil {
+			return fmt.Errorf("invalid --diagnoser: %w", err)
+		}
 	}
 	subj, ok := f.Subjects[f.Operator.Subject]
 	if !ok {

@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -287,4 +289,79 @@ func TestChaosFaultsInjectAndRevert(t *testing.T) {
 			return want(cv.Used >= 100, "user:flood-hot used %d after a second at 200/s; want its limit, 100", cv.Used)
 		},
 		func() error { return nil })
+}
+
+// TestChaosRunWithModel plays node-kill with the LLM diagnoser against a
+// stand-in OpenAI-compatible server. The stand-in reads the ticket from the
+// prompt and submits a structured diagnosis, so the scorecard's "right
+// diagnosis" is judged on cause_invariant and cause_entity.
+func TestChaosRunWithModel(t *testing.T) {
+	var calls atomic.Int64
+	model := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		var req struct {
+			Messages []struct {
+				Role    string `json:"role"`
+				Content string `json:"content"`
+			} `json:"messages"`
+			Tools []struct {
+				Function struct{ Name string } `json:"function"`
+			} `json:"tools"`
+		}
+		if r.URL.Path != "/v1/chat/completions" || json.NewDecoder(r.Body).Decode(&req) != nil {
+			http.Error(w, "unexpected request", http.StatusBadRequest)
+			return
+		}
+		var doc struct {
+			Ticket struct{ Invariant, Entity string } `json:"ticket"`
+		}
+		for _, m := range req.Messages {
+			if i := strings.Index(m.Content, "\n\n{"); m.Role == "user" && i >= 0 {
+				json.Unmarshal([]byte(m.Content[i+2:]), &doc)
+			}
+		}
+		args, _ := json.Marshal(map[string]any{
+			"summary": "node " + doc.Ticket.Entity + " is gone", "root_cause": "its process stopped heartbeating",
+			"cause_invariant": doc.Ticket.Invariant, "cause_entity": doc.Ticket.Entity, "confidence": 0.9,
+			"evidence": []string{"state unhealthy"}, "alternatives": []string{"a partition"},
+			"recommended_actions": []map[string]any{{"action": "drain_node", "params": map[string]any{"node_id": doc.Ticket.Entity}, "reason": "stop routing to it"}},
+		})
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{
+			"id": "c1", "object": "chat.completion", "model": "stand-in",
+			"choices": []map[string]any{{"index": 0, "finish_reason": "tool_calls", "message": map[string]any{
+				"role": "assistant", "content": nil,
+				"tool_calls": []map[string]any{{"id": "call_1", "type": "function",
+					"function": map[string]any{"name": "submit_diagnosis", "arguments": string(args)}}}}}},
+			"usage": map[string]any{"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
+		})
+	}))
+	defer model.Close()
+
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.toml")
+	llmSection := "\n[operator.llm]\nprovider = \"openai\"\nmodel = \"stand-in\"\napi_key_env = \"\"\nbase_url = \"" + model.URL + "/v1\"\n"
+	if err := os.WriteFile(cfg, append(append([]byte{}, defaultConfig...), llmSection...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"ratelimiter", "chaos", "run", "--scenario", "node-kill", "--diagnoser", "llm",
+		"--config", cfg, "--dir", filepath.Join(dir, "run")}, &stdout, &stderr)
+	t.Logf("stdout:\n%s", stdout.String())
+	if err != nil {
+		t.Fatalf("chaos run --diagnoser llm: %v\nstderr:\n%s", err, stderr.String())
+	}
+	if calls.Load() == 0 {
+		t.Fatal("the stand-in model was never asked")
+	}
+	mustContain(t, stdout.String(), "node node-2 is gone", "TOTAL 1/1 passed")
+	var diag bool
+	for _, s := range readJournal(t, filepath.Join(dir, "run", "journal.jsonl")) {
+		if s.Step == "diagnosis" && strings.Contains(string(s.Detail), `"diagnoser":"llm"`) && strings.Contains(string(s.Detail), `"cause_entity":"node-2"`) {
+			diag = true
+		}
+	}
+	if !diag {
+		t.Error("the journal has no diagnosis by the model naming node-2")
+	}
 }

@@ -443,8 +443,7 @@ func (w *watcher) score(r *Result, e Expect, t0 time.Time) {
 			continue
 		}
 		r.RightEntity = true
-		summary, cause := diagnosisText(t.Diagnosis)
-		if len(t.Diagnosis) > 0 && re.MatchString(summary+"\n"+cause) {
+		if rightDiagnosis(t.Diagnosis, e, re) {
 			r.RightDiagnosis = true
 		}
 		if e.Action == "" {
@@ -468,15 +467,39 @@ func (w *watcher) anyAction(ticket int64) bool {
 	return false
 }
 
+// storedDiagnosis is the part of a ticket's diagnosis the scorecard reads.
+type storedDiagnosis struct {
+	Diagnoser      string `json:"diagnoser"`
+	Summary        string `json:"summary"`
+	RootCause      string `json:"root_cause"`
+	CauseInvariant string `json:"cause_invariant"`
+	CauseEntity    string `json:"cause_entity"`
+}
+
 // diagnosisText takes the summary and root cause out of a stored
 // diagnosis.
 func diagnosisText(raw json.RawMessage) (summary, cause string) {
-	var d struct {
-		Summary   string `json:"summary"`
-		RootCause string `json:"root_cause"`
-	}
+	var d storedDiagnosis
 	json.Unmarshal(raw, &d)
 	return d.Summary, d.RootCause
+}
+
+// rightDiagnosis judges a playbook's diagnosis by its text (the scenario's
+// regular expression) and a model's by its structured root cause: the
+// expected invariant, and an entity the scenario's glob matches. A model's
+// wording is its own; its cause_invariant and cause_entity are not.
+func rightDiagnosis(raw json.RawMessage, e Expect, re *regexp.Regexp) bool {
+	if len(raw) == 0 {
+		return false
+	}
+	var d storedDiagnosis
+	if json.Unmarshal(raw, &d) != nil {
+		return false
+	}
+	if d.Diagnoser == "" || d.Diagnoser == "rules" {
+		return re.MatchString(d.Summary + "\n" + d.RootCause)
+	}
+	return d.CauseInvariant == e.Invariant && entityMatches(e.Entity, d.CauseEntity)
 }
 
 func round1(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }
