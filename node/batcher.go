@@ -11,12 +11,14 @@ import (
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
-// batcher gathers the checks that arrive while earlier ones are in flight
-// into one call of limiter.BatchScript. Under load this pays Redis' per-call
-// cost and the client's per-command cost once per batch; when idle a check
-// goes out alone, at once, so nothing waits for a batch to fill. It is used
-// only on a single Redis: on a Cluster the keys of one call must share a
-// slot, so each check there is its own script call.
+// batcher gathers the checks that arrive while earlier ones are in flight.
+// On a single Redis (or a Sentinel-managed primary) a batch is one call of
+// limiter.BatchScript: under load this pays Redis' per-call cost and the
+// client's per-command cost once per batch. On a Redis Cluster the keys of
+// one script call must share a slot, so a batch is one script call per
+// check, handed to the client at once, which writes each master's share in
+// one go. When idle a check goes out alone, at once, so nothing waits for a
+// batch to fill.
 type batcher struct {
 	s    *RedisStore
 	in   chan *waiter
@@ -157,6 +159,10 @@ func (b *batcher) run(batch []*waiter, keys, args []string) ([]string, []string)
 		w.res, w.err = parseResult(b.s.algos[p.alg].lua.Exec(ctx, c, k[:], a[:]))
 		return keys, args
 	}
+	if c.Mode() == rueidis.ClientModeCluster {
+		b.runEach(ctx, c, batch, nowArg)
+		return keys, args
+	}
 	args = append(args, nowArg)
 	for _, w := range batch {
 		p := w.policy
@@ -179,6 +185,20 @@ func (b *batcher) run(batch []*waiter, keys, args []string) ([]string, []string)
 		}
 	}
 	return keys, args
+}
+
+// runEach decides batch on a Redis Cluster, where the keys of one script
+// call must share a slot: one script call per check, all handed to the
+// client at once, which pipelines them to each master in one write.
+func (b *batcher) runEach(ctx context.Context, c rueidis.Client, batch []*waiter, now string) {
+	items := make([]Item, len(batch))
+	for i, w := range batch {
+		items[i] = Item{Key: w.key, Cost: w.cost, Policy: w.policy}
+	}
+	b.s.decideEach(ctx, c, items, now, true)
+	for i, w := range batch {
+		w.res, w.err = items[i].Result, items[i].Err
+	}
 }
 
 // algIndex is each algorithm's 1-based index, as BatchScript wants it.

@@ -19,9 +19,11 @@ import (
 )
 
 // RedisStore keeps the cluster state in Redis (standalone, Sentinel or
-// Cluster). Every decision is one Lua script on one key; the shared hashes
-// all carry the hash tag {prefix} so they sit in one Cluster slot and the
-// scripts that touch two of them stay legal.
+// Cluster). Every decision is one Lua script on one key (or, on a single
+// Redis, one batch script on many keys); the shared hashes all carry the
+// hash tag {prefix} so they sit in one Cluster slot and the scripts that
+// touch two of them stay legal. Nothing lists or counts keys (KEYS, SCAN,
+// DBSIZE): on a Cluster those answer for one master only.
 type RedisStore struct {
 	opt    rueidis.ClientOption
 	prefix string
@@ -34,8 +36,7 @@ type RedisStore struct {
 
 	algos                  [4]script
 	swap, heartbeat, batch script
-	// batcher groups concurrent checks on a single Redis; nil on a Cluster
-	// and until the first connection.
+	// batcher groups concurrent checks; nil until the first connection.
 	batcher       atomic.Pointer[batcher]
 	version, hkey string
 	algKey        [4]string // data key prefixes, one per algorithm
@@ -205,9 +206,7 @@ func (s *RedisStore) connect() (rueidis.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.Mode() != rueidis.ClientModeCluster {
-		s.batcher.Store(newBatcher(s))
-	}
+	s.batcher.Store(newBatcher(s))
 	s.client.Store(&c)
 	return c, nil
 }
@@ -261,15 +260,26 @@ func (s *RedisStore) Decide(ctx context.Context, items []Item) error {
 		it.Result, it.Err = parseResult(s.algos[p.alg].lua.Exec(ctx, c, keys[:], args[:]))
 		return it.Err
 	}
-	// Many items: EVALSHA each in one pipeline (on a Cluster the client
-	// splits it by slot), then again for the ones whose script a server did
-	// not know yet (first use, a restart, a promoted replica: script caches
-	// are not replicated) once every server has loaded the scripts. Sending
-	// the source with each of those instead would cost a large first batch
-	// kilobytes per key and its deadline.
+	s.decideEach(ctx, c, items, now, false)
+	for i := range items {
+		if items[i].Err != nil {
+			return items[i].Err
+		}
+	}
+	return nil
+}
+
+// decideEach runs one script call per item, all in one pipeline (on a
+// Cluster the client splits it by master), then again for the ones whose
+// script a server did not know yet (first use, a restart, a promoted
+// replica: script caches are not replicated) once every server has loaded
+// the scripts. Sending the source with each of those instead would cost a
+// large first batch kilobytes per key and its deadline. keyed says the
+// items' keys are data keys already.
+func (s *RedisStore) decideEach(ctx context.Context, c rueidis.Client, items []Item, now string, keyed bool) {
 	cmds := make(rueidis.Commands, len(items))
 	for i := range items {
-		cmds[i] = s.evalCmd(c, &items[i], now)
+		cmds[i] = s.evalCmd(c, &items[i], now, keyed)
 	}
 	var retry []int
 	for i, r := range c.DoMulti(ctx, cmds...) {
@@ -279,30 +289,28 @@ func (s *RedisStore) Decide(ctx context.Context, items []Item) error {
 		}
 		items[i].Result, items[i].Err = parseResult(r)
 	}
-	if len(retry) > 0 {
-		err := s.loadScripts(ctx, c)
-		cmds = cmds[:0]
-		for _, i := range retry {
-			cmds = append(cmds, s.evalCmd(c, &items[i], now))
-		}
-		for j, r := range c.DoMulti(ctx, cmds...) {
-			items[retry[j]].Result, items[retry[j]].Err = parseResult(r)
-			if err != nil && items[retry[j]].Err != nil {
-				items[retry[j]].Err = err
-			}
+	if len(retry) == 0 {
+		return
+	}
+	err := s.loadScripts(ctx, c)
+	cmds = cmds[:0]
+	for _, i := range retry {
+		cmds = append(cmds, s.evalCmd(c, &items[i], now, keyed))
+	}
+	for j, r := range c.DoMulti(ctx, cmds...) {
+		items[retry[j]].Result, items[retry[j]].Err = parseResult(r)
+		if err != nil && items[retry[j]].Err != nil {
+			items[retry[j]].Err = err
 		}
 	}
-	for i := range items {
-		if items[i].Err != nil {
-			return items[i].Err
-		}
-	}
-	return nil
 }
 
-func (s *RedisStore) evalCmd(c rueidis.Client, it *Item, now string) rueidis.Completed {
+func (s *RedisStore) evalCmd(c rueidis.Client, it *Item, now string, keyed bool) rueidis.Completed {
 	p := it.Policy
-	key, cost := s.dataKey(p.alg, it.Key), formatInt(it.Cost)
+	key, cost := it.Key, formatInt(it.Cost)
+	if !keyed {
+		key = s.dataKey(p.alg, key)
+	}
 	return c.B().Evalsha().Sha1(s.algos[p.alg].sha).Numkeys(1).Key(key).Arg(p.args[0], p.args[1], p.args[2], cost, now).Build()
 }
 
