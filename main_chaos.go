@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,24 +92,8 @@ func chaosProxy(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", c.String("api"))
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", c.String("api"), err)
-	}
-	srv := &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	log.Info("proxy running", "listen", p.Addr(), "upstream", p.Upstream(), "api", ln.Addr().String())
-	go func() {
-		<-c.Context.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}()
-	done := make(chan error, 1)
-	go func() { done <- p.Run(c.Context) }()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return <-done
+	log.Info("proxy running", "listen", p.Addr(), "upstream", p.Upstream(), "api", c.String("api"))
+	return serveWhile(c.Context, c.String("api"), p.Handler(), p.Run)
 }
 
 func chaosRun(c *cli.Context) error {

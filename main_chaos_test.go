@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +22,8 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/chaos"
+	"github.com/ratelimiter/ratelimiter/internal/nodetest"
+	"github.com/ratelimiter/ratelimiter/internal/redistest"
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
@@ -364,4 +368,61 @@ func TestChaosRunWithModel(t *testing.T) {
 	if !diag {
 		t.Error("the journal has no diagnosis by the model naming node-2")
 	}
+}
+
+// TestChaosProxyCommand runs `chaos proxy` in process: its API sets a
+// fault, and cancelling the context stops it cleanly.
+func TestChaosProxyCommand(t *testing.T) {
+	rs := redistest.Start(t)
+	listen, api := nodetest.FreeAddr(t), nodetest.FreeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var stderr bytes.Buffer
+	go func() {
+		done <- run(ctx, []string{"ratelimiter", "chaos", "proxy", "--listen", listen, "--upstream", rs.Addr, "--api", api}, io.Discard, &stderr)
+	}()
+	var resp *http.Response
+	nodetest.WaitFor(t, 5*time.Second, "the proxy API", func() bool {
+		req, _ := http.NewRequest("PUT", "http://"+api+"/faults/slow", strings.NewReader(`{"type":"latency","latency_ms":40}`))
+		var err error
+		resp, err = http.DefaultClient.Do(req)
+		return err == nil
+	})
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("PUT /faults/slow: %d", resp.StatusCode)
+	}
+	start := time.Now()
+	if err := redisPingVia(listen); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 40*time.Millisecond {
+		t.Errorf("PING through the proxy took %v under 40 ms of latency", took)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("chaos proxy after cancel: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("chaos proxy did not stop within 10 s of its context ending")
+	}
+}
+
+func redisPingVia(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("PING = %q, %v", line, err)
+	}
+	return nil
 }
