@@ -126,12 +126,8 @@ func chaosRun(c *cli.Context) error {
 	if !ok {
 		return fmt.Errorf("no subject %q in the configuration", f.Operator.Subject)
 	}
-	dir := c.String("dir")
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "ratelimiter-chaos-"); err != nil {
-			return err
-		}
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := workDir(c.String("dir"), "ratelimiter-chaos-")
+	if err != nil {
 		return err
 	}
 	journal, err := os.Create(filepath.Join(dir, "journal.jsonl"))
@@ -183,4 +179,13 @@ func printResults(w io.Writer, asJSON bool, results []chaos.Result, took time.Du
 	fmt.Fprintln(w)
 	chaos.WriteScorecard(w, results, took)
 	return nil
+}
+
+// workDir makes dir, or a new temporary directory when dir is empty, for
+// the logs, journal and database of a chaos run or demo.
+func workDir(dir, pattern string) (string, error) {
+	if dir == "" {
+		return os.MkdirTemp("", pattern)
+	}
+	return dir, os.MkdirAll(dir, 0o755)
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/rueidis"
 
 	"github.com/ratelimiter/ratelimiter/chaos"
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
@@ -392,8 +393,13 @@ func TestChaosProxyCommand(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("PUT /faults/slow: %d", resp.StatusCode)
 	}
+	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{listen}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
 	start := time.Now()
-	if err := redisPingVia(listen); err != nil {
+	if err := client.Do(ctx, client.B().Ping().Build()).Error(); err != nil {
 		t.Fatal(err)
 	}
 	if took := time.Since(start); took < 40*time.Millisecond {
@@ -408,21 +414,4 @@ func TestChaosProxyCommand(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("chaos proxy did not stop within 10 s of its context ending")
 	}
-}
-
-func redisPingVia(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "+PONG") {
-		return fmt.Errorf("PING = %q, %v", line, err)
-	}
-	return nil
 }

@@ -53,12 +53,8 @@ func demo(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	dir := c.String("dir")
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "ratelimiter-demo-"); err != nil {
-			return err
-		}
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := workDir(c.String("dir"), "ratelimiter-demo-")
+	if err != nil {
 		return err
 	}
 	runLog, err := os.Create(filepath.Join(dir, "demo.log"))
