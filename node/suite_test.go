@@ -63,6 +63,8 @@ func TestOnCluster(t *testing.T) {
 	}
 	c.FlushAll(t)
 	t.Run("KeysSpreadOverMasters", func(t *testing.T) { testKeysSpreadOverMasters(t, c) })
+	c.FlushAll(t)
+	t.Run("MemoryPerKey", func(t *testing.T) { testMemoryPerKey(t, c) })
 	// The failovers last, as they move masters around (each puts the
 	// cluster back to full strength).
 	c.FlushAll(t)
