@@ -25,9 +25,6 @@ type Config struct {
 	// as lines a person can follow. Either may be nil.
 	Journal  io.Writer
 	Timeline io.Writer
-	// OnInject, when set, is called right after each fault is injected
-	// (tests use it to interrupt a run mid-fault).
-	OnInject func(*Cluster)
 }
 
 // Result is one scenario's row of the scorecard.
@@ -163,9 +160,6 @@ func play(ctx context.Context, cfg Config, c *Cluster, sc Scenario, j *journal) 
 		return fail(fmt.Errorf("cannot inject the fault: %w", err))
 	}
 	j.step(sc.Name, "inject", map[string]any{"what": what, "fault": sc.Fault}, "injected: %s", what)
-	if cfg.OnInject != nil {
-		cfg.OnInject(c)
-	}
 
 	if res.control {
 		err = sleep(ctx, sc.Hold.Duration, func() { w.poll(ctx) })
