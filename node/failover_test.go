@@ -158,7 +158,7 @@ func (r failoverReport) window() time.Duration {
 }
 
 func (r failoverReport) String() string {
-	return fmt.Sprintf("%d checks; %d not decided by Redis (%d unanswered), from %v to %v after the kill (window %v); latency in the window p99 %v max %v",
+	return fmt.Sprintf("%d checks; %d not decided by Redis (%d unanswered), from %v to %v after the fault (window %v); latency in the window p99 %v max %v",
 		r.checks, r.wrong, r.unanswered, r.firstWrong.Round(time.Millisecond), r.lastWrong.Round(time.Millisecond),
 		r.window().Round(time.Millisecond), r.p99, r.max)
 }
