@@ -128,11 +128,16 @@ func (n *Node) nodes(ctx context.Context) clusterView {
 // calling it unhealthy. A heartbeat can be late while the node is fine: its
 // store, or the part of a Redis Cluster holding the registry, failed for a
 // moment (a failover). A node that answers reports its own state and
-// connection; one that does not answer stays unhealthy.
+// connection; one that does not answer stays unhealthy. Only recent
+// silences are asked about (askStaleFor unhealthy_afters): a node gone for
+// longer is not coming back from a failover, and asking it on every read
+// of the registry would cost each read the probe's timeout on a network
+// that drops its packets.
 func (n *Node) askStale(nodes []NodeInfo) {
+	recent := askStaleFor * n.cfg.UnhealthyAfter.Milliseconds()
 	var wg sync.WaitGroup
 	for i := range nodes {
-		if nodes[i].State != stateUnhealthy || nodes[i].ID == n.id {
+		if nodes[i].State != stateUnhealthy || nodes[i].ID == n.id || nodes[i].HeartbeatAgeMs > recent {
 			continue
 		}
 		wg.Add(1)
@@ -145,6 +150,11 @@ func (n *Node) askStale(nodes []NodeInfo) {
 	}
 	wg.Wait()
 }
+
+// askStaleFor bounds, in unhealthy_afters, the silences askStale asks
+// about: with Redis' default cluster-node-timeout (15 s) a failover keeps
+// the registry's heartbeats out for about 17 s, well under 10 × 3 s.
+const askStaleFor = 10
 
 // askHealth asks a peer for its /health, briefly.
 func (n *Node) askHealth(info *NodeInfo) (health, bool) {
