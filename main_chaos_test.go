@@ -47,7 +47,7 @@ func TestChaosRunAll(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	err := run(ctx, []string{"ratelimiter", "chaos", "run", "--all", "--dir", dir}, &stdout, &stderr)
-	t.Logf("chaos run --all took %v:\n%s", time.Since(start).Round(time.Second), tail(stdout.String(), 16))
+	t.Logf("chaos run --all took %v:\n%s", time.Since(start).Round(time.Second), stdout.String())
 	if err != nil {
 		t.Fatalf("chaos run --all: %v\nstderr:\n%s", err, stderr.String())
 	}
