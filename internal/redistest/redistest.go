@@ -1,7 +1,11 @@
-// Package redistest runs a throwaway redis-server for tests: one process per
-// call, on a free loopback port, in the test's temporary directory, killed at
-// cleanup. It never skips: a machine without redis-server fails the test, so
-// CI cannot go green without having run the Redis half of the suite.
+// Package redistest runs throwaway Redis deployments for tests: one
+// redis-server (Start), a Redis Cluster of three masters and three replicas
+// (StartCluster), or a primary and replica watched by three sentinels
+// (StartSentinel). Every process runs on a free loopback port, in the
+// test's temporary directory, and is killed at cleanup; single members can
+// be killed and restarted to test failovers. It never skips: a machine
+// without redis-server or redis-cli fails the test, so CI cannot go green
+// without having run the Redis half of the suite.
 package redistest
 
 import (
