@@ -23,6 +23,8 @@ func TestParseRedisURL(t *testing.T) {
 	f("redis://127.0.0.1:6379", []string{"127.0.0.1:6379"}, "", "", "", 0)
 	f("redis://localhost", []string{"localhost:6379"}, "", "", "", 0)
 	f("redis://u:p@10.0.0.1:6380/2", []string{"10.0.0.1:6380"}, "u", "p", "", 2)
+	f("rediss://u:p@redis.example:6380", []string{"redis.example:6380"}, "u", "p", "", 0)
+	f("unix:///run/redis/redis.sock", []string{"/run/redis/redis.sock"}, "", "", "", 0)
 	// Cluster seeds, comma-separated or in rueidis' ?addr= form.
 	f("redis://a:7000,b:7001,c:7002", []string{"a:7000", "b:7001", "c:7002"}, "", "", "", 0)
 	f("redis://u:p@a:7000,b:7001/0?client_name=rl", []string{"a:7000", "b:7001"}, "u", "p", "", 0)
