@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/redis/rueidis"
 
@@ -31,7 +32,12 @@ type batcher struct {
 // batch goroutine reads, so a caller that gives up on its deadline can
 // return and reuse its request memory while the batch still runs.
 type waiter struct {
-	key      string // the data key
+	key string // the data key, a view of buf
+	// buf holds the data key. It is reused with the pooled waiter, which
+	// saves an allocation per check, but only after a batch that got its
+	// reply: a call that failed (a timeout above all) may leave the command
+	// queued in the client, which would still read the key.
+	buf      []byte
 	policy   *Policy
 	cost     int64
 	deadline time.Time
@@ -64,7 +70,8 @@ func (b *batcher) close() {
 // decide runs one item through a batch and waits for it, or for ctx.
 func (b *batcher) decide(ctx context.Context, it *Item) error {
 	w := waiters.Get().(*waiter)
-	w.key, w.policy, w.cost = b.s.dataKey(it.Policy.alg, it.Key), it.Policy, it.Cost
+	w.buf = append(append(w.buf[:0], b.s.algKey[it.Policy.alg]...), it.Key...)
+	w.key, w.policy, w.cost = unsafe.String(unsafe.SliceData(w.buf), len(w.buf)), it.Policy, it.Cost
 	w.deadline, _ = ctx.Deadline()
 	select {
 	case b.in <- w:
@@ -76,7 +83,7 @@ func (b *batcher) decide(ctx context.Context, it *Item) error {
 	select {
 	case <-w.done:
 		it.Result, it.Err = w.res, w.err
-		*w = waiter{done: w.done}
+		*w = waiter{done: w.done, buf: w.buf}
 		waiters.Put(w)
 	case <-ctx.Done():
 		// The batch still holds w; it is left to the garbage collector.
@@ -107,6 +114,9 @@ func (b *batcher) work() {
 		}
 		keys, args = b.run(batch, keys[:0], args[:0])
 		for _, w := range batch {
+			if w.err != nil {
+				w.buf = nil // see waiter.buf
+			}
 			w.done <- struct{}{}
 		}
 	}
