@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -26,6 +27,15 @@ type batcher struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 	max  int
+	last atomic.Pointer[batchCtx] // see ctxUntil
+}
+
+// batchCtx is a context that ends at deadline. Like the contexts of
+// deadlines, it is never cancelled: it releases itself at its deadline.
+type batchCtx struct {
+	deadline time.Time
+	ctx      context.Context
+	cancel   context.CancelFunc // kept only to satisfy the context contract
 }
 
 // waiter is one check inside the batcher. It owns copies of everything the
@@ -122,6 +132,24 @@ func (b *batcher) work() {
 	}
 }
 
+// ctxUntil returns a context that ends at deadline, for one batch call. A
+// batch ends at the latest deadline of its checks, and the checks of one
+// slice of deadlines share theirs, so consecutive batches mostly end at the
+// same instant: they share one context (and its timer) instead of making
+// one each.
+func (b *batcher) ctxUntil(deadline time.Time) context.Context {
+	if deadline.IsZero() {
+		return context.Background()
+	}
+	if c := b.last.Load(); c != nil && c.deadline.Equal(deadline) {
+		return c.ctx
+	}
+	c := &batchCtx{deadline: deadline}
+	c.ctx, c.cancel = context.WithDeadline(context.Background(), deadline)
+	b.last.Store(c)
+	return c.ctx
+}
+
 // run decides batch with one script call, setting every waiter's result.
 // A waiter whose deadline passed while it queued is not sent: its caller
 // has already answered by the failure mode, and deciding it now would count
@@ -148,11 +176,7 @@ func (b *batcher) run(batch []*waiter, keys, args []string) ([]string, []string)
 			return keys, args
 		}
 	}
-	ctx, cancel := context.Background(), context.CancelFunc(func() {})
-	if !deadline.IsZero() {
-		ctx, cancel = context.WithDeadline(ctx, deadline)
-	}
-	defer cancel()
+	ctx := b.ctxUntil(deadline)
 	c := b.s.get()
 	if c == nil {
 		for _, w := range batch {
