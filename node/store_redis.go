@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -158,14 +157,6 @@ func NewRedisStore(rawURL, prefix string, dialTimeout time.Duration) (*RedisStor
 		return nil, err
 	}
 	opt.DisableCache = true
-	if v := os.Getenv("RL_FLUSH_US"); v != "" {
-		d, _ := strconv.Atoi(v)
-		opt.MaxFlushDelay = time.Duration(d) * time.Microsecond
-	}
-	if v := os.Getenv("RL_MUX"); v != "" {
-		d, _ := strconv.Atoi(v)
-		opt.PipelineMultiplex = d
-	}
 	opt.Dialer.Timeout = dialTimeout
 	// rueidis dials sentinels with their own dialer, whose zero timeout
 	// would leave a node waiting on an unreachable sentinel for the OS's
