@@ -176,7 +176,7 @@ func play(ctx context.Context, cfg Config, c *Cluster, sc Scenario, j *journal) 
 		}
 	}
 	if ctx.Err() != nil {
-		return fail(ctx.Err())
+		return fail(errInterrupted)
 	}
 	if err != nil {
 		res.Error = err.Error()
@@ -191,12 +191,18 @@ func play(ctx context.Context, cfg Config, c *Cluster, sc Scenario, j *journal) 
 		res.Recovered = true
 		res.RecoverSeconds = round1(time.Since(t0).Seconds())
 		j.step(sc.Name, "recovered", map[string]any{"after_s": res.RecoverSeconds}, "steady state back %.1f s after the injection", res.RecoverSeconds)
+	} else if ctx.Err() != nil {
+		res.Error = errInterrupted.Error()
 	} else if res.Error == "" {
 		res.Error = errSteady.Error()
 	}
 	w.score(&res, sc.Expect, t0)
 	return res
 }
+
+// errInterrupted is the result of a scenario whose run was stopped
+// (Ctrl-C); its fault was still reverted.
+var errInterrupted = errors.New("interrupted (the fault was reverted)")
 
 func proxyAddr(c *Cluster) string {
 	if c.Proxy == nil {
