@@ -61,9 +61,8 @@ type Cluster struct {
 	StatusURL string // the operator's status page, when served
 	http      *http.Client
 
-	stop    context.CancelFunc // the proxy, operator and load
-	wg      sync.WaitGroup
-	loadErr error
+	stop context.CancelFunc // the proxy, operator and load
+	wg   sync.WaitGroup
 }
 
 // Node is one node process of the cluster.
@@ -238,21 +237,26 @@ func (c *Cluster) startLoad(runCtx context.Context) {
 	if c.cfg.Load <= 0 {
 		return
 	}
-	lc := loadgen.DefaultConfig()
-	lc.Targets = c.URLs()
-	lc.Rate = c.cfg.Load
-	lc.Duration = 24 * time.Hour // until Close cancels it
-	lc.Keys = max(c.cfg.LoadKeys, 1)
-	lc.KeyPrefix = c.cfg.LoadPrefix
-	lc.Timeout = time.Second
+	lc := c.loadConfig(c.cfg.Load, max(c.cfg.LoadKeys, 1), c.cfg.LoadPrefix)
 	c.wg.Go(func() {
-		// The load runs until cancelled, so its report would call the
-		// rest of its nominal day "dropped": its logger is silenced.
 		if _, err := loadgen.Run(runCtx, lc, io.Discard, false, quiet); err != nil {
-			c.loadErr = err
 			c.log.Error("background load failed", "err", err)
 		}
 	})
+}
+
+// loadConfig is open-loop load over every node that runs until its
+// context is cancelled. Its report would call the rest of its nominal
+// duration "dropped", so callers run it with the quiet logger.
+func (c *Cluster) loadConfig(rate float64, keys int, prefix string) loadgen.Config {
+	lc := loadgen.DefaultConfig()
+	lc.Targets = c.URLs()
+	lc.Rate = rate
+	lc.Duration = 24 * time.Hour
+	lc.Keys = keys
+	lc.KeyPrefix = prefix
+	lc.Timeout = time.Second
+	return lc
 }
 
 var quiet = slog.New(slog.DiscardHandler)

@@ -46,6 +46,10 @@ var faultKinds = map[string]faultKind{
 	"limit_remove": {validate: needPattern, make: makeLimitChange},
 }
 
+// ErrNeedsRedis is NewFault's answer for a fault that a cluster on
+// in-process stores cannot show.
+var ErrNeedsRedis = errors.New("needs Redis: the nodes run on in-process stores")
+
 // NewFault makes the fault spec describes for a running cluster.
 func NewFault(spec FaultSpec, c *Cluster) (Fault, error) {
 	if err := spec.validate(); err != nil {
@@ -53,7 +57,7 @@ func NewFault(spec FaultSpec, c *Cluster) (Fault, error) {
 	}
 	k := faultKinds[spec.Kind]
 	if k.needsRedis && c.Proxy == nil {
-		return nil, fmt.Errorf("a %s fault needs Redis; the cluster runs on in-process stores", spec.Kind)
+		return nil, fmt.Errorf("a %s fault: %w", spec.Kind, ErrNeedsRedis)
 	}
 	return k.make(spec, c)
 }
@@ -259,14 +263,8 @@ type hotKey struct {
 func makeHotKey(s FaultSpec, c *Cluster) (Fault, error) { return &hotKey{c: c, spec: s}, nil }
 
 func (f *hotKey) Inject(context.Context) (string, error) {
-	lc := loadgen.DefaultConfig()
-	lc.Targets = f.c.URLs()
-	lc.Rate = f.spec.Rate
-	lc.Duration = time.Hour // until the revert
-	lc.Keys = 1
-	lc.KeyPrefix = f.spec.Key
-	lc.HotKeyShare = 1 // every request to the one key "<Key>hot"…
-	lc.Timeout = time.Second
+	lc := f.c.loadConfig(f.spec.Rate, 1, f.spec.Key) // until the revert
+	lc.HotKeyShare = 1                               // every request to the one key "<Key>hot"…
 	if err := lc.Validate(); err != nil {
 		return "", err
 	}
@@ -381,10 +379,7 @@ func (c *Cluster) putLimit(ctx context.Context, l limiter.Limit) error {
 // go there.
 func (c *Cluster) anyURL() string {
 	for _, n := range c.Nodes {
-		n.proc.mu.Lock()
-		ok := n.proc.cmd != nil && !n.proc.exited() && !n.proc.paused
-		n.proc.mu.Unlock()
-		if ok {
+		if n.proc.answering() {
 			return n.URL()
 		}
 	}

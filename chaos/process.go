@@ -60,6 +60,13 @@ func (p *process) PID() int {
 	return p.cmd.Process.Pid
 }
 
+// answering is true when the process runs and is not paused.
+func (p *process) answering() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd != nil && !p.exited() && !p.paused
+}
+
 func (p *process) exited() bool {
 	select {
 	case <-p.done:

@@ -127,9 +127,13 @@ func play(ctx context.Context, cfg Config, c *Cluster, sc Scenario, j *journal) 
 		res.Error = err.Error()
 		return res
 	}
-	if kind := faultKinds[sc.Fault.Kind]; kind.needsRedis && c.Proxy == nil {
-		res.Skipped = "needs Redis: the nodes run on in-process stores"
+	fault, err := NewFault(sc.Fault, c)
+	if errors.Is(err, ErrNeedsRedis) {
+		res.Skipped = ErrNeedsRedis.Error()
 		return res
+	}
+	if err != nil {
+		return fail(err)
 	}
 	w := &watcher{c: c, j: j, scenario: sc.Name}
 	if err := waitFor(ctx, cfg.Steady, "steady state", func() error { return c.steady(ctx) }); err != nil {
@@ -137,10 +141,6 @@ func play(ctx context.Context, cfg Config, c *Cluster, sc Scenario, j *journal) 
 	}
 	j.step(sc.Name, "steady", nil, "steady state: every node healthy and connected, load flowing, no ticket open")
 	w.since = time.Now()
-	fault, err := NewFault(sc.Fault, c)
-	if err != nil {
-		return fail(err)
-	}
 	t0 := time.Now()
 	revert := sync.OnceFunc(func() {
 		// The revert runs even when ctx was cancelled (Ctrl-C), with its
@@ -523,6 +523,6 @@ func (j *journal) step(scenario, step string, detail any, format string, args ..
 		}
 	}
 	if j.tl != nil {
-		fmt.Fprintf(j.tl, "%7.1fs  %-20s %-10s %s\n", since(j.t0, now), scenario, step, fmt.Sprintf(format, args...))
+		fmt.Fprintf(j.tl, "%7.1fs  %-20s %-10s %s\n", now.Sub(j.t0).Seconds(), scenario, step, fmt.Sprintf(format, args...))
 	}
 }

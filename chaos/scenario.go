@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"path"
 	"regexp"
-	"time"
 
 	"github.com/ratelimiter/ratelimiter/config"
 )
@@ -150,6 +149,3 @@ func scenarioNames(all []Scenario) string {
 	}
 	return s
 }
-
-// since is a small helper for journal times.
-func since(t0, t time.Time) float64 { return t.Sub(t0).Seconds() }
