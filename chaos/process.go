@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -90,10 +91,49 @@ func (p *process) signal(sig syscall.Signal) error {
 	switch sig {
 	case syscall.SIGSTOP:
 		p.paused = true
+		// kill(2) returns before every thread has stopped: a request that
+		// arrives meanwhile can still be answered. Wait for the group stop so
+		// that "paused" means paused.
+		return waitStopped(p.cmd.Process.Pid, 2*time.Second)
 	case syscall.SIGCONT:
 		p.paused = false
 	}
 	return nil
+}
+
+// waitStopped polls /proc until every thread of pid is in the stopped
+// state ('T').
+func waitStopped(pid int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		if allStopped(pid) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d did not stop within %v of SIGSTOP", pid, limit)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func allStopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, t := range tasks {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+		if err != nil {
+			return false
+		}
+		// The state follows the command name, which is in parentheses and
+		// may itself contain ") ".
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 || i+2 >= len(stat) || stat[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
 }
 
 // kill sends SIGKILL and waits for the exit.
