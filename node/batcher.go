@@ -58,8 +58,15 @@ type waiter struct {
 
 var waiters = sync.Pool{New: func() any { return &waiter{done: make(chan struct{}, 1)} }}
 
+// batchWorkers bounds the batches in flight. Redis runs scripts one at a
+// time, so more in flight only overlaps the network; fewer make bigger
+// batches, which cost Redis and the node less per check. Node and Redis CPU
+// per check behind wrk on the 2-vCPU test VM (scripts/bench-wrk.sh setup,
+// 2026-11-27, medians of 3–4 interleaved rounds, µs): at -c16 86 with 4 in
+// flight, 77-80 with 2, 77 with 1; at -c64 52, 50, 50. Two keep a second
+// batch going while one crosses a slower network to a remote Redis.
 const (
-	batchWorkers = 4   // batches in flight at once
+	batchWorkers = 2
 	batchMax     = 128 // checks in one script call
 )
 

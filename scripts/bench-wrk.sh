@@ -3,7 +3,8 @@
 # wrk: decisions/s, p50 and p99 at -c64 and -c16, the node and the no-op
 # measured back to back in each round, and their ratio. On a shared 2-core
 # machine one round varies by ±30 %, so it runs RUNS rounds (default 3) and
-# ends with the medians of each figure and of the per-round ratios.
+# ends with the medians of each figure and of the per-round ratios. "steal"
+# is the share of CPU time the hypervisor gave to other guests in the round.
 # Needs redis-server and wrk (apt-get install -y redis-server wrk).
 # NODE_BIN measures a prebuilt binary instead (to compare two commits).
 set -euo pipefail
@@ -34,12 +35,18 @@ one() {
     /Requests\/sec/ { rps = $2 } /Non-2xx/ { bad = $NF }
     END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, bad }'
 }
-printf '%-5s %-4s %9s %8s %8s %7s %9s %8s %8s %6s\n' round c node/s p50ms p99ms non2xx noop/s p50ms p99ms ratio
+# ticks prints the CPU time stolen by the hypervisor and the total, from
+# /proc/stat: on a shared VM, a round with much stolen time is not comparable.
+ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t }' /proc/stat; }
+printf '%-5s %-4s %9s %8s %8s %7s %9s %8s %8s %6s %6s\n' round c node/s p50ms p99ms non2xx noop/s p50ms p99ms ratio steal
 for r in $(seq "${RUNS:-3}"); do
   for c in 64 16; do
+    read -r s1 t1 < <(ticks)
     read -r nr n50 n99 nbad < <(one "$c" 18098)
     read -r or o50 o99 _ < <(one "$c" 18099)
-    printf '%-5s %-4s %9s %8s %8s %7s %9s %8s %8s %5.0f%%\n' "$r" "$c" "$nr" "$n50" "$n99" "$nbad" "$or" "$o50" "$o99" "$(echo "100*$nr/$or" | bc -l)"
+    read -r s2 t2 < <(ticks)
+    printf '%-5s %-4s %9s %8s %8s %7s %9s %8s %8s %5.0f%% %5.0f%%\n' "$r" "$c" "$nr" "$n50" "$n99" "$nbad" "$or" "$o50" "$o99" \
+      "$(echo "100*$nr/$or" | bc -l)" "$(echo "100*($s2-$s1)/($t2-$t1)" | bc -l)"
   done
 done | tee "$tmp/rounds"
 # median prints the median of column $2 of the rounds at -c$1.
@@ -48,5 +55,5 @@ median() {
     awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 for c in 64 16; do
-  printf '%-5s %-4s %9s %8s %8s %7s %9s %8s %8s %5s%%\n' median "$c" $(for k in 3 4 5 6 7 8 9 10; do median "$c" "$k"; done)
+  printf '%-5s %-4s %9s %8s %8s %7s %9s %8s %8s %5s%% %5s%%\n' median "$c" $(for k in 3 4 5 6 7 8 9 10 11; do median "$c" "$k"; done)
 done
