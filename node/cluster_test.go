@@ -205,9 +205,9 @@ func expectApplied(t *testing.T, what string, start time.Time, nodes []*testNode
 }
 
 func testClusterPropagation(t *testing.T, red backend) {
-	a := startNode(t, testConfig("a", red), nil, nil)
-	b := startNode(t, testConfig("b", red), nil, nil)
-	c := startNode(t, testConfig("c", red), nil, nil)
+	a := startNode(t, exactConfig("a", red), nil, nil)
+	b := startNode(t, exactConfig("b", red), nil, nil)
+	c := startNode(t, exactConfig("c", red), nil, nil)
 	others := []*testNode{b, c}
 
 	policyIs := func(key, policy string, limit int64) func(string) bool {
@@ -290,8 +290,8 @@ func testClusterPropagation(t *testing.T, red backend) {
 }
 
 func testLimitHistoryAndRollback(t *testing.T, red backend) {
-	a := startNode(t, testConfig("a", red), nil, nil)
-	b := startNode(t, testConfig("b", red), nil, nil)
+	a := startNode(t, exactConfig("a", red), nil, nil)
+	b := startNode(t, exactConfig("b", red), nil, nil)
 	const pattern = "fw:*"
 
 	orig, ok := limitsOn(t, a.URL, false)[pattern]
@@ -362,14 +362,14 @@ func testLimitHistoryAndRollback(t *testing.T, red backend) {
 }
 
 func testLimitChangesSurviveRestart(t *testing.T, red backend) {
-	first := startNode(t, testConfig("a", red), nil, nil)
+	first := startNode(t, exactConfig("a", red), nil, nil)
 	// An API change to one config limit and an API delete of another.
 	mustCall(t, "POST", first.URL+"/api/v1/limits", `{"key_pattern":"log:*","max_requests":3,"window_seconds":10,"algorithm":"sliding_log"}`, http.StatusOK, nil)
 	mustCall(t, "DELETE", first.URL+"/api/v1/limits/"+url.PathEscape("sw:*"), "", http.StatusOK, nil)
 	first.stop()
 
 	// The same config file again, on the same Redis.
-	second := startNode(t, testConfig("a", red), nil, nil)
+	second := startNode(t, exactConfig("a", red), nil, nil)
 	live := limitsOn(t, second.URL, false)
 	if l := live["log:*"]; l.MaxRequests != 3 || l.Source != "api" {
 		t.Errorf("after restart %q = max_requests %d source %q; want the API's 3, not the file's 10", "log:*", l.MaxRequests, l.Source)
@@ -472,8 +472,8 @@ func testConcurrentClientsAdmitExactlyTheLimit(t *testing.T, red backend) {
 // window under test: if either node's clock entered a decision, the shared
 // key would admit up to twice its limit.
 func testClockSkew(t *testing.T, red backend) {
-	a := startNode(t, testConfig("a", red), nil, nil)
-	b := startNode(t, testConfig("b", red), nil, func() time.Time { return time.Now().Add(30 * time.Second) })
+	a := startNode(t, exactConfig("a", red), nil, nil)
+	b := startNode(t, exactConfig("b", red), nil, func() time.Time { return time.Now().Add(30 * time.Second) })
 	rc := red.Client(t)
 	// The skew is real: b stamps its own start with its clock.
 	nodes, _, err := tryNodes(a.URL)

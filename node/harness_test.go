@@ -85,6 +85,26 @@ func testConfig(id string, srv backend) Config {
 	return cfg
 }
 
+// exactConfig is testConfig for tests that count exact decisions while
+// Redis stays up. The default 50 ms redis_timeout answers a check by its
+// failure mode when one call is late, which a stall of the shared 2-core
+// CI machine can cause; the tests of that behaviour use testConfig.
+func exactConfig(id string, srv backend) Config {
+	cfg := testConfig(id, srv)
+	cfg.RedisTimeout.Duration = time.Second
+	return cfg
+}
+
+// awayFromWindowEdge sleeps past the next edge of fixed windows of length w
+// when less than 2 s is left before it, so that a short burst of checks
+// stays inside one window. Redis runs on this host, so its TIME and
+// time.Now agree.
+func awayFromWindowEdge(w time.Duration) {
+	if left := w - time.Duration(time.Now().UnixNano())%w; left < 2*time.Second {
+		time.Sleep(left + 50*time.Millisecond)
+	}
+}
+
 // testNode is a node running in this process.
 type testNode struct {
 	*Node
@@ -198,6 +218,18 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// eventually polls cond until it holds or timeout passes, and says which.
+func eventually(timeout time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
 	}
 }
 

@@ -77,10 +77,13 @@ func (s *Sentinel) URL() string {
 // primary, once they all agree on it.
 func (s *Sentinel) PrimaryNow(t testing.TB) *Server {
 	t.Helper()
-	addr, err := s.agreedPrimary()
-	if err != nil {
-		t.Fatalf("redistest: %v", err)
-	}
+	// After a failover the sentinels that did not lead it learn the new
+	// primary from hello messages, sent every 2 s: wait for them to agree.
+	var addr string
+	waitUntil(t, 15*time.Second, "sentinels agreeing on the primary", func() (err error) {
+		addr, err = s.agreedPrimary()
+		return err
+	})
 	return s.server(addr)
 }
 
