@@ -30,6 +30,52 @@ func runOperatorCLI(t *testing.T, args ...string) (string, string, error) {
 	return out.String(), errOut.String(), err
 }
 
+// runOperatorUntil runs `ratelimiter operator run ARGS…` until done holds
+// (polled every 10 ms), then cancels it and returns what it returned. A
+// run that returns first on its own returns at once. Unlike a short fixed
+// deadline, this cannot cut the loop off in a slow SQLite fsync or tick on
+// a loaded machine before it got to what the test looks at; done not
+// holding within 10 s fails the test. done must not call run() itself (see
+// TestOperatorApproveThroughCLI).
+func runOperatorUntil(t *testing.T, args []string, stderr io.Writer, what string, done func() bool) error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(ctx, append([]string{"ratelimiter", "operator", "run"}, args...), io.Discard, stderr)
+	}()
+	stop := func() error {
+		cancel()
+		select {
+		case err := <-errc:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatalf("operator run did not return within 10s of cancel")
+			return nil
+		}
+	}
+	deadline := time.After(10 * time.Second)
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		select {
+		case err := <-errc:
+			if err == nil {
+				err = fmt.Errorf("operator run returned, uncancelled, before %s", what)
+			}
+			return err
+		case <-deadline:
+			err := stop()
+			t.Fatalf("operator run: no %s within 10s (it returned %v)", what, err)
+		case <-poll.C:
+			if done() {
+				return stop()
+			}
+		}
+	}
+}
+
 // TestOperatorCheck: `operator check` reports every problem of a file at
 // once, each with its TOML path, and passes the shipped configuration.
 func TestOperatorCheck(t *testing.T) {
@@ -76,11 +122,13 @@ func TestOperatorApproveThroughCLI(t *testing.T) {
 		mu       sync.Mutex
 		stuck    = true
 		restarts []string // "AUTH BODY"
+		gets     int      // of /status
 	)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
+		gets++
 		fmt.Fprintf(w, `{"workers":[{"name":"w1","stuck":%v}]}`, stuck)
 	})
 	mux.HandleFunc("POST /workers/{name}/restart", func(w http.ResponseWriter, r *http.Request) {
@@ -100,19 +148,30 @@ func TestOperatorApproveThroughCLI(t *testing.T) {
 		defer mu.Unlock()
 		return append([]string(nil), restarts...)
 	}
+	statusGets := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return gets
+	}
 
 	db := filepath.Join(t.TempDir(), "cli.db")
 	common := []string{"--config", "operator/testdata/queue.toml", "--db", db, "--subject-url", srv.URL}
-	// `operator run` for a while, then stopped by its context. The runs and
-	// the other commands take turns: urfave/cli v2 mutates package-level
-	// flags (HelpFlag) in every run, so two run() calls must not overlap.
+	// The test's own view of the DB, to see when a run got where a step
+	// needs it to.
+	st, err := operator.OpenStore(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	// `operator run` until done holds, then stopped by its context. The
+	// runs and the other commands take turns: urfave/cli v2 mutates
+	// package-level flags (HelpFlag) in every run, so two run() calls must
+	// not overlap.
 	var logs nodetest.Buffer
-	loop := func(d time.Duration) {
+	loop := func(what string, done func() bool) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), d)
-		defer cancel()
-		args := append([]string{"ratelimiter", "operator", "run", "--mode", "approve", "--interval", "100ms", "--log-level", "debug"}, common...)
-		if err := run(ctx, args, io.Discard, &logs); err != nil {
+		args := append([]string{"--mode", "approve", "--interval", "100ms", "--log-level", "debug"}, common...)
+		if err := runOperatorUntil(t, args, &logs, what, done); err != nil {
 			t.Fatalf("operator run: %v; log:\n%s", err, logs.String())
 		}
 	}
@@ -129,12 +188,19 @@ func TestOperatorApproveThroughCLI(t *testing.T) {
 		return ps
 	}
 
-	loop(500 * time.Millisecond)
+	loop("a proposal", func() bool {
+		ps, err := st.Proposals(context.Background(), operator.ProposalFilter{})
+		return err == nil && len(ps) > 0
+	})
 	pending := list()
 	if len(pending) != 1 || pending[0].Action != "restart_worker" || pending[0].Status != operator.ProposalPending {
 		t.Fatalf("proposals = %+v; want one pending restart_worker; log:\n%s", pending, logs.String())
 	}
-	loop(500 * time.Millisecond) // five more intervals: still waiting
+	// Five more intervals: still waiting. Each tick reads /status once per
+	// observation on it, twice: twelve reads take six ticks, five of them
+	// whole.
+	gets0 := statusGets()
+	loop("five more ticks", func() bool { return statusGets() >= gets0+12 })
 	if c := calls(); len(c) != 0 {
 		t.Fatalf("the queue got %v before approval", c)
 	}
@@ -152,7 +218,10 @@ func TestOperatorApproveThroughCLI(t *testing.T) {
 	if c := calls(); len(c) != 0 {
 		t.Fatalf("the queue got %v with no loop running", c)
 	}
-	loop(500 * time.Millisecond)
+	loop("the approved restart verified", func() bool {
+		p, err := st.Proposal(context.Background(), pending[0].ID)
+		return err == nil && p.Status == operator.ProposalVerified
+	})
 	if c := calls(); len(c) != 1 || c[0] != `Bearer `+token+` {"drain_first":true,"timeout":"5s","attempt":1}` {
 		t.Errorf("restart calls = %q; want one with the token and the typed body", c)
 	}
@@ -309,12 +378,20 @@ func TestOperatorDiagnoserFlag(t *testing.T) {
 	// run for a while on a fresh DB, then show the ticket.
 	f := func(diagnoser string) (logs, show string) {
 		t.Helper()
-		common := []string{"--config", cfgPath, "--db", filepath.Join(t.TempDir(), "op.db"), "--subject-url", queue.URL}
+		db := filepath.Join(t.TempDir(), "op.db")
+		common := []string{"--config", cfgPath, "--db", db, "--subject-url", queue.URL}
+		st, err := operator.OpenStore(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
 		var errOut nodetest.Buffer
-		ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
-		defer cancel()
-		args := append([]string{"ratelimiter", "operator", "run", "--mode", "observe", "--interval", "100ms", "--diagnoser", diagnoser}, common...)
-		if err := run(ctx, args, io.Discard, &errOut); err != nil {
+		args := append([]string{"--mode", "observe", "--interval", "100ms", "--diagnoser", diagnoser}, common...)
+		// Until ticket 1 is diagnosed: its diagnosis is stored first.
+		if err := runOperatorUntil(t, args, &errOut, "ticket 1 diagnosed", func() bool {
+			tk, err := st.Ticket(context.Background(), 1)
+			return err == nil && tk.Status == operator.StatusDiagnosed
+		}); err != nil {
 			t.Fatalf("operator run --diagnoser %s: %v; log:\n%s", diagnoser, err, errOut.String())
 		}
 		out, _, err := runOperatorCLI(t, append(append([]string{"tickets", "show"}, common...), "1")...)

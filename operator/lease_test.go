@@ -48,9 +48,9 @@ func TestLeaseOfDeadOperatorTakenOver(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		defer cancel()
-		return op.Run(rctx)
+		// Run until it holds the lease (or refuses at once), not for a
+		// fixed 300 ms a slow fsync on a loaded machine can use up.
+		return runUntil(t, op, "the lease taken", func() bool { return leaseOwner(store) == op.owner })
 	}
 	if err := run(dead); err != nil {
 		t.Fatalf("Run with a dead holder's lease: %v; want it taken over", err)
