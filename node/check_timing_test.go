@@ -59,9 +59,10 @@ import (
 // connection on every timeout).
 //
 // Session 3 (same VM, bench-wrk.sh now with a steal column): 2 batches in
-// flight instead of 4 (see batchWorkers), 3 rounds: -c64 21,530/s, p99
-// 6.90 ms, 42 % of the no-op; -c16 14,157/s, p99 4.33 ms, 35 %, while the
-// no-op's own p99 at -c16 was 3.9-4.2 ms in the same rounds. Node context
+// flight instead of 4 (see batchWorkers), 3 rounds of 10 s: -c64 24,182/s,
+// p99 5.66 ms, 46 % of the no-op (44-47 %); -c16 15,135/s, p99 3.54 ms,
+// 37 %, while the no-op's own p99 at -c16 was 3.7-4.6 ms in the same
+// rounds. Node context
 // switches per check: 0.78 at -c16 and 0.33 at -c64, against 0.27 per
 // request for the no-op; a unix socket to Redis saved ~8 % of node+Redis CPU
 // per check, GOMAXPROCS=1 ~10 %.
