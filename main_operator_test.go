@@ -31,49 +31,13 @@ func runOperatorCLI(t *testing.T, args ...string) (string, string, error) {
 }
 
 // runOperatorUntil runs `ratelimiter operator run ARGS…` until done holds
-// (polled every 10 ms), then cancels it and returns what it returned. A
-// run that returns first on its own returns at once. Unlike a short fixed
-// deadline, this cannot cut the loop off in a slow SQLite fsync or tick on
-// a loaded machine before it got to what the test looks at; done not
-// holding within 10 s fails the test. done must not call run() itself (see
+// (see nodetest.RunUntil). done must not call run() itself (see
 // TestOperatorApproveThroughCLI).
 func runOperatorUntil(t *testing.T, args []string, stderr io.Writer, what string, done func() bool) error {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	errc := make(chan error, 1)
-	go func() {
-		errc <- run(ctx, append([]string{"ratelimiter", "operator", "run"}, args...), io.Discard, stderr)
-	}()
-	stop := func() error {
-		cancel()
-		select {
-		case err := <-errc:
-			return err
-		case <-time.After(10 * time.Second):
-			t.Fatalf("operator run did not return within 10s of cancel")
-			return nil
-		}
-	}
-	deadline := time.After(10 * time.Second)
-	poll := time.NewTicker(10 * time.Millisecond)
-	defer poll.Stop()
-	for {
-		select {
-		case err := <-errc:
-			if err == nil {
-				err = fmt.Errorf("operator run returned, uncancelled, before %s", what)
-			}
-			return err
-		case <-deadline:
-			err := stop()
-			t.Fatalf("operator run: no %s within 10s (it returned %v)", what, err)
-		case <-poll.C:
-			if done() {
-				return stop()
-			}
-		}
-	}
+	return nodetest.RunUntil(t, func(ctx context.Context) error {
+		return run(ctx, append([]string{"ratelimiter", "operator", "run"}, args...), io.Discard, stderr)
+	}, what, done)
 }
 
 // TestOperatorCheck: `operator check` reports every problem of a file at

@@ -806,47 +806,10 @@ func leaseOwner(st *Store) string {
 	return owner
 }
 
-// runUntil runs op.Run until cond holds (polled every 10 ms), then cancels
-// it and returns what Run returned. A Run that returns first on its own
-// (with ErrLeaseHeld, say) returns its error at once. Unlike a short fixed
-// deadline, this cannot cut Run off in a slow SQLite fsync or tick on a
-// loaded machine before it got to what the test looks at; cond not holding
-// within 10 s fails the test.
+// runUntil runs op until cond holds (see nodetest.RunUntil).
 func runUntil(t *testing.T, op *Operator, what string, cond func() bool) error {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- op.Run(ctx) }()
-	stop := func() error {
-		cancel()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(10 * time.Second):
-			t.Fatalf("Run did not return within 10s of cancel")
-			return nil
-		}
-	}
-	deadline := time.After(10 * time.Second)
-	poll := time.NewTicker(10 * time.Millisecond)
-	defer poll.Stop()
-	for {
-		select {
-		case err := <-done:
-			if err == nil {
-				err = fmt.Errorf("Run returned nil, uncancelled, before %s", what)
-			}
-			return err
-		case <-deadline:
-			err := stop()
-			t.Fatalf("Run: no %s within 10s (Run = %v)", what, err)
-		case <-poll.C:
-			if cond() {
-				return stop()
-			}
-		}
-	}
+	return nodetest.RunUntil(t, op.Run, what, cond)
 }
 
 // fixedDiagnoser recommends what it is told: a stand-in for an LLM whose

@@ -10,6 +10,7 @@ package nodetest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -134,6 +135,49 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// RunUntil runs run until cond holds (polled every 10 ms), then cancels
+// its context and returns what run returned. A run that returns first, on
+// its own, returns at once (nil becomes an error: it stopped before what).
+// Unlike a short fixed deadline, this cannot cut a loop off in a slow
+// SQLite fsync or tick on a loaded machine before it got to what the test
+// looks at; cond not holding within 10 s fails the test.
+func RunUntil(t testing.TB, run func(context.Context) error, what string, cond func() bool) error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	stop := func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatalf("run did not return within 10s of cancel")
+			return nil
+		}
+	}
+	deadline := time.After(10 * time.Second)
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err == nil {
+				err = fmt.Errorf("run returned nil, uncancelled, before %s", what)
+			}
+			return err
+		case <-deadline:
+			err := stop()
+			t.Fatalf("run: no %s within 10s (it returned %v)", what, err)
+		case <-poll.C:
+			if cond() {
+				return stop()
+			}
+		}
 	}
 }
 
