@@ -203,16 +203,23 @@ func TestChaosFaultsInjectAndRevert(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	// wantLimit checks n1's limit for pattern; 0 means not listed.
-	wantLimit := func(pattern string, want int64) error {
-		var doc struct{ Limits []limiter.Limit }
-		resp, err := client.Get(n1.URL() + "/api/v1/limits")
+	// getJSON decodes n1's answer to GET path into out.
+	getJSON := func(path string, out any) error {
+		resp, err := client.Get(n1.URL() + path)
 		if err != nil {
 			return err
 		}
 		defer resp.Body.Close()
-		if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
-			return fmt.Errorf("GET /api/v1/limits: %s: %w", resp.Status, err)
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return fmt.Errorf("GET %s: %s: %w", path, resp.Status, err)
+		}
+		return nil
+	}
+	// wantLimit checks n1's limit for pattern; 0 means not listed.
+	wantLimit := func(pattern string, want int64) error {
+		var doc struct{ Limits []limiter.Limit }
+		if err := getJSON("/api/v1/limits", &doc); err != nil {
+			return err
 		}
 		got := int64(0)
 		for _, l := range doc.Limits {
@@ -305,13 +312,8 @@ func TestChaosFaultsInjectAndRevert(t *testing.T) {
 			// starts, or misses the key, still fails.
 			return eventually(5*time.Second, func() error {
 				var cv struct{ Used int64 }
-				resp, err := client.Get(n1.URL() + "/api/v1/counters/user:flood-hot")
-				if err != nil {
+				if err := getJSON("/api/v1/counters/user:flood-hot", &cv); err != nil {
 					return err
-				}
-				defer resp.Body.Close()
-				if err := json.NewDecoder(resp.Body).Decode(&cv); err != nil {
-					return fmt.Errorf("GET counters: %s: %w", resp.Status, err)
 				}
 				return want(cv.Used >= 100, "user:flood-hot used %d under a flood at 200/s; want its limit, 100", cv.Used)
 			})
