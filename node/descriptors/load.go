@@ -1,0 +1,438 @@
+// Package descriptors reads envoyproxy/ratelimit's YAML descriptor files and
+// matches Envoy's rate-limit descriptors against them. It knows nothing of
+// gRPC, HTTP or the store: it turns files into limits and a request's
+// entries into the limit and the counter key that decide it.
+package descriptors
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Units and their windows, as envoyproxy/ratelimit divides time: a month is
+// 30 days and a year 365, and every window is aligned on the Unix epoch.
+var units = map[string]int64{
+	"second": 1,
+	"minute": 60,
+	"hour":   3600,
+	"day":    86400,
+	"week":   7 * 86400,
+	"month":  30 * 86400,
+	"year":   365 * 86400,
+}
+
+// Algorithms accepted by the `algorithm` extension; the node validates the
+// names against its own list too.
+var algorithms = []string{"fixed_window", "sliding_window", "sliding_log", "token_bucket"}
+
+// maxAlgorithmWindow bounds the window of the algorithms other than
+// fixed_window, whose arithmetic must stay exact in Redis' doubles.
+const maxAlgorithmWindow = 86400
+
+// maxExactLimit bounds requests_per_unit for those algorithms likewise.
+const maxExactLimit = 100_000_000
+
+// Limit is one rate_limit block.
+type Limit struct {
+	ID              int    // index in Config.Limits
+	Domain          string // the file's domain
+	FullKey         string // domain.key_value.key: envoyproxy/ratelimit's stat key
+	Name            string // rate_limit.name, may be empty
+	Replaces        []string
+	Unit            string // second … year; empty when unlimited
+	WindowSeconds   int64
+	RequestsPerUnit uint32
+	Unlimited       bool
+	Algorithm       string
+	Shadow          bool
+	DetailedMetric  bool
+	File            string // base name of the file
+	Line            int
+	Path            string // YAML path of the rate_limit block
+}
+
+// descriptor is one node of a domain's tree.
+type descriptor struct {
+	key, value     string
+	wildcard       bool // value ends in *; prefix is value without it
+	prefix         string
+	limit          *Limit
+	shadow         bool
+	shareThreshold bool
+	valueToMetric  bool
+	detailedMetric bool
+	children       map[string]*descriptor // by key "\x00" value, or key alone
+	wildcards      []*descriptor          // in file order
+	line           int
+}
+
+// Config is every file of a directory, loaded and checked.
+type Config struct {
+	Domains map[string]*Domain
+	Limits  []*Limit
+	Files   []string // base names, sorted
+}
+
+// Domain is the descriptors of one domain.
+type Domain struct {
+	Name string
+	File string
+	root descriptor
+}
+
+// Load reads every *.yaml file of dir. Every problem of every file is
+// reported, each as "file:line: yaml.path: what".
+func Load(dir string) (*Config, error) {
+	names, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil {
+		return nil, fmt.Errorf("cannot list %s: %w", dir, err)
+	}
+	sort.Strings(names)
+	files := make(map[string][]byte, len(names))
+	for _, name := range names {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read envoy config: %w", err)
+		}
+		files[filepath.Base(name)] = data
+	}
+	return Parse(files)
+}
+
+// Parse checks and compiles files (base name -> content).
+func Parse(files map[string][]byte) (*Config, error) {
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	c := &Config{Domains: map[string]*Domain{}, Files: names}
+	var errs []error
+	for _, name := range names {
+		p := &parser{file: name, cfg: c}
+		p.parse(files[name])
+		errs = append(errs, p.errs...)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+type parser struct {
+	file   string
+	domain string
+	cfg  *Config
+	errs []error
+}
+
+func (p *parser) fail(n *yaml.Node, path, format string, args ...any) {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	msg := fmt.Sprintf(format, args...)
+	if path != "" {
+		msg = path + ": " + msg
+	}
+	p.errs = append(p.errs, fmt.Errorf("%s:%d: %s", p.file, line, msg))
+}
+
+func (p *parser) parse(data []byte) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		// yaml.v3 says "yaml: line N: ..." already.
+		p.errs = append(p.errs, fmt.Errorf("%s: %s", p.file, strings.TrimPrefix(err.Error(), "yaml: ")))
+		return
+	}
+	if len(doc.Content) == 0 {
+		p.fail(&doc, "", "empty file: want a mapping with domain and descriptors")
+		return
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		p.fail(root, "", "want a mapping with domain and descriptors")
+		return
+	}
+	var domain string
+	var domainNode, descs *yaml.Node
+	p.fields(root, "", func(key string, k, v *yaml.Node) {
+		switch key {
+		case "domain":
+			domain, domainNode = p.str(v, "domain"), v
+		case "descriptors":
+			descs = v
+		default:
+			p.fail(k, key, "unknown key (want domain or descriptors)")
+		}
+	})
+	if domain == "" {
+		p.fail(orNode(domainNode, root), "domain", "must be a non-empty string")
+		return
+	}
+	if d, dup := p.cfg.Domains[domain]; dup {
+		p.fail(domainNode, "domain", "duplicate domain %q, already defined in %s", domain, d.File)
+		return
+	}
+	p.domain = domain
+	d := &Domain{Name: domain, File: p.file}
+	d.root.children = map[string]*descriptor{}
+	p.cfg.Domains[domain] = d
+	if descs != nil {
+		p.descriptors(&d.root, descs, "descriptors", domain)
+	}
+}
+
+func orNode(n, alt *yaml.Node) *yaml.Node {
+	if n != nil {
+		return n
+	}
+	return alt
+}
+
+// fields calls f for each key of a mapping, refusing duplicate keys.
+func (p *parser) fields(n *yaml.Node, path string, f func(key string, k, v *yaml.Node)) {
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		at := join(path, k.Value)
+		if k.Kind != yaml.ScalarNode {
+			p.fail(k, path, "keys must be strings")
+			continue
+		}
+		if seen[k.Value] {
+			p.fail(k, at, "duplicate key")
+			continue
+		}
+		seen[k.Value] = true
+		f(k.Value, k, v)
+	}
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func (p *parser) str(n *yaml.Node, path string) string {
+	if n.Kind != yaml.ScalarNode || (n.Tag != "!!str" && n.Tag != "!!int" && n.Tag != "!!float") {
+		p.fail(n, path, "must be a string")
+		return ""
+	}
+	return n.Value
+}
+
+func (p *parser) boolean(n *yaml.Node, path string) bool {
+	var b bool
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" || n.Decode(&b) != nil {
+		p.fail(n, path, "must be true or false, got %q", n.Value)
+		return false
+	}
+	return b
+}
+
+func (p *parser) descriptors(parent *descriptor, n *yaml.Node, path, fullKey string) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		p.fail(n, path, "must be a list of descriptors")
+		return
+	}
+	for i, item := range n.Content {
+		at := path + "[" + strconv.Itoa(i) + "]"
+		if item.Kind != yaml.MappingNode {
+			p.fail(item, at, "must be a mapping with a key")
+			continue
+		}
+		d := &descriptor{line: item.Line, children: map[string]*descriptor{}}
+		var rl, kids, keyNode *yaml.Node
+		p.fields(item, at, func(key string, k, v *yaml.Node) {
+			switch key {
+			case "key":
+				d.key, keyNode = p.str(v, at+".key"), v
+			case "value":
+				d.value = p.str(v, at+".value")
+			case "rate_limit":
+				rl = v
+			case "descriptors":
+				kids = v
+			case "shadow_mode", "detailed_metric", "value_to_metric", "share_threshold":
+				b := p.boolean(v, at+"."+key)
+				switch key {
+				case "shadow_mode":
+					d.shadow = b
+				case "detailed_metric":
+					d.detailedMetric = b
+				case "value_to_metric":
+					d.valueToMetric = b
+				case "share_threshold":
+					d.shareThreshold = b
+				}
+			default:
+				p.fail(k, join(at, key), "unknown key (want key, value, rate_limit, descriptors, shadow_mode, detailed_metric, value_to_metric or share_threshold)")
+			}
+		})
+		if d.key == "" {
+			p.fail(orNode(keyNode, item), at+".key", "descriptor has no key")
+			continue
+		}
+		if strings.HasSuffix(d.value, "*") {
+			d.wildcard, d.prefix = true, strings.TrimSuffix(d.value, "*")
+		}
+		if d.shareThreshold && !d.wildcard {
+			p.fail(item, at+".share_threshold", "applies only to a wildcard value ending in *, got value %q", d.value)
+		}
+		name := d.key
+		if d.value != "" {
+			name += "_" + d.value
+		}
+		full := fullKey + "." + name
+		mapKey := childKey(d.key, d.value, d.value != "")
+		if prev, dup := parent.children[mapKey]; dup {
+			p.fail(item, at, "duplicate descriptor %q (first at line %d)", full, prev.line)
+			continue
+		}
+		if rl != nil {
+			d.limit = p.rateLimit(rl, at+".rate_limit", full)
+		}
+		if d.limit != nil {
+			d.limit.Shadow = d.shadow
+			d.limit.DetailedMetric = d.detailedMetric
+		}
+		if kids != nil {
+			p.descriptors(d, kids, at+".descriptors", full)
+		}
+		parent.children[mapKey] = d
+		if d.wildcard {
+			parent.wildcards = append(parent.wildcards, d)
+		}
+	}
+}
+
+func childKey(key, value string, hasValue bool) string {
+	if !hasValue {
+		return key
+	}
+	return key + "\x00" + value
+}
+
+func (p *parser) rateLimit(n *yaml.Node, path, fullKey string) *Limit {
+	if n.Kind != yaml.MappingNode {
+		p.fail(n, path, "must be a mapping with unit and requests_per_unit, or unlimited: true")
+		return nil
+	}
+	l := &Limit{ID: len(p.cfg.Limits), Domain: p.domain, FullKey: fullKey,
+		File: p.file, Line: n.Line, Path: path, Algorithm: "fixed_window"}
+	p.cfg.Limits = append(p.cfg.Limits, l)
+	var unitNode, rpuNode *yaml.Node
+	p.fields(n, path, func(key string, k, v *yaml.Node) {
+		at := path + "." + key
+		switch key {
+		case "unit":
+			l.Unit, unitNode = strings.ToLower(p.str(v, at)), v
+		case "requests_per_unit":
+			rpuNode = v
+			var u uint64
+			if v.Kind != yaml.ScalarNode || v.Tag != "!!int" || v.Decode(&u) != nil || u > math.MaxUint32 {
+				p.fail(v, at, "must be an integer from 0 to %d, got %q", uint32(math.MaxUint32), v.Value)
+				return
+			}
+			l.RequestsPerUnit = uint32(u)
+		case "unlimited":
+			l.Unlimited = p.boolean(v, at)
+		case "name":
+			l.Name = p.str(v, at)
+		case "replaces":
+			l.Replaces = p.replaces(v, at)
+		case "algorithm":
+			l.Algorithm = p.str(v, at)
+			if !contains(algorithms, l.Algorithm) {
+				p.fail(v, at, "unknown algorithm %q (want %s)", l.Algorithm, strings.Join(algorithms, ", "))
+			}
+		default:
+			p.fail(k, at, "unknown key (want unit, requests_per_unit, unlimited, name, replaces or algorithm)")
+		}
+	})
+	for _, r := range l.Replaces {
+		if r == l.Name && r != "" {
+			p.fail(n, path+".replaces", "must not name this rate_limit itself (%q)", r)
+		}
+	}
+	if l.Unlimited {
+		if unitNode != nil {
+			p.fail(unitNode, path+".unit", "must not be set when unlimited is true")
+		}
+		return l
+	}
+	if unitNode == nil {
+		p.fail(n, path+".unit", "missing (want second, minute, hour, day, week, month or year)")
+		return l
+	}
+	w, ok := units[l.Unit]
+	if !ok {
+		p.fail(unitNode, path+".unit", "invalid unit %q (want second, minute, hour, day, week, month or year)", unitNode.Value)
+		return l
+	}
+	l.WindowSeconds = w
+	if rpuNode == nil {
+		p.fail(n, path+".requests_per_unit", "missing")
+	}
+	if l.Algorithm != "fixed_window" {
+		if w > maxAlgorithmWindow {
+			p.fail(unitNode, path+".unit", "algorithm %s supports windows up to a day; use fixed_window for %s", l.Algorithm, l.Unit)
+		}
+		if l.RequestsPerUnit > maxExactLimit {
+			p.fail(rpuNode, path+".requests_per_unit", "algorithm %s supports at most %d", l.Algorithm, maxExactLimit)
+		}
+	}
+	return l
+}
+
+func (p *parser) replaces(n *yaml.Node, path string) []string {
+	if n.Kind != yaml.SequenceNode {
+		p.fail(n, path, "must be a list of {name: ...}")
+		return nil
+	}
+	var out []string
+	for i, item := range n.Content {
+		at := path + "[" + strconv.Itoa(i) + "]"
+		if item.Kind != yaml.MappingNode {
+			p.fail(item, at, "must be a mapping with a name")
+			continue
+		}
+		name := ""
+		p.fields(item, at, func(key string, k, v *yaml.Node) {
+			if key != "name" {
+				p.fail(k, join(at, key), "unknown key (want name)")
+				return
+			}
+			name = p.str(v, at+".name")
+		})
+		if name == "" {
+			p.fail(item, at+".name", "must be a non-empty string")
+			continue
+		}
+		out = append(out, name)
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
