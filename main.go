@@ -153,6 +153,8 @@ func nodeCommand() *cli.Command {
 			&cli.IntFlag{Name: "deny-cache-size", Value: d.DenyCacheSize, Usage: "keys answered locally while over their limit"},
 			&cli.IntFlag{Name: "max-body-bytes", Value: d.MaxBodyBytes},
 			&cli.IntFlag{Name: "max-batch", Value: d.MaxBatch, Usage: "most checks in one batch request"},
+			&cli.StringFlag{Name: "grpc-listen", Usage: "serve Envoy's Rate Limit Service (gRPC) on this address"},
+			&cli.StringFlag{Name: "envoy-config", Usage: "directory of envoyproxy/ratelimit descriptor files (*.yaml), reloaded on change"},
 		),
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
@@ -178,7 +180,8 @@ func nodeCommand() *cli.Command {
 func applyNodeFlags(c *cli.Context, cfg *node.Config) {
 	str := map[string]*string{"listen": &cfg.Listen, "node-id": &cfg.ID, "redis-url": &cfg.RedisURL,
 		"admin-token": &cfg.AdminToken, "advertise": &cfg.Advertise, "redis-prefix": &cfg.RedisPrefix,
-		"failure-mode": &cfg.FailureMode, "unmatched": &cfg.Unmatched, "key-header": &cfg.KeyHeader}
+		"failure-mode": &cfg.FailureMode, "unmatched": &cfg.Unmatched, "key-header": &cfg.KeyHeader,
+		"grpc-listen": &cfg.GRPCListen, "envoy-config": &cfg.EnvoyConfigDir}
 	for name, dst := range str {
 		if c.IsSet(name) {
 			*dst = c.String(name)

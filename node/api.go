@@ -34,6 +34,13 @@ func (n *Node) handle(ctx *fasthttp.RequestCtx) {
 		}
 		n.handleBatch(ctx)
 		return
+	case "/json": // envoyproxy/ratelimit's HTTP form of ShouldRateLimit
+		if !ctx.IsPost() {
+			n.methodNotAllowed(ctx, "POST")
+			return
+		}
+		n.handleEnvoyJSON(ctx)
+		return
 	case "/health":
 		n.handleHealth(ctx)
 		return

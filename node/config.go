@@ -43,6 +43,19 @@ type Config struct {
 	MaxBodyBytes  int `toml:"max_body_bytes"`
 	MaxBatch      int `toml:"max_batch"`
 
+	// GRPCListen, when set, serves Envoy's Rate Limit Service there.
+	GRPCListen string `toml:"grpc_listen"`
+	// EnvoyConfigDir holds envoyproxy/ratelimit descriptor files (*.yaml),
+	// reloaded when they change.
+	EnvoyConfigDir string `toml:"envoy_config_dir"`
+	// EnvoyShadowMode never answers OVER_LIMIT overall (SHADOW_MODE).
+	EnvoyShadowMode bool `toml:"envoy_shadow_mode"`
+	// EnvoyHeaders picks response_headers_to_add: "draft10", "x-ratelimit" or "off".
+	EnvoyHeaders string `toml:"envoy_headers"`
+	// EnvoyStoreErrors answers a store failure with gRPC UNAVAILABLE (so
+	// Envoy's failure_mode_deny decides) instead of by failure_mode.
+	EnvoyStoreErrors bool `toml:"envoy_store_errors"`
+
 	// Limits is the starting set of limits, from the file's [[limits]].
 	Limits []limiter.Limit `toml:"-"`
 }
@@ -63,6 +76,7 @@ func DefaultConfig() Config {
 		DenyCacheSize:     10_000,
 		MaxBodyBytes:      64 << 10,
 		MaxBatch:          1000,
+		EnvoyHeaders:      envoyHeadersDraft10,
 	}
 }
 
@@ -120,6 +134,7 @@ func (c *Config) Validate() error {
 	if c.MaxBatch < 1 {
 		p.Add("max_batch", "must be at least 1")
 	}
+	c.validateEnvoy(&p)
 	return p.Err()
 }
 

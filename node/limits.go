@@ -92,7 +92,8 @@ func (n *Node) handleLimits(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].KeyPattern < out[j].KeyPattern })
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"limits": out, "unmatched": n.cfg.Unmatched, "version": n.version.Load()})
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"limits": out, "unmatched": n.cfg.Unmatched, "version": n.version.Load(),
+		"descriptors": n.descriptorRecords()})
 }
 
 func (n *Node) handlePutLimit(ctx *fasthttp.RequestCtx) {

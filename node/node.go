@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"google.golang.org/grpc"
 
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
@@ -63,6 +64,7 @@ type Node struct {
 	server      *fasthttp.Server
 	peers       *fasthttp.Client
 	items       sync.Pool // *[1]Item for single checks
+	envoy       envoyRuntime
 }
 
 // New checks cfg, binds the listen address and prepares the node; Run
@@ -114,6 +116,13 @@ func New(cfg Config, store Store, log *slog.Logger, now func() time.Time) (*Node
 	n.hot = newHotKeys(10_000, min(0.5, cfg.HotKeyRatio), 10e6)
 	n.metrics = newNodeMetrics(n)
 	n.items.New = func() any { return new([1]Item) }
+	if err := n.setupEnvoy(); err != nil {
+		ln.Close()
+		if n.ownStore {
+			n.store.Close()
+		}
+		return nil, err
+	}
 	n.peers = &fasthttp.Client{ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxConnWaitTimeout: 300 * time.Millisecond}
 	n.server = &fasthttp.Server{
 		Handler:               n.handle,
@@ -150,12 +159,18 @@ func (n *Node) Run(ctx context.Context) error {
 	// put it back in the registry; the server stops last.
 	loops, stopLoops := context.WithCancel(ctx)
 	var wg, served sync.WaitGroup
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	served.Add(1)
 	go func() { defer served.Done(); serveErr <- n.server.Serve(n.ln) }()
-	wg.Add(2)
+	if n.envoy.grpc != nil {
+		served.Add(1)
+		go func() { defer served.Done(); serveErr <- n.serveGRPC() }()
+	}
+	wg.Add(4)
 	go func() { defer wg.Done(); n.every(loops, n.cfg.HeartbeatInterval.Duration, n.heartbeat) }()
 	go func() { defer wg.Done(); n.every(loops, n.cfg.SyncInterval.Duration, n.syncTick) }()
+	go func() { defer wg.Done(); n.watchEnvoy(loops) }()
+	go func() { defer wg.Done(); n.followHealth(loops) }()
 	n.log.Info("node serving", "addr", n.Addr(), "store", n.storeKind())
 
 	var err error
@@ -167,7 +182,7 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Wait()
 	n.shutdown()
 	served.Wait()
-	if errors.Is(err, net.ErrClosed) {
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, grpc.ErrServerStopped) {
 		err = nil
 	}
 	return err
@@ -204,6 +219,7 @@ func (n *Node) shutdown() {
 	} else {
 		n.log.Info("deregistered")
 	}
+	n.stopGRPC(ctx)
 	if err := n.server.ShutdownWithContext(ctx); err != nil {
 		n.log.Warn("shutdown", "err", err)
 	}

@@ -130,8 +130,8 @@ func Parse(files map[string][]byte) (*Config, error) {
 type parser struct {
 	file   string
 	domain string
-	cfg  *Config
-	errs []error
+	cfg    *Config
+	errs   []error
 }
 
 func (p *parser) fail(n *yaml.Node, path, format string, args ...any) {

@@ -1,0 +1,309 @@
+package node
+
+import (
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rls "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/descriptors"
+)
+
+// Bounds on one Envoy request, so a hostile request costs bounded memory.
+const (
+	maxEnvoyEntries    = 32  // entries of one descriptor
+	maxEnvoyEntryBytes = 512 // one key or value
+)
+
+var unitEnums = map[string]rls.RateLimitResponse_RateLimit_Unit{
+	"second": rls.RateLimitResponse_RateLimit_SECOND, "minute": rls.RateLimitResponse_RateLimit_MINUTE,
+	"hour": rls.RateLimitResponse_RateLimit_HOUR, "day": rls.RateLimitResponse_RateLimit_DAY,
+	"week": rls.RateLimitResponse_RateLimit_WEEK, "month": rls.RateLimitResponse_RateLimit_MONTH,
+	"year": rls.RateLimitResponse_RateLimit_YEAR,
+}
+
+var unitSeconds = map[rls.RateLimitResponse_RateLimit_Unit]int64{
+	rls.RateLimitResponse_RateLimit_SECOND: 1, rls.RateLimitResponse_RateLimit_MINUTE: 60,
+	rls.RateLimitResponse_RateLimit_HOUR: 3600, rls.RateLimitResponse_RateLimit_DAY: 86400,
+	rls.RateLimitResponse_RateLimit_WEEK: 7 * 86400, rls.RateLimitResponse_RateLimit_MONTH: 30 * 86400,
+	rls.RateLimitResponse_RateLimit_YEAR: 365 * 86400,
+}
+
+// envoyItem is one descriptor of a request on its way to a decision.
+type envoyItem struct {
+	limit  *descriptors.Limit // nil: no limit applies
+	policy *Policy            // nil for unlimited and zero limits
+	unit   rls.RateLimitResponse_RateLimit_Unit
+	key    []byte // counter key
+	metric string // descriptor series name
+	cost   int64
+	d      decision
+	done   bool
+}
+
+// shouldRateLimit decides one RateLimitRequest through the node's decision
+// path: blocks, the deny cache, the store in one round trip for every
+// descriptor, the failure mode and shadow mode, as for HTTP checks.
+func (n *Node) shouldRateLimit(req *rls.RateLimitRequest) (*rls.RateLimitResponse, error) {
+	start := time.Now()
+	if n.selfState() == stateDraining {
+		n.envoy.requests["error"].Inc()
+		return nil, status.Error(codes.Unavailable, "node "+n.id+" is draining; send requests to another node")
+	}
+	if err := n.checkEnvoyRequest(req); err != nil {
+		n.envoy.requests["error"].Inc()
+		n.metrics.badRequests.Inc()
+		return nil, err
+	}
+	es := n.envoy.state.Load()
+	st := n.state.Load()
+	clock := n.now()
+	now := clock.UnixMicro()
+
+	items := make([]envoyItem, len(req.Descriptors))
+	replaced := map[string]bool{}
+	var entries []descriptors.Entry
+	for i, d := range req.Descriptors {
+		it := &items[i]
+		entries = entries[:0]
+		for _, e := range d.Entries {
+			entries = append(entries, descriptors.Entry{Key: e.Key, Value: e.Value})
+		}
+		it.cost = int64(max(req.HitsAddend, 1)) // 0 means 1, as in Envoy
+		if h := d.GetHitsAddend(); h != nil {
+			it.cost = int64(min(h.Value, math.MaxInt32)) // set explicitly: 0 reads without consuming
+		}
+		if o := d.GetLimit(); o != nil {
+			n.overrideLimit(it, req.Domain, entries, o)
+			continue
+		}
+		m, ok := es.cfg.Match(req.Domain, entries)
+		if !ok {
+			continue
+		}
+		it.limit, it.policy, it.unit = m.Limit, es.policies[m.Limit.ID], unitEnums[m.Limit.Unit]
+		it.key = append([]byte(envoyKeyPrefix), m.Key...)
+		it.metric = m.Metric
+		for _, r := range m.Limit.Replaces {
+			replaced[r] = true
+		}
+	}
+
+	// A limit named by another matched limit's replaces is not evaluated.
+	var batch []Item
+	var slots []int
+	for i := range items {
+		it := &items[i]
+		if it.limit == nil {
+			continue
+		}
+		if it.limit.Name != "" && replaced[it.limit.Name] {
+			it.limit, it.policy = nil, nil
+			continue
+		}
+		switch {
+		case it.limit.Unlimited:
+			it.d, it.done = decision{allowed: true, reason: reasonWithin}, true
+		case it.policy == nil: // requests_per_unit: 0 denies everything
+			w := it.limit.WindowSeconds * 1e6
+			reset := w - now%w
+			it.d, it.done = decision{reason: reasonLimit, res: limiter.Result{ResetAfter: reset, RetryAfter: reset}}, true
+		default:
+			// A cost beyond the capacity is denied either way; the clamp
+			// keeps the store's arithmetic within its bounds.
+			it.cost = min(it.cost, it.policy.Capacity()+1)
+			in := checkInput{key: it.key, cost: it.cost}
+			if d, ok := n.localDecision(st, it.policy, in, now); ok {
+				it.d, it.done = d, true
+				continue
+			}
+			batch = append(batch, Item{Key: unsafeString(it.key), Cost: it.cost, Policy: it.policy})
+			slots = append(slots, i)
+		}
+	}
+	if len(batch) > 0 {
+		op := "check_batch"
+		if len(batch) == 1 {
+			op = "check"
+		}
+		err := n.decideStored(batch, op, clock)
+		if err != nil && n.cfg.EnvoyStoreErrors {
+			n.envoy.requests["error"].Inc()
+			return nil, status.Error(codes.Unavailable, "the store did not answer: "+err.Error())
+		}
+		for j, b := range batch {
+			it := &items[slots[j]]
+			it.d = n.finish(b.Policy, checkInput{key: it.key, cost: it.cost}, b.Result, b.Err, now)
+			it.done = true
+		}
+	}
+	return n.envoyResponse(req, items, start, clock), nil
+}
+
+// overrideLimit applies a limit Envoy sent with the descriptor itself,
+// which takes the place of any configured one, as envoyproxy/ratelimit does.
+func (n *Node) overrideLimit(it *envoyItem, domain string, entries []descriptors.Entry, o *rlcommon.RateLimitDescriptor_RateLimitOverride) {
+	u := rls.RateLimitResponse_RateLimit_Unit(o.Unit)
+	w, ok := unitSeconds[u]
+	if !ok {
+		return // an unknown unit limits nothing
+	}
+	var key strings.Builder
+	key.WriteString(envoyKeyPrefix + "override|" + domain)
+	name := domain
+	for _, e := range entries {
+		key.WriteString("|" + e.Key + "=" + e.Value)
+		name += "." + e.Key
+	}
+	key.WriteString("|" + strconv.FormatUint(uint64(o.RequestsPerUnit), 10) + "/" + strconv.FormatInt(w, 10))
+	l := &descriptors.Limit{Domain: domain, FullKey: name, RequestsPerUnit: o.RequestsPerUnit, WindowSeconds: w,
+		Unit: strings.ToLower(u.String()), Algorithm: string(limiter.FixedWindow)}
+	it.limit, it.unit, it.key, it.metric = l, u, []byte(key.String()), name
+	if o.RequestsPerUnit > 0 {
+		it.policy = compile(envoyLimit(l), n.cfg.FailureMode)
+	}
+}
+
+func (n *Node) checkEnvoyRequest(req *rls.RateLimitRequest) error {
+	switch {
+	case req.Domain == "":
+		return status.Error(codes.InvalidArgument, "rate limit domain must not be empty")
+	case len(req.Descriptors) == 0:
+		return status.Error(codes.InvalidArgument, "rate limit descriptor list must not be empty")
+	case len(req.Descriptors) > n.cfg.MaxBatch:
+		return status.Errorf(codes.InvalidArgument, "at most %d descriptors per request, got %d", n.cfg.MaxBatch, len(req.Descriptors))
+	case len(req.Domain) > maxEnvoyEntryBytes:
+		return status.Errorf(codes.InvalidArgument, "domain longer than %d bytes", maxEnvoyEntryBytes)
+	}
+	for i, d := range req.Descriptors {
+		if len(d.GetEntries()) == 0 || len(d.Entries) > maxEnvoyEntries {
+			return status.Errorf(codes.InvalidArgument, "descriptors[%d]: want 1 to %d entries, got %d", i, maxEnvoyEntries, len(d.GetEntries()))
+		}
+		for j, e := range d.Entries {
+			if e == nil || len(e.Key) > maxEnvoyEntryBytes || len(e.Value) > maxEnvoyEntryBytes {
+				return status.Errorf(codes.InvalidArgument, "descriptors[%d].entries[%d]: key and value must be at most %d bytes", i, j, maxEnvoyEntryBytes)
+			}
+		}
+	}
+	return nil
+}
+
+// envoyResponse turns the decisions into Envoy's answer, and accounts for
+// them in the node's metrics as HTTP checks are.
+func (n *Node) envoyResponse(req *rls.RateLimitRequest, items []envoyItem, start, clock time.Time) *rls.RateLimitResponse {
+	resp := &rls.RateLimitResponse{OverallCode: rls.RateLimitResponse_OK, Statuses: make([]*rls.RateLimitResponse_DescriptorStatus, len(items))}
+	es := n.envoy.state.Load()
+	domain := "(unknown)"
+	if es.cfg.Domains[req.Domain] != nil {
+		domain = req.Domain
+	}
+	for i := range items {
+		it := &items[i]
+		s := &rls.RateLimitResponse_DescriptorStatus{Code: rls.RateLimitResponse_OK}
+		resp.Statuses[i] = s
+		if it.limit == nil {
+			n.envoy.descriptorCounter(n.metrics.set, n.id, domain, "(no_limit)", "", "no_limit", false).Inc()
+			continue
+		}
+		l := it.limit
+		result := "ok"
+		if l.Unlimited {
+			s.LimitRemaining = math.MaxUint32
+			result = "unlimited"
+		} else {
+			s.CurrentLimit = &rls.RateLimitResponse_RateLimit{Name: l.Name, RequestsPerUnit: l.RequestsPerUnit, Unit: it.unit}
+			s.LimitRemaining = uint32(min(max(it.d.res.Remaining, 0), math.MaxUint32))
+			s.DurationUntilReset = durationpb.New(time.Duration(max(it.d.res.ResetAfter, 0)) * time.Microsecond)
+			if !it.d.allowed {
+				s.Code = rls.RateLimitResponse_OVER_LIMIT
+				resp.OverallCode = rls.RateLimitResponse_OVER_LIMIT
+				result = "over_limit"
+			}
+			switch it.d.reason {
+			case reasonShadow:
+				result = "shadow"
+			case reasonFailOpen, reasonFailClosed, reasonBlocked:
+				result = it.d.reason
+			}
+		}
+		n.account(&it.d, it.key, start, clock)
+		detailed := it.metric != l.FullKey
+		n.envoy.descriptorCounter(n.metrics.set, n.id, domain, it.metric, l.FullKey, result, detailed).Inc()
+	}
+	if resp.OverallCode == rls.RateLimitResponse_OVER_LIMIT && n.cfg.EnvoyShadowMode {
+		// Global shadow mode: every decision is made and counted, and the
+		// statuses say what would have happened, but nothing is denied.
+		resp.OverallCode = rls.RateLimitResponse_OK
+		n.envoy.globalSh.Inc()
+	}
+	if resp.OverallCode == rls.RateLimitResponse_OK {
+		n.envoy.requests["ok"].Inc()
+	} else {
+		n.envoy.requests["over_limit"].Inc()
+	}
+	resp.ResponseHeadersToAdd = n.envoyHeaders(items)
+	return resp
+}
+
+// envoyHeaders builds response_headers_to_add in the configured style from
+// the descriptors that had a limit.
+func (n *Node) envoyHeaders(items []envoyItem) []*corev3.HeaderValue {
+	if n.cfg.EnvoyHeaders == envoyHeadersOff {
+		return nil
+	}
+	var tightest *envoyItem
+	var policy, limit []byte
+	for i := range items {
+		it := &items[i]
+		if it.limit == nil || it.limit.Unlimited {
+			continue
+		}
+		if tightest == nil || it.d.res.Remaining < tightest.d.res.Remaining {
+			tightest = it
+		}
+		if n.cfg.EnvoyHeaders != envoyHeadersDraft10 {
+			continue
+		}
+		name := it.limit.Name
+		if name == "" {
+			name = it.limit.FullKey
+		}
+		name = printableName(name)
+		if len(policy) > 0 {
+			policy, limit = append(policy, ", "...), append(limit, ", "...)
+		}
+		policy = appendSFString(policy, name)
+		policy = append(policy, ";q="...)
+		policy = strconv.AppendInt(policy, int64(it.limit.RequestsPerUnit), 10)
+		policy = append(policy, ";w="...)
+		policy = strconv.AppendInt(policy, it.limit.WindowSeconds, 10)
+		limit = appendSFString(limit, name)
+		limit = append(limit, ";r="...)
+		limit = strconv.AppendInt(limit, max(it.d.res.Remaining, 0), 10)
+		limit = append(limit, ";t="...)
+		limit = strconv.AppendInt(limit, ceilSeconds(it.d.res.ResetAfter), 10)
+	}
+	if tightest == nil {
+		return nil
+	}
+	if n.cfg.EnvoyHeaders == envoyHeadersDraft10 {
+		return []*corev3.HeaderValue{{Key: "RateLimit-Policy", Value: string(policy)}, {Key: "RateLimit", Value: string(limit)}}
+	}
+	// The draft-03 fields envoyproxy/ratelimit and Envoy's own filter send:
+	// the tightest limit, its window, what is left of it and when it resets.
+	t := tightest
+	lim := strconv.FormatUint(uint64(t.limit.RequestsPerUnit), 10)
+	return []*corev3.HeaderValue{
+		{Key: "X-RateLimit-Limit", Value: lim + ", " + lim + ";w=" + strconv.FormatInt(t.limit.WindowSeconds, 10)},
+		{Key: "X-RateLimit-Remaining", Value: strconv.FormatInt(max(t.d.res.Remaining, 0), 10)},
+		{Key: "X-RateLimit-Reset", Value: strconv.FormatInt(ceilSeconds(t.d.res.ResetAfter), 10)},
+	}
+}

@@ -1,0 +1,95 @@
+package node
+
+import (
+	"context"
+	"runtime/debug"
+	"time"
+
+	rls "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	grpchealth "google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+)
+
+// rlsServer is Envoy's Rate Limit Service on top of the node.
+type rlsServer struct {
+	rls.UnimplementedRateLimitServiceServer
+	n *Node
+}
+
+func (s rlsServer) ShouldRateLimit(_ context.Context, req *rls.RateLimitRequest) (*rls.RateLimitResponse, error) {
+	return s.n.shouldRateLimit(req)
+}
+
+func (n *Node) newGRPCServer() {
+	e := &n.envoy
+	e.grpc = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(n.recoverGRPC),
+		grpc.MaxRecvMsgSize(max(n.cfg.MaxBodyBytes, 64<<10)),
+	)
+	rls.RegisterRateLimitServiceServer(e.grpc, rlsServer{n: n})
+	e.health = grpchealth.NewServer()
+	healthpb.RegisterHealthServer(e.grpc, e.health)
+	reflection.Register(e.grpc)
+}
+
+// recoverGRPC is the last line against a panic in a handler: the caller
+// gets Internal and the node keeps serving.
+func (n *Node) recoverGRPC(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			n.log.Error("panic in gRPC handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+			resp, err = nil, status.Error(codes.Internal, "internal error")
+		}
+	}()
+	return h(ctx, req)
+}
+
+// serveGRPC serves until stopGRPC.
+func (n *Node) serveGRPC() error {
+	e := &n.envoy
+	n.setHealth()
+	n.log.Info("gRPC serving", "addr", e.grpcLn.Addr().String())
+	return e.grpc.Serve(e.grpcLn)
+}
+
+// followHealth keeps the gRPC health service in step with the node's
+// state, so a draining node (or one that cannot decide) reads NOT_SERVING.
+func (n *Node) followHealth(ctx context.Context) {
+	if n.envoy.grpc != nil {
+		n.every(ctx, 250*time.Millisecond, func(context.Context) { n.setHealth() })
+	}
+}
+
+func (n *Node) setHealth() {
+	s := n.healthStatus()
+	n.envoy.health.SetServingStatus("", s)
+	n.envoy.health.SetServingStatus(rls.RateLimitService_ServiceDesc.ServiceName, s)
+}
+
+func (n *Node) healthStatus() healthpb.HealthCheckResponse_ServingStatus {
+	if n.selfState() == stateHealthy {
+		return healthpb.HealthCheckResponse_SERVING
+	}
+	return healthpb.HealthCheckResponse_NOT_SERVING
+}
+
+// stopGRPC lets calls in flight finish, bounded by ctx.
+func (n *Node) stopGRPC(ctx context.Context) {
+	e := &n.envoy
+	if e.grpc == nil {
+		return
+	}
+	e.health.Shutdown()
+	done := make(chan struct{})
+	go func() { e.grpc.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		e.grpc.Stop()
+		<-done
+	}
+}
