@@ -65,6 +65,9 @@ func (c *Config) validateEnvoy(p *config.Problems) {
 type envoyState struct {
 	cfg      *descriptors.Config
 	policies []*Policy // by descriptors.Limit.ID; nil for unlimited and zero limits
+	// counters are each limit's decision series, made on first use so a
+	// large file costs no series it never decides.
+	counters [][numResults]atomic.Pointer[metrics.Counter]
 	files    map[string]fileStamp
 	loadedAt time.Time
 }
@@ -162,7 +165,8 @@ func (n *Node) loadEnvoy() (*envoyState, error) {
 	if err != nil {
 		return &envoyState{files: files}, err
 	}
-	st := &envoyState{cfg: cfg, files: files, policies: make([]*Policy, len(cfg.Limits)), loadedAt: n.now()}
+	st := &envoyState{cfg: cfg, files: files, policies: make([]*Policy, len(cfg.Limits)), loadedAt: n.now(),
+		counters: make([][numResults]atomic.Pointer[metrics.Counter], len(cfg.Limits))}
 	for _, l := range cfg.Limits {
 		if l.Unlimited || l.RequestsPerUnit == 0 {
 			continue
@@ -248,6 +252,34 @@ func sameStamps(a, b map[string]fileStamp) bool {
 		}
 	}
 	return true
+}
+
+// Results of one descriptor's decision, as the result label says them.
+const (
+	resultOK = iota
+	resultOverLimit
+	resultShadow
+	resultUnlimited
+	resultFailOpen
+	resultFailClosed
+	resultBlocked
+	numResults
+)
+
+var resultNames = [numResults]string{"ok", "over_limit", "shadow", "unlimited", "fail_open", "fail_closed", "blocked"}
+
+// limitCounter is the decision counter of a limit under its own name.
+func (n *Node) limitCounter(st *envoyState, l *descriptors.Limit, result int) *metrics.Counter {
+	if l.ID >= len(st.counters) || st.cfg.Limits[l.ID] != l { // a request's own override
+		return n.envoy.descriptorCounter(n.metrics.set, n.id, l.Domain, l.FullKey, l.FullKey, resultNames[result], false)
+	}
+	slot := &st.counters[l.ID][result]
+	if c := slot.Load(); c != nil {
+		return c
+	}
+	c := n.envoy.descriptorCounter(n.metrics.set, n.id, l.Domain, l.FullKey, l.FullKey, resultNames[result], false)
+	slot.Store(c)
+	return c
 }
 
 // descriptorCounter returns the decision counter of one descriptor series,

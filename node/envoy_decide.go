@@ -70,7 +70,8 @@ func (n *Node) shouldRateLimit(req *rls.RateLimitRequest) (*rls.RateLimitRespons
 
 	items := make([]envoyItem, len(req.Descriptors))
 	replaced := map[string]bool{}
-	var entries []descriptors.Entry
+	var buf [8]descriptors.Entry
+	entries := buf[:0]
 	for i, d := range req.Descriptors {
 		it := &items[i]
 		entries = entries[:0]
@@ -91,7 +92,7 @@ func (n *Node) shouldRateLimit(req *rls.RateLimitRequest) (*rls.RateLimitRespons
 		}
 		it.limit, it.policy, it.unit = m.Limit, es.policies[m.Limit.ID], unitEnums[m.Limit.Unit]
 		it.key = append([]byte(envoyKeyPrefix), m.Key...)
-		it.metric = m.Metric
+		it.metric = m.Metric // "" unless request values name the series
 		for _, r := range m.Limit.Replaces {
 			replaced[r] = true
 		}
@@ -166,7 +167,7 @@ func (n *Node) overrideLimit(it *envoyItem, domain string, entries []descriptors
 	key.WriteString("|" + strconv.FormatUint(uint64(o.RequestsPerUnit), 10) + "/" + strconv.FormatInt(w, 10))
 	l := &descriptors.Limit{Domain: domain, FullKey: name, RequestsPerUnit: o.RequestsPerUnit, WindowSeconds: w,
 		Unit: strings.ToLower(u.String()), Algorithm: string(limiter.FixedWindow)}
-	it.limit, it.unit, it.key, it.metric = l, u, []byte(key.String()), name
+	it.limit, it.unit, it.key = l, u, []byte(key.String())
 	if o.RequestsPerUnit > 0 {
 		it.policy = compile(envoyLimit(l), n.cfg.FailureMode)
 	}
@@ -201,23 +202,23 @@ func (n *Node) checkEnvoyRequest(req *rls.RateLimitRequest) error {
 func (n *Node) envoyResponse(req *rls.RateLimitRequest, items []envoyItem, start, clock time.Time) *rls.RateLimitResponse {
 	resp := &rls.RateLimitResponse{OverallCode: rls.RateLimitResponse_OK, Statuses: make([]*rls.RateLimitResponse_DescriptorStatus, len(items))}
 	es := n.envoy.state.Load()
-	domain := "(unknown)"
-	if es.cfg.Domains[req.Domain] != nil {
-		domain = req.Domain
-	}
 	for i := range items {
 		it := &items[i]
 		s := &rls.RateLimitResponse_DescriptorStatus{Code: rls.RateLimitResponse_OK}
 		resp.Statuses[i] = s
 		if it.limit == nil {
+			domain := "(unknown)"
+			if es.cfg.Domains[req.Domain] != nil {
+				domain = req.Domain
+			}
 			n.envoy.descriptorCounter(n.metrics.set, n.id, domain, "(no_limit)", "", "no_limit", false).Inc()
 			continue
 		}
 		l := it.limit
-		result := "ok"
+		result := resultOK
 		if l.Unlimited {
 			s.LimitRemaining = math.MaxUint32
-			result = "unlimited"
+			result = resultUnlimited
 		} else {
 			s.CurrentLimit = &rls.RateLimitResponse_RateLimit{Name: l.Name, RequestsPerUnit: l.RequestsPerUnit, Unit: it.unit}
 			s.LimitRemaining = uint32(min(max(it.d.res.Remaining, 0), math.MaxUint32))
@@ -225,18 +226,25 @@ func (n *Node) envoyResponse(req *rls.RateLimitRequest, items []envoyItem, start
 			if !it.d.allowed {
 				s.Code = rls.RateLimitResponse_OVER_LIMIT
 				resp.OverallCode = rls.RateLimitResponse_OVER_LIMIT
-				result = "over_limit"
+				result = resultOverLimit
 			}
 			switch it.d.reason {
 			case reasonShadow:
-				result = "shadow"
-			case reasonFailOpen, reasonFailClosed, reasonBlocked:
-				result = it.d.reason
+				result = resultShadow
+			case reasonFailOpen:
+				result = resultFailOpen
+			case reasonFailClosed:
+				result = resultFailClosed
+			case reasonBlocked:
+				result = resultBlocked
 			}
 		}
 		n.account(&it.d, it.key, start, clock)
-		detailed := it.metric != l.FullKey
-		n.envoy.descriptorCounter(n.metrics.set, n.id, domain, it.metric, l.FullKey, result, detailed).Inc()
+		if it.metric == "" {
+			n.limitCounter(es, l, result).Inc()
+		} else {
+			n.envoy.descriptorCounter(n.metrics.set, n.id, l.Domain, it.metric, l.FullKey, resultNames[result], true).Inc()
+		}
 	}
 	if resp.OverallCode == rls.RateLimitResponse_OVER_LIMIT && n.cfg.EnvoyShadowMode {
 		// Global shadow mode: every decision is made and counted, and the
@@ -260,7 +268,8 @@ func (n *Node) envoyHeaders(items []envoyItem) []*corev3.HeaderValue {
 		return nil
 	}
 	var tightest *envoyItem
-	var policy, limit []byte
+	var pbuf, lbuf [128]byte
+	policy, limit := pbuf[:0], lbuf[:0]
 	for i := range items {
 		it := &items[i]
 		if it.limit == nil || it.limit.Unlimited {
@@ -272,20 +281,25 @@ func (n *Node) envoyHeaders(items []envoyItem) []*corev3.HeaderValue {
 		if n.cfg.EnvoyHeaders != envoyHeadersDraft10 {
 			continue
 		}
-		name := it.limit.Name
-		if name == "" {
-			name = it.limit.FullKey
-		}
-		name = printableName(name)
 		if len(policy) > 0 {
 			policy, limit = append(policy, ", "...), append(limit, ", "...)
 		}
-		policy = appendSFString(policy, name)
-		policy = append(policy, ";q="...)
-		policy = strconv.AppendInt(policy, int64(it.limit.RequestsPerUnit), 10)
-		policy = append(policy, ";w="...)
-		policy = strconv.AppendInt(policy, it.limit.WindowSeconds, 10)
-		limit = appendSFString(limit, name)
+		if p := it.policy; p != nil { // compiled once per load
+			policy = append(policy, p.policyHeader...)
+			limit = append(limit, p.quotedName...)
+		} else {
+			name := it.limit.Name
+			if name == "" {
+				name = it.limit.FullKey
+			}
+			name = printableName(name)
+			policy = appendSFString(policy, name)
+			policy = append(policy, ";q="...)
+			policy = strconv.AppendInt(policy, int64(it.limit.RequestsPerUnit), 10)
+			policy = append(policy, ";w="...)
+			policy = strconv.AppendInt(policy, it.limit.WindowSeconds, 10)
+			limit = appendSFString(limit, name)
+		}
 		limit = append(limit, ";r="...)
 		limit = strconv.AppendInt(limit, max(it.d.res.Remaining, 0), 10)
 		limit = append(limit, ";t="...)

@@ -69,8 +69,8 @@ type descriptor struct {
 	shareThreshold bool
 	valueToMetric  bool
 	detailedMetric bool
-	children       map[string]*descriptor // by key "\x00" value, or key alone
-	wildcards      []*descriptor          // in file order
+	children       map[childID]*descriptor
+	wildcards      []*descriptor // in file order
 	line           int
 }
 
@@ -184,7 +184,7 @@ func (p *parser) parse(data []byte) {
 	}
 	p.domain = domain
 	d := &Domain{Name: domain, File: p.file}
-	d.root.children = map[string]*descriptor{}
+	d.root.children = map[childID]*descriptor{}
 	p.cfg.Domains[domain] = d
 	if descs != nil {
 		p.descriptors(&d.root, descs, "descriptors", domain)
@@ -255,7 +255,7 @@ func (p *parser) descriptors(parent *descriptor, n *yaml.Node, path, fullKey str
 			p.fail(item, at, "must be a mapping with a key")
 			continue
 		}
-		d := &descriptor{line: item.Line, children: map[string]*descriptor{}}
+		d := &descriptor{line: item.Line, children: map[childID]*descriptor{}}
 		var rl, kids, keyNode *yaml.Node
 		p.fields(item, at, func(key string, k, v *yaml.Node) {
 			switch key {
@@ -320,11 +320,15 @@ func (p *parser) descriptors(parent *descriptor, n *yaml.Node, path, fullKey str
 	}
 }
 
-func childKey(key, value string, hasValue bool) string {
-	if !hasValue {
-		return key
-	}
-	return key + "\x00" + value
+// childID names a child: by key and value, or by key alone (a map key of
+// two strings hashes without building one).
+type childID struct {
+	key, value string
+	hasValue   bool
+}
+
+func childKey(key, value string, hasValue bool) childID {
+	return childID{key, value, hasValue}
 }
 
 func (p *parser) rateLimit(n *yaml.Node, path, fullKey string) *Limit {

@@ -13,9 +13,9 @@ type Match struct {
 	// share_threshold wildcard puts its pattern in place of the value, so
 	// every value it matches shares one counter.
 	Key string
-	// Metric is the limit's stat name, envoyproxy/ratelimit style
-	// (domain.key_value.key), with request values only where
-	// detailed_metric or value_to_metric asks for them.
+	// Metric is the limit's stat name with request values where
+	// detailed_metric or value_to_metric asks for them; "" when it is just
+	// Limit.FullKey (domain.key_value.key, envoyproxy/ratelimit style).
 	Metric string
 }
 
@@ -31,9 +31,9 @@ func (c *Config) Match(domain string, entries []Entry) (Match, bool) {
 	if d == nil || len(entries) == 0 {
 		return Match{}, false
 	}
-	var key, metric strings.Builder
-	key.WriteString(escape(domain))
-	metric.WriteString(domain)
+	var buf [8]*descriptor
+	path := buf[:0] // the descriptor matched at each level
+	valued := false // a request value goes into the metric name
 	level := &d.root
 	for i, e := range entries {
 		next := level.children[childKey(e.Key, e.Value, true)]
@@ -46,36 +46,25 @@ func (c *Config) Match(domain string, entries []Entry) (Match, bool) {
 			}
 		}
 		if next == nil {
-			next = level.children[e.Key]
+			next = level.children[childID{key: e.Key}]
 		}
 		if next == nil {
 			return Match{}, false
 		}
-		value := e.Value
-		if next.shareThreshold {
-			value = next.value
-		}
-		key.WriteByte('|')
-		key.WriteString(escape(e.Key))
-		key.WriteByte('=')
-		key.WriteString(escape(value))
-
-		metric.WriteByte('.')
-		metric.WriteString(e.Key)
+		path = append(path, next)
 		last := i == len(entries)-1
-		switch {
-		case next.valueToMetric || (last && next.detailedMetric && (next.value == "" || next.wildcard)):
-			metric.WriteByte('_')
-			metric.WriteString(clip(e.Value))
-		case next.value != "":
-			metric.WriteByte('_')
-			metric.WriteString(next.value)
+		if next.valueToMetric || (last && next.detailedMetric && (next.value == "" || next.wildcard)) {
+			valued = true
 		}
 		if last {
 			if next.limit == nil {
 				return Match{}, false
 			}
-			return Match{Limit: next.limit, Key: key.String(), Metric: metric.String()}, true
+			m := Match{Limit: next.limit, Key: counterKey(domain, entries, path)}
+			if valued {
+				m.Metric = metricName(domain, entries, path)
+			}
+			return m, true
 		}
 		if len(next.children) == 0 {
 			return Match{}, false
@@ -83,6 +72,46 @@ func (c *Config) Match(domain string, entries []Entry) (Match, bool) {
 		level = next
 	}
 	return Match{}, false
+}
+
+func counterKey(domain string, entries []Entry, path []*descriptor) string {
+	size := len(domain)
+	for _, e := range entries {
+		size += len(e.Key) + len(e.Value) + 2
+	}
+	var key strings.Builder
+	key.Grow(size)
+	key.WriteString(escape(domain))
+	for i, e := range entries {
+		value := e.Value
+		if path[i].shareThreshold {
+			value = path[i].value
+		}
+		key.WriteByte('|')
+		key.WriteString(escape(e.Key))
+		key.WriteByte('=')
+		key.WriteString(escape(value))
+	}
+	return key.String()
+}
+
+func metricName(domain string, entries []Entry, path []*descriptor) string {
+	var metric strings.Builder
+	metric.WriteString(domain)
+	for i, e := range entries {
+		next := path[i]
+		metric.WriteByte('.')
+		metric.WriteString(e.Key)
+		switch {
+		case next.valueToMetric || (i == len(entries)-1 && next.detailedMetric && (next.value == "" || next.wildcard)):
+			metric.WriteByte('_')
+			metric.WriteString(clip(e.Value))
+		case next.value != "":
+			metric.WriteByte('_')
+			metric.WriteString(next.value)
+		}
+	}
+	return metric.String()
 }
 
 // escape keeps the counter key unambiguous whatever the entries hold.

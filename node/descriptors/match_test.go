@@ -146,7 +146,11 @@ descriptors:
 		if wantKey != "" && m.Key != wantKey {
 			t.Errorf("Match(%s, %v) key = %q; want %q", domain, entries, m.Key, wantKey)
 		}
-		if wantMetric != "" && m.Metric != wantMetric {
+		metric := m.Metric
+		if metric == "" {
+			metric = m.Limit.FullKey
+		}
+		if wantMetric != "" && metric != wantMetric {
 			t.Errorf("Match(%s, %v) metric = %q; want %q", domain, entries, m.Metric, wantMetric)
 		}
 	}
