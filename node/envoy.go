@@ -141,7 +141,7 @@ func (n *Node) GRPCAddr() string {
 // modification time (of the target, through symlinks, so a Kubernetes
 // ConfigMap's symlink swap is a change).
 func stamps(dir string) (map[string]fileStamp, error) {
-	names, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	names, err := descriptors.Files(dir)
 	if err != nil {
 		return nil, err
 	}

@@ -91,11 +91,10 @@ type Domain struct {
 // Load reads every *.yaml file of dir. Every problem of every file is
 // reported, each as "file:line: yaml.path: what".
 func Load(dir string) (*Config, error) {
-	names, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	names, err := Files(dir)
 	if err != nil {
-		return nil, fmt.Errorf("cannot list %s: %w", dir, err)
+		return nil, err
 	}
-	sort.Strings(names)
 	files := make(map[string][]byte, len(names))
 	for _, name := range names {
 		data, err := os.ReadFile(name)
@@ -105,6 +104,23 @@ func Load(dir string) (*Config, error) {
 		files[filepath.Base(name)] = data
 	}
 	return Parse(files)
+}
+
+// Files lists the descriptor files of dir, sorted: every *.yaml except
+// dot files (editors' swap files, a ConfigMap's hidden copies).
+func Files(dir string) ([]string, error) {
+	names, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil {
+		return nil, fmt.Errorf("cannot list %s: %w", dir, err)
+	}
+	out := names[:0]
+	for _, name := range names {
+		if !strings.HasPrefix(filepath.Base(name), ".") {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
 // Parse checks and compiles files (base name -> content).

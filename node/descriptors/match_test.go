@@ -1,6 +1,8 @@
 package descriptors
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -307,5 +309,21 @@ descriptors:
 		if m.Limit.Algorithm != alg {
 			t.Errorf("%s: algorithm %q; want %q", k, m.Limit.Algorithm, alg)
 		}
+	}
+}
+
+func TestLoadSkipsDotFilesAndOtherExtensions(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("good.yaml", "domain: good\n")
+	write(".good.yaml.swp.yaml", "not: [valid")
+	write("notes.txt", "not: [valid")
+	c, err := Load(dir)
+	if err != nil || len(c.Files) != 1 || c.Domains["good"] == nil {
+		t.Fatalf("Load = %v, %v; want only good.yaml", c, err)
 	}
 }
