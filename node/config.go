@@ -55,6 +55,8 @@ type Config struct {
 	// EnvoyStoreErrors answers a store failure with gRPC UNAVAILABLE (so
 	// Envoy's failure_mode_deny decides) instead of by failure_mode.
 	EnvoyStoreErrors bool `toml:"envoy_store_errors"`
+	// EnvoyMergeDomains lets several files add to one domain (MERGE_DOMAIN_CONFIG).
+	EnvoyMergeDomains bool `toml:"envoy_merge_domains"`
 
 	// Limits is the starting set of limits, from the file's [[limits]].
 	Limits []limiter.Limit `toml:"-"`

@@ -161,7 +161,7 @@ func (n *Node) loadEnvoy() (*envoyState, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := descriptors.Load(n.cfg.EnvoyConfigDir)
+	cfg, err := descriptors.Load(n.cfg.EnvoyConfigDir, descriptors.Options{MergeDomains: n.cfg.EnvoyMergeDomains})
 	if err != nil {
 		return &envoyState{files: files}, err
 	}

@@ -71,6 +71,7 @@ type descriptor struct {
 	detailedMetric bool
 	children       map[childID]*descriptor
 	wildcards      []*descriptor // in file order
+	file           string
 	line           int
 }
 
@@ -90,7 +91,7 @@ type Domain struct {
 
 // Load reads every *.yaml file of dir. Every problem of every file is
 // reported, each as "file:line: yaml.path: what".
-func Load(dir string) (*Config, error) {
+func Load(dir string, opt Options) (*Config, error) {
 	names, err := Files(dir)
 	if err != nil {
 		return nil, err
@@ -103,7 +104,7 @@ func Load(dir string) (*Config, error) {
 		}
 		files[filepath.Base(name)] = data
 	}
-	return Parse(files)
+	return Parse(files, opt)
 }
 
 // Files lists the descriptor files of dir, sorted: every *.yaml except
@@ -124,7 +125,7 @@ func Files(dir string) ([]string, error) {
 }
 
 // Parse checks and compiles files (base name -> content).
-func Parse(files map[string][]byte) (*Config, error) {
+func Parse(files map[string][]byte, opt Options) (*Config, error) {
 	names := make([]string, 0, len(files))
 	for name := range files {
 		names = append(names, name)
@@ -133,7 +134,7 @@ func Parse(files map[string][]byte) (*Config, error) {
 	c := &Config{Domains: map[string]*Domain{}, Files: names}
 	var errs []error
 	for _, name := range names {
-		p := &parser{file: name, cfg: c}
+		p := &parser{file: name, cfg: c, merge: opt.MergeDomains}
 		p.parse(files[name])
 		errs = append(errs, p.errs...)
 	}
@@ -143,7 +144,16 @@ func Parse(files map[string][]byte) (*Config, error) {
 	return c, nil
 }
 
+// Options change how files load.
+type Options struct {
+	// MergeDomains lets several files add to one domain (envoyproxy/
+	// ratelimit's MERGE_DOMAIN_CONFIG); otherwise a second file with a
+	// domain already loaded is an error.
+	MergeDomains bool
+}
+
 type parser struct {
+	merge  bool
 	file   string
 	domain string
 	cfg    *Config
@@ -194,14 +204,19 @@ func (p *parser) parse(data []byte) {
 		p.fail(orNode(domainNode, root), "domain", "must be a non-empty string")
 		return
 	}
-	if d, dup := p.cfg.Domains[domain]; dup {
-		p.fail(domainNode, "domain", "duplicate domain %q, already defined in %s", domain, d.File)
-		return
-	}
 	p.domain = domain
-	d := &Domain{Name: domain, File: p.file}
-	d.root.children = map[childID]*descriptor{}
-	p.cfg.Domains[domain] = d
+	d, dup := p.cfg.Domains[domain]
+	switch {
+	case dup && !p.merge:
+		p.fail(domainNode, "domain", "duplicate domain %q, already defined in %s (envoy_merge_domains merges them)", domain, d.File)
+		return
+	case !dup:
+		d = &Domain{Name: domain, File: p.file}
+		d.root.children = map[childID]*descriptor{}
+		p.cfg.Domains[domain] = d
+	}
+	// With merging, a later file adds descriptors to the domain; one that
+	// is already there is a duplicate, as within one file.
 	if descs != nil {
 		p.descriptors(&d.root, descs, "descriptors", domain)
 	}
@@ -271,7 +286,7 @@ func (p *parser) descriptors(parent *descriptor, n *yaml.Node, path, fullKey str
 			p.fail(item, at, "must be a mapping with a key")
 			continue
 		}
-		d := &descriptor{line: item.Line, children: map[childID]*descriptor{}}
+		d := &descriptor{file: p.file, line: item.Line, children: map[childID]*descriptor{}}
 		var rl, kids, keyNode *yaml.Node
 		p.fields(item, at, func(key string, k, v *yaml.Node) {
 			switch key {
@@ -316,7 +331,7 @@ func (p *parser) descriptors(parent *descriptor, n *yaml.Node, path, fullKey str
 		full := fullKey + "." + name
 		mapKey := childKey(d.key, d.value, d.value != "")
 		if prev, dup := parent.children[mapKey]; dup {
-			p.fail(item, at, "duplicate descriptor %q (first at line %d)", full, prev.line)
+			p.fail(item, at, "duplicate descriptor %q (first at %s:%d)", full, prev.file, prev.line)
 			continue
 		}
 		if rl != nil {

@@ -13,7 +13,7 @@ func mustParse(t *testing.T, files map[string]string) *Config {
 	for k, v := range files {
 		in[k] = []byte(v)
 	}
-	c, err := Parse(in)
+	c, err := Parse(in, Options{})
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
@@ -238,7 +238,7 @@ descriptors:
 func TestParseErrorsNameFileLineAndPath(t *testing.T) {
 	f := func(yaml string, want ...string) {
 		t.Helper()
-		_, err := Parse(map[string][]byte{"bad.yaml": []byte(yaml)})
+		_, err := Parse(map[string][]byte{"bad.yaml": []byte(yaml)}, Options{})
 		if err == nil {
 			t.Errorf("Parse(%q) = nil error; want %q", yaml, want)
 			return
@@ -262,7 +262,7 @@ func TestParseErrorsNameFileLineAndPath(t *testing.T) {
 		"descriptors[0].rate_limit.requests_per_unit: missing")
 	f("domain: d\ndescriptors:\n  - key: a\n    value: v\n    share_threshold: true\n    rate_limit: {unit: second, requests_per_unit: 1}\n",
 		"bad.yaml:3: descriptors[0].share_threshold: applies only to a wildcard value")
-	f("domain: d\ndescriptors:\n  - key: a\n  - key: a\n", `bad.yaml:4: descriptors[1]: duplicate descriptor "d.a" (first at line 3)`)
+	f("domain: d\ndescriptors:\n  - key: a\n  - key: a\n", `bad.yaml:4: descriptors[1]: duplicate descriptor "d.a" (first at bad.yaml:3)`)
 	f("domain: d\ndescriptors:\n  - key: a\n    descriptors:\n      - key: b\n        rate_limit: {unit: hour, requests_per_unit: 1, algorithm: leaky}\n",
 		`bad.yaml:6: descriptors[0].descriptors[0].rate_limit.algorithm: unknown algorithm "leaky"`)
 	f("domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: week, requests_per_unit: 1, algorithm: sliding_window}\n",
@@ -280,9 +280,29 @@ func TestParseDuplicateDomainAcrossFiles(t *testing.T) {
 	_, err := Parse(map[string][]byte{
 		"a.yaml": []byte("domain: shared\n"),
 		"b.yaml": []byte("descriptors: []\ndomain: shared\n"),
-	})
+	}, Options{})
 	if err == nil || !strings.Contains(err.Error(), `b.yaml:2: domain: duplicate domain "shared", already defined in a.yaml`) {
 		t.Errorf("err = %v; want the duplicate named with both files", err)
+	}
+}
+
+func TestParseMergeDomains(t *testing.T) {
+	files := map[string][]byte{
+		"a.yaml": []byte("domain: shared\ndescriptors:\n  - key: a\n    rate_limit: {unit: second, requests_per_unit: 1}\n"),
+		"b.yaml": []byte("domain: shared\ndescriptors:\n  - key: b\n    rate_limit: {unit: second, requests_per_unit: 2}\n"),
+	}
+	c, err := Parse(files, Options{MergeDomains: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]uint32{"a": 1, "b": 2} {
+		if m, ok := c.Match("shared", e(k+"=x")); !ok || m.Limit.RequestsPerUnit != want {
+			t.Errorf("merged %s: %v %v; want %d", k, m.Limit, ok, want)
+		}
+	}
+	files["c.yaml"] = []byte("domain: shared\ndescriptors:\n  - key: a\n")
+	if _, err := Parse(files, Options{MergeDomains: true}); err == nil || !strings.Contains(err.Error(), `c.yaml:3: descriptors[0]: duplicate descriptor "shared.a" (first at a.yaml:3)`) {
+		t.Errorf("merge with a duplicate descriptor: %v", err)
 	}
 }
 
@@ -322,7 +342,7 @@ func TestLoadSkipsDotFilesAndOtherExtensions(t *testing.T) {
 	write("good.yaml", "domain: good\n")
 	write(".good.yaml.swp.yaml", "not: [valid")
 	write("notes.txt", "not: [valid")
-	c, err := Load(dir)
+	c, err := Load(dir, Options{})
 	if err != nil || len(c.Files) != 1 || c.Domains["good"] == nil {
 		t.Fatalf("Load = %v, %v; want only good.yaml", c, err)
 	}
