@@ -774,3 +774,44 @@ func grepLines(s string, subs ...string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// Hostile requests get INVALID_ARGUMENT and change nothing.
+func TestEnvoyBadRequests(t *testing.T) {
+	dir := t.TempDir()
+	writeYAML(t, dir, "a.yaml", "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 5}\n")
+	cfg := testConfig("a", nil)
+	cfg.GRPCListen, cfg.EnvoyConfigDir, cfg.MaxBatch = "127.0.0.1:0", dir, 10
+	n := startNode(t, cfg, nil, nil)
+	conn, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := rls.NewRateLimitServiceClient(conn)
+	many := make([]*rlcommon.RateLimitDescriptor, 11)
+	for i := range many {
+		many[i] = desc("k=v")
+	}
+	long := make([]string, 33)
+	for i := range long {
+		long[i] = "k=v"
+	}
+	f := func(name string, req *rls.RateLimitRequest, want string) {
+		t.Helper()
+		_, err := client.ShouldRateLimit(context.Background(), req)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v; want InvalidArgument with %q", name, err, want)
+		}
+	}
+	f("no domain", &rls.RateLimitRequest{Descriptors: []*rlcommon.RateLimitDescriptor{desc("k=v")}}, "domain must not be empty")
+	f("no descriptors", &rls.RateLimitRequest{Domain: "d"}, "descriptor list must not be empty")
+	f("empty descriptor", &rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{{}}}, "descriptors[0]: want 1 to 32 entries")
+	f("too many descriptors", &rls.RateLimitRequest{Domain: "d", Descriptors: many}, "at most 10 descriptors")
+	f("too many entries", &rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{desc(long...)}}, "want 1 to 32 entries, got 33")
+	f("long value", &rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{desc("k=" + strings.Repeat("x", 513))}}, "at most 512 bytes")
+	// Nothing was consumed by the refused requests.
+	r, err := client.ShouldRateLimit(context.Background(), &rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{desc("k=v")}})
+	if err != nil || r.Statuses[0].LimitRemaining != 4 {
+		t.Errorf("after the refused requests: %v, %v; want 4 left", r, err)
+	}
+}
