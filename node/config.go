@@ -57,6 +57,11 @@ type Config struct {
 	EnvoyStoreErrors bool `toml:"envoy_store_errors"`
 	// EnvoyMergeDomains lets several files add to one domain (MERGE_DOMAIN_CONFIG).
 	EnvoyMergeDomains bool `toml:"envoy_merge_domains"`
+	// GRPCMaxConnectionAge closes a client's connection after this long
+	// (0: never), with GRPCMaxConnectionAgeGrace for calls in flight, so
+	// Envoys spread over new nodes (GRPC_MAX_CONNECTION_AGE).
+	GRPCMaxConnectionAge      config.Duration `toml:"grpc_max_connection_age"`
+	GRPCMaxConnectionAgeGrace config.Duration `toml:"grpc_max_connection_age_grace"`
 
 	// Limits is the starting set of limits, from the file's [[limits]].
 	Limits []limiter.Limit `toml:"-"`

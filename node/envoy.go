@@ -53,6 +53,12 @@ func (c *Config) validateEnvoy(p *config.Problems) {
 	default:
 		p.Add("envoy_headers", "must be %q, %q or %q, got %q", envoyHeadersDraft10, envoyHeadersX, envoyHeadersOff, c.EnvoyHeaders)
 	}
+	if c.GRPCMaxConnectionAge.Duration < 0 {
+		p.Add("grpc_max_connection_age", "must not be negative")
+	}
+	if c.GRPCMaxConnectionAgeGrace.Duration < 0 {
+		p.Add("grpc_max_connection_age_grace", "must not be negative")
+	}
 	if c.EnvoyConfigDir != "" {
 		if fi, err := os.Stat(c.EnvoyConfigDir); err != nil || !fi.IsDir() {
 			p.Add("envoy_config_dir", "must be a readable directory, got %q", c.EnvoyConfigDir)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -813,5 +814,39 @@ func TestEnvoyBadRequests(t *testing.T) {
 	r, err := client.ShouldRateLimit(context.Background(), &rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{desc("k=v")}})
 	if err != nil || r.Statuses[0].LimitRemaining != 4 {
 		t.Errorf("after the refused requests: %v, %v; want 4 left", r, err)
+	}
+}
+
+// grpc_max_connection_age ends a client's connection after that long, so
+// Envoys reconnect (and spread over new nodes); no call fails for it.
+func TestEnvoyMaxConnectionAge(t *testing.T) {
+	dir := t.TempDir()
+	writeYAML(t, dir, "a.yaml", "domain: d\n")
+	cfg := testConfig("a", nil)
+	cfg.GRPCListen, cfg.EnvoyConfigDir = "127.0.0.1:0", dir
+	cfg.GRPCMaxConnectionAge.Duration = 300 * time.Millisecond
+	cfg.GRPCMaxConnectionAgeGrace.Duration = 200 * time.Millisecond
+	n := startNode(t, cfg, nil, nil)
+	var dials atomic.Int64
+	conn, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := rls.NewRateLimitServiceClient(conn)
+	deadline := time.Now().Add(5 * time.Second)
+	for dials.Load() < 3 && time.Now().Before(deadline) {
+		if _, err := client.ShouldRateLimit(context.Background(), &rls.RateLimitRequest{Domain: "d",
+			Descriptors: []*rlcommon.RateLimitDescriptor{desc("k=v")}}); err != nil {
+			t.Fatalf("call failed across a connection's end: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if dials.Load() < 3 {
+		t.Errorf("%d connections in 5 s; want a new one after each 300 ms age", dials.Load())
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 )
@@ -27,7 +28,16 @@ func (s rlsServer) ShouldRateLimit(_ context.Context, req *rls.RateLimitRequest)
 
 func (n *Node) newGRPCServer() {
 	e := &n.envoy
+	ka := keepalive.ServerParameters{}
+	if age := n.cfg.GRPCMaxConnectionAge.Duration; age > 0 {
+		ka.MaxConnectionAge = age
+		ka.MaxConnectionAgeGrace = n.cfg.GRPCMaxConnectionAgeGrace.Duration
+		if ka.MaxConnectionAgeGrace == 0 {
+			ka.MaxConnectionAgeGrace = 10 * time.Second // gRPC's default is forever
+		}
+	}
 	e.grpc = grpc.NewServer(
+		grpc.KeepaliveParams(ka),
 		grpc.ChainUnaryInterceptor(n.recoverGRPC),
 		grpc.MaxRecvMsgSize(max(n.cfg.MaxBodyBytes, 64<<10)),
 		// Reused goroutines for the streams: less scheduler work per call
