@@ -98,6 +98,8 @@ type envoyRuntime struct {
 	mu       sync.Mutex
 	series   map[string]*metrics.Counter // descriptor decision counters by full name
 	detailed int                         // series created for request values
+	// maxDetailed is maxDetailedSeries; tests lower it.
+	maxDetailed int
 }
 
 // setupEnvoy loads the descriptor directory and binds the gRPC address.
@@ -114,6 +116,7 @@ func (n *Node) setupEnvoy() error {
 		e.requests[c] = s.NewCounter(`ratelimiter_envoy_requests_total{node_id=` + id + `,code="` + c + `"}`)
 	}
 	e.series = map[string]*metrics.Counter{}
+	e.maxDetailed = maxDetailedSeries
 	empty := &envoyState{cfg: &descriptors.Config{Domains: map[string]*descriptors.Domain{}}}
 	e.state.Store(empty)
 	if n.cfg.EnvoyConfigDir != "" {
@@ -299,7 +302,7 @@ func (e *envoyRuntime) descriptorCounter(set *metrics.Set, nodeID, domain, name,
 		return c
 	}
 	if detailed {
-		if e.detailed >= maxDetailedSeries {
+		if e.detailed >= e.maxDetailed {
 			name = fallback
 			full = domain + "\x00" + name + "\x00" + result
 			if c, ok := e.series[full]; ok {

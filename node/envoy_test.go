@@ -285,7 +285,9 @@ descriptors:
 	}
 }
 
-// A per-second window at its edges, with the injected clock.
+// A per-second window at its edges, with the injected clock. (The keys'
+// TTLs run on Redis' real clock, so each phase stays well inside the TTL
+// its last write set.)
 func TestEnvoySecondWindowEdges(t *testing.T) {
 	srv := redistest.Start(t)
 	dir := t.TempDir()
@@ -296,18 +298,21 @@ descriptors:
     rate_limit: {unit: second, requests_per_unit: 3}
 `)
 	clock := newFakeClock()
-	clock.us.Store(time.Date(2026, 3, 2, 10, 0, 0, 999_000_000, time.UTC).UnixMicro()) // 1 ms before a second ends
+	clock.us.Store(time.Date(2026, 3, 2, 10, 0, 0, 500_000_000, time.UTC).UnixMicro()) // half-way through a second
 	n := startEnvoyNode(t, "a", srv, dir, clock, nil)
 	r := n.ask(t, "d", 0, desc("k=x"))
-	if got := r.Statuses[0].DurationUntilReset.AsDuration(); got != time.Millisecond {
-		t.Errorf("duration_until_reset = %v; want 1ms", got)
+	if got := r.Statuses[0].DurationUntilReset.AsDuration(); got != 500*time.Millisecond {
+		t.Errorf("duration_until_reset = %v; want 500ms", got)
 	}
 	if got := n.codes(t, "d", 3, "k=x"); got != "OK OK OVER_LIMIT" {
-		t.Errorf("last ms of the window: %q; want OK OK OVER_LIMIT", got)
+		t.Errorf("inside the window: %q; want OK OK OVER_LIMIT", got)
 	}
-	clock.Add(999 * time.Microsecond) // still inside: 1 µs left
+	clock.Add(499_999 * time.Microsecond) // 1 µs before the edge
 	if got := n.codes(t, "d", 1, "k=x"); got != "OVER_LIMIT" {
 		t.Errorf("1 µs before the edge: %q; want OVER_LIMIT", got)
+	}
+	if got := n.ask(t, "d", 0, desc("k=y")).Statuses[0].DurationUntilReset.AsDuration(); got != time.Microsecond {
+		t.Errorf("duration_until_reset 1 µs before the edge = %v; want 1µs", got)
 	}
 	clock.Add(time.Microsecond) // exactly on the edge: a new window
 	if got := n.codes(t, "d", 4, "k=x"); got != "OK OK OK OVER_LIMIT" {
@@ -848,5 +853,36 @@ func TestEnvoyMaxConnectionAge(t *testing.T) {
 	}
 	if dials.Load() < 3 {
 		t.Errorf("%d connections in 5 s; want a new one after each 300 ms age", dials.Load())
+	}
+}
+
+// Series named after request values stop at the cap; past it, decisions
+// count under the limit's own name.
+func TestEnvoyDetailedSeriesAreCapped(t *testing.T) {
+	dir := t.TempDir()
+	writeYAML(t, dir, "a.yaml", "domain: d\ndescriptors:\n  - key: route\n    detailed_metric: true\n    rate_limit: {unit: hour, requests_per_unit: 50}\n")
+	cfg := testConfig("a", nil)
+	cfg.GRPCListen, cfg.EnvoyConfigDir = "127.0.0.1:0", dir
+	n := startNode(t, cfg, nil, nil)
+	n.envoy.mu.Lock()
+	n.envoy.maxDetailed = 2
+	n.envoy.mu.Unlock()
+	for _, r := range []string{"/a", "/b", "/c", "/d", "/a"} {
+		if _, err := n.shouldRateLimit(&rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{desc("route=" + r)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body := metricsOf(t, n.URL)
+	for series, want := range map[string]float64{
+		`ratelimiter_envoy_decisions_total{node_id="a",domain="d",descriptor="d.route_/a",result="ok"}`: 2,
+		`ratelimiter_envoy_decisions_total{node_id="a",domain="d",descriptor="d.route_/b",result="ok"}`: 1,
+		`ratelimiter_envoy_decisions_total{node_id="a",domain="d",descriptor="d.route",result="ok"}`:    2,
+	} {
+		if got := metricValue(t, n.URL, series); got != want {
+			t.Errorf("%s = %v; want %v", series, got, want)
+		}
+	}
+	if strings.Contains(body, "route_/c") || strings.Contains(body, "route_/d") {
+		t.Errorf("series past the cap:\n%s", grepLines(body, "envoy_decisions"))
 	}
 }
