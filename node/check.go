@@ -37,6 +37,8 @@ type decision struct {
 type checkInput struct {
 	key  []byte
 	cost int64
+	// denyStatus answers a denied GET (forward-auth); see checkQuery.
+	denyStatus int
 }
 
 // problemError is a request problem to answer with application/problem+json.
@@ -128,6 +130,9 @@ func (n *Node) handleCheck(ctx *fasthttp.RequestCtx) {
 	d := n.decide(st, p, in, now)
 	n.account(&d, in.key, start, now)
 	n.writeDecision(ctx, &d, in.key, ctx.IsPost())
+	if !d.allowed && in.denyStatus != 0 {
+		ctx.SetStatusCode(in.denyStatus)
+	}
 }
 
 // refuseDraining answers a check with 503 while this node drains, so a load
@@ -139,23 +144,6 @@ func (n *Node) refuseDraining(ctx *fasthttp.RequestCtx) bool {
 	n.problem(ctx, &problemError{status: fasthttp.StatusServiceUnavailable, typ: "temporary-reduced-capacity",
 		detail: "node " + n.id + " is draining; send checks to another node"})
 	return true
-}
-
-func (n *Node) checkQuery(ctx *fasthttp.RequestCtx) (checkInput, *problemError) {
-	in := checkInput{cost: 1}
-	args := ctx.QueryArgs()
-	in.key = args.Peek("key")
-	if len(in.key) == 0 && n.cfg.KeyHeader != "" {
-		in.key = ctx.Request.Header.Peek(n.cfg.KeyHeader)
-	}
-	if c := args.Peek("cost"); len(c) > 0 {
-		v, err := strconv.ParseInt(unsafe.String(&c[0], len(c)), 10, 64)
-		if err != nil {
-			return in, badRequest("cost must be an integer")
-		}
-		in.cost = v
-	}
-	return in, nil
 }
 
 // decide answers one valid check: blocks and cached denials locally, the
