@@ -233,3 +233,63 @@ func TestNginx(t *testing.T) {
 		t.Errorf("while a drained, a decided %d and b %d checks; want 0 and 6", da2-da, db2-db)
 	}
 }
+
+func TestCaddy(t *testing.T) {
+	pc := startProxyCluster(t, func(c *Config) {
+		// A probe client with a large limit of its own, to see when Caddy
+		// has taken the drained node out.
+		c.Limits = append(c.Limits, limiter.Limit{KeyPattern: "ip:127.0.0.9", MaxRequests: 10_000, WindowSeconds: 60})
+	})
+	listen := proxytest.FreeAddr(t)
+	conf := proxytest.Replace(t, proxytest.Block(t, proxiesDoc, "caddyfile"),
+		"127.0.0.1:8081", strings.TrimPrefix(pc.a.URL, "http://"),
+		"127.0.0.1:8082", strings.TrimPrefix(pc.b.URL, "http://"),
+		"127.0.0.1:8083", proxytest.FreeAddr(t), // a node that is down
+		"127.0.0.1:9000", pc.app.addr,
+		"127.0.0.1:8080", listen)
+	proxytest.Caddy(t, conf, listen)
+	url := "http://" + listen + "/x"
+
+	c2 := clientFrom("127.0.0.2")
+	for i := range 5 {
+		method, body := "GET", ""
+		if i == 2 {
+			method, body = "POST", `{"hello":"app"}`
+		}
+		pc.expectAllowed(t, c2, method, url, body, string(rune('4'-i)))
+	}
+	// A client's own RateLimit request header never reaches the application.
+	for range 3 {
+		expectDenied(t, c2, url)
+	}
+	if got := pc.app.count(); got != 5 {
+		t.Fatalf("the application got %d requests from a client limited to 5; want 5", got)
+	}
+	r := sendVia(t, clientFrom("127.0.0.3"), "GET", url, "", "RateLimit", `"ip:*";r=1000;t=0`)
+	if r.status != 200 || pc.app.last().Header.Get("RateLimit") != r.header.Get("RateLimit") || !strings.Contains(r.header.Get("RateLimit"), "r=4;") {
+		t.Errorf("forged RateLimit: client got %d %q, application %q; want the node's r=4 for both",
+			r.status, r.header.Get("RateLimit"), pc.app.last().Header.Get("RateLimit"))
+	}
+
+	call(t, "POST", pc.a.URL+"/api/v1/nodes/a/drain", "", nil)
+	probe := clientFrom("127.0.0.9")
+	ok := 0
+	waitFor(t, 10*time.Second, "Caddy to skip the drained node", func() bool {
+		if sendVia(t, probe, "GET", url, "").status == 200 {
+			ok++
+		} else {
+			ok = 0
+		}
+		return ok >= 10
+	})
+	da, db := pc.decisions()
+	c4 := clientFrom("127.0.0.4")
+	for i := range 5 {
+		pc.expectAllowed(t, c4, "GET", url, "", string(rune('4'-i)))
+	}
+	expectDenied(t, c4, url)
+	da2, db2 := pc.decisions()
+	if da2 != da || db2 != db+6 {
+		t.Errorf("while a drained, a decided %d and b %d checks; want 0 and 6", da2-da, db2-db)
+	}
+}
