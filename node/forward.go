@@ -56,6 +56,19 @@ func (tp *TrustedProxies) UnmarshalTOML(v any) error {
 	return fmt.Errorf("trusted_proxies must be a count of proxy hops or a list of CIDRs, got %T", v)
 }
 
+// ParseTrustedProxies reads the flag form: a count ("2") or CIDRs and
+// addresses separated by commas. Validate reports what is wrong with it.
+func ParseTrustedProxies(s string) TrustedProxies {
+	if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil {
+		return TrustedProxies{Hops: n}
+	}
+	var tp TrustedProxies
+	for _, c := range strings.Split(s, ",") {
+		tp.CIDRs = append(tp.CIDRs, strings.TrimSpace(c))
+	}
+	return tp
+}
+
 // parse fills nets from CIDRs and reports every problem.
 func (tp *TrustedProxies) parse(p *config.Problems) {
 	tp.nets = tp.nets[:0]
