@@ -109,6 +109,8 @@ func startProxyCluster(t *testing.T, tweak func(*Config)) *proxyCluster {
 	limits := []limiter.Limit{
 		{KeyPattern: "*", MaxRequests: 1000, WindowSeconds: 60},
 		{KeyPattern: "ip:*", MaxRequests: 5, WindowSeconds: 60},
+		// A client under a shadow limit, whose fields are not advertised.
+		{KeyPattern: "ip:127.0.0.9", MaxRequests: 1, WindowSeconds: 60, Shadow: true},
 	}
 	pc := &proxyCluster{app: startApp(t)}
 	for _, id := range []string{"a", "b"} {
@@ -163,6 +165,19 @@ func (pc *proxyCluster) expectAllowed(t *testing.T, c *http.Client, method, url,
 	}
 }
 
+// expectForgedDropped sends a RateLimit request header from a client whose
+// limit advertises none: the application must not see the client's own.
+func (pc *proxyCluster) expectForgedDropped(t *testing.T, url string) {
+	t.Helper()
+	r := sendVia(t, clientFrom("127.0.0.9"), "GET", url, "", "RateLimit", `"ip:*";r=1000;t=0`, "RateLimit-Policy", `"ip:*";q=1000;w=1`)
+	if r.status != 200 || len(r.header.Values("RateLimit")) != 0 || len(r.header.Values("RateLimit-Policy")) != 0 {
+		t.Fatalf("shadow-limited client: %d, RateLimit %q; want 200 without fields", r.status, r.header.Get("RateLimit"))
+	}
+	if h := pc.app.last().Header; h.Get("RateLimit") != "" || h.Get("RateLimit-Policy") != "" {
+		t.Errorf("the application got the client's own RateLimit %q, RateLimit-Policy %q", h.Get("RateLimit"), h.Get("RateLimit-Policy"))
+	}
+}
+
 func expectDenied(t *testing.T, c *http.Client, url string, hdr ...string) proxied {
 	t.Helper()
 	r := sendVia(t, c, "GET", url, "", hdr...)
@@ -212,6 +227,7 @@ func TestNginx(t *testing.T) {
 	}
 	// Another client has its own key.
 	pc.expectAllowed(t, clientFrom("127.0.0.3"), "GET", url, "", "4")
+	pc.expectForgedDropped(t, url)
 
 	// Drain a: every check goes to b, and no client sees an error.
 	call(t, "POST", pc.a.URL+"/api/v1/nodes/a/drain", "", nil)
@@ -236,11 +252,7 @@ func TestNginx(t *testing.T) {
 }
 
 func TestCaddy(t *testing.T) {
-	pc := startProxyCluster(t, func(c *Config) {
-		// A probe client with a large limit of its own, to see when Caddy
-		// has taken the drained node out.
-		c.Limits = append(c.Limits, limiter.Limit{KeyPattern: "ip:127.0.0.9", MaxRequests: 10_000, WindowSeconds: 60})
-	})
+	pc := startProxyCluster(t, nil)
 	listen := proxytest.FreeAddr(t)
 	conf := proxytest.Replace(t, proxytest.Block(t, proxiesDoc, "caddyfile"),
 		"127.0.0.1:8081", strings.TrimPrefix(pc.a.URL, "http://"),
@@ -271,7 +283,10 @@ func TestCaddy(t *testing.T) {
 		t.Errorf("forged RateLimit: client got %d %q, application %q; want the node's r=4 for both",
 			r.status, r.header.Get("RateLimit"), pc.app.last().Header.Get("RateLimit"))
 	}
+	pc.expectForgedDropped(t, url)
 
+	// The probe client is under a shadow limit: never denied, so it can
+	// poll until Caddy has taken the drained node out.
 	call(t, "POST", pc.a.URL+"/api/v1/nodes/a/drain", "", nil)
 	probe := clientFrom("127.0.0.9")
 	ok := 0
