@@ -197,7 +197,8 @@ func (n *Node) checkQuery(ctx *fasthttp.RequestCtx) (checkInput, *problemError) 
 // append, so counting or matching from the right never reaches a forged
 // entry unless every hop after it is trusted.
 func (n *Node) clientAddr(ctx *fasthttp.RequestCtx) (netip.Addr, *problemError) {
-	var hops [][]byte
+	var stack [16][]byte // most chains are short: no allocation for them
+	hops := stack[:0]
 	name := "X-Forwarded-For"
 	if n.cfg.KeyFrom == keyFromForwarded {
 		name = "Forwarded"
@@ -241,7 +242,13 @@ func (n *Node) clientAddr(ctx *fasthttp.RequestCtx) (netip.Addr, *problemError) 
 
 // appendXFF splits one X-Forwarded-For line: "a, b, c".
 func appendXFF(hops [][]byte, v []byte) [][]byte {
-	for _, h := range bytes.Split(v, []byte{','}) {
+	for len(v) > 0 {
+		h := v
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			h, v = v[:i], v[i+1:]
+		} else {
+			v = nil
+		}
 		if h = bytes.TrimSpace(h); len(h) > 0 {
 			hops = append(hops, h)
 		}
