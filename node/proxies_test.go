@@ -309,3 +309,40 @@ func TestCaddy(t *testing.T) {
 		t.Errorf("while a drained, a decided %d and b %d checks; want 0 and 6", da2-da, db2-db)
 	}
 }
+
+// TestNginxKeyFromXFF runs the documented variant where the node reads the
+// client address from nginx's X-Forwarded-For (key_from = "xff", one
+// trusted hop): a client forging the header still has one key.
+func TestNginxKeyFromXFF(t *testing.T) {
+	pc := startProxyCluster(t, func(c *Config) {
+		c.KeyFrom, c.KeyPrefix, c.TrustedProxies = keyFromXFF, "ip:", TrustedProxies{Hops: 1}
+	})
+	listen := proxytest.FreeAddr(t)
+	conf := proxytest.Replace(t, proxytest.Block(t, proxiesDoc, "nginx"),
+		"key=ip:$remote_addr&", "",
+		"127.0.0.1:8081", strings.TrimPrefix(pc.a.URL, "http://"),
+		"127.0.0.1:8082", strings.TrimPrefix(pc.b.URL, "http://"),
+		"127.0.0.1:8083", proxytest.FreeAddr(t),
+		"127.0.0.1:9000", pc.app.addr,
+		"127.0.0.1:8080", listen)
+	proxytest.Nginx(t, conf, listen)
+	url := "http://" + listen + "/x"
+	c2 := clientFrom("127.0.0.2")
+	for i, forged := range []string{"", "198.51.100.1", "198.51.100.2, 198.51.100.3", "127.0.0.3", "ip:1"} {
+		before := pc.app.count()
+		r := sendVia(t, c2, "GET", url, "", "X-Forwarded-For", forged)
+		if r.status != 200 || pc.app.count() != before+1 || !strings.HasPrefix(r.header.Get("RateLimit"), `"ip:*";r=`+string(rune('4'-i))+";") {
+			t.Fatalf("request %d forging %q: %d, RateLimit %q; want 200 with r=%d", i, forged, r.status, r.header.Get("RateLimit"), 4-i)
+		}
+	}
+	expectDenied(t, c2, url, "X-Forwarded-For", "203.0.113.50")
+	if got := pc.app.count(); got != 5 {
+		t.Fatalf("the application got %d requests from a client forging X-Forwarded-For under a limit of 5", got)
+	}
+	// The key is the address nginx saw.
+	var c CounterView
+	call(t, "GET", pc.a.URL+"/api/v1/counters/ip:127.0.0.2", "", &c)
+	if c.Used != 5 {
+		t.Errorf("counter of ip:127.0.0.2: %+v; want used 5", c)
+	}
+}
