@@ -120,7 +120,7 @@ func (c *Config) validateForward(p *config.Problems) {
 		p.Add("key_from", `must be "query", "xff" or "forwarded", got %q`, c.KeyFrom)
 	}
 	c.TrustedProxies.parse(p)
-	if limiterKeyProblem(c.KeyPrefix) {
+	if badKeyPrefix(c.KeyPrefix) {
 		p.Add("key_prefix", "must be printable and at most 64 bytes")
 	}
 	if !denyStatusOK(c.ForwardAuthDenyStatus) {
@@ -128,7 +128,7 @@ func (c *Config) validateForward(p *config.Problems) {
 	}
 }
 
-func limiterKeyProblem(prefix string) bool {
+func badKeyPrefix(prefix string) bool {
 	if len(prefix) > 64 {
 		return true
 	}
