@@ -149,6 +149,11 @@ func nodeCommand() *cli.Command {
 			&cli.DurationFlag{Name: "forget-after", Value: d.ForgetAfter.Duration, Usage: "drop a silent node from the registry after this"},
 			&cli.DurationFlag{Name: "sync-interval", Value: d.SyncInterval.Duration, Usage: "poll for limit, block and drain changes this often"},
 			&cli.StringFlag{Name: "key-header", Usage: "request header holding the key for GET /api/v1/check"},
+			&cli.StringFlag{Name: "key-from", Value: d.KeyFrom, Usage: "where GET /api/v1/check finds its key: query, xff or forwarded (see docs/proxies.md)"},
+			&cli.StringFlag{Name: "key-prefix", Usage: "prefix of keys taken from a header or the client address, e.g. ip:"},
+			&cli.StringFlag{Name: "trusted-proxies", Usage: "proxies in front of the node: a count of hops, or comma-separated CIDRs"},
+			&cli.IntFlag{Name: "forward-auth-deny-status", Value: d.ForwardAuthDenyStatus, Usage: "status of a denied GET /api/v1/check: 429, 403 (nginx) or 401"},
+			&cli.BoolFlag{Name: "advertise-shadow", Usage: "send RateLimit fields for shadow limits too"},
 			&cli.Float64Flag{Name: "hot-key-ratio", Value: d.HotKeyRatio, Usage: "share of its limit at which a key is hot"},
 			&cli.IntFlag{Name: "deny-cache-size", Value: d.DenyCacheSize, Usage: "keys answered locally while over their limit"},
 			&cli.IntFlag{Name: "max-body-bytes", Value: d.MaxBodyBytes},
@@ -203,6 +208,7 @@ func applyNodeFlags(c *cli.Context, cfg *node.Config) {
 	if c.IsSet("hot-key-ratio") {
 		cfg.HotKeyRatio = c.Float64("hot-key-ratio")
 	}
+	applyForwardFlags(c, cfg)
 }
 
 func loadgenCommand() *cli.Command {

@@ -18,7 +18,7 @@ import (
 // KEYS are the data keys. ARGV[1] is now_us or "" (read TIME once for the
 // whole batch); then five values per key: the algorithm's 1-based index in
 // Algorithms, limit, window_us, burst, cost. The reply holds one
-// {allowed, remaining, reset_after_us, retry_after_us} per key.
+// {allowed, remaining, reset_after_us, retry_after_us, next_after_us} per key.
 //
 // Reference: redis-server CPU per decision behind one node under wrk
 // (sliding_window, 10,000 keys, 2-vCPU AMD EPYC VM, Redis 7.0.15,

@@ -15,4 +15,8 @@ type Result struct {
 	Remaining  int64 // units still available after this decision
 	ResetAfter int64 // until the key is back to its full quota
 	RetryAfter int64 // until the same request could be admitted; 0 when allowed
+	// NextAfter is until Remaining grows by at least one unit: the RateLimit
+	// field's t. 0 when the key has its full quota. For a denied cost-1
+	// request it equals RetryAfter.
+	NextAfter int64
 }

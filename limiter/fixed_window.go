@@ -19,6 +19,7 @@ func decideFixedWindow(s *State, now int64, p Params) Result {
 	if c > 0 {
 		r.ResetAfter = (idx+1)*p.Window - now
 	}
+	r.NextAfter = r.ResetAfter // every unit comes back at the window's end
 	if !allowed {
 		r.RetryAfter = r.ResetAfter
 	}

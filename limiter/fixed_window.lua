@@ -43,7 +43,7 @@ local function decide(key, limit, window, burst, cost, now)
   if allowed and cost > 0 then
     redis.call('SET', key, struct.pack('<dd', idx, c), 'PX', pexpire(reset))
   end
-  return {allowed and 1 or 0, remaining, reset, retry}
+  return {allowed and 1 or 0, remaining, reset, retry, reset} -- every unit comes back at the window's end
 end
 
 -- BatchScript cuts here: what follows is the entry point of a single call.

@@ -11,7 +11,7 @@ import (
 // limit, window_us, burst, cost, now_us. An empty or absent now_us makes the
 // script read the store's clock (TIME): in production every node decides on
 // Redis time, so node clocks never matter; tests inject now_us. The reply is
-// {allowed 1|0, remaining, reset_after_us, retry_after_us}. The scripts need
+// {allowed 1|0, remaining, reset_after_us, retry_after_us, next_after_us}. The scripts need
 // Redis 5 or newer, where scripts replicate their effects, so a script may
 // write after reading TIME.
 //

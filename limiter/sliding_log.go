@@ -27,6 +27,11 @@ func decideSlidingLog(s *State, now int64, p Params) Result {
 	if count > 0 {
 		r.ResetAfter = live[count-1] + p.Window - now // the newest entry expires
 	}
+	if count > 0 {
+		// A unit comes back when the oldest entry expires, or, over a lowered
+		// limit, the entry that brings the count below it.
+		r.NextAfter = live[max(count-p.Limit, 0)] + p.Window - now
+	}
 	if !allowed {
 		if want > p.Limit {
 			r.RetryAfter = r.ResetAfter

@@ -82,6 +82,15 @@ local function decide(key, limit, window, burst, cost, now)
   local remaining = limit - count
   if remaining < 0 then remaining = 0 end
 
+  -- A unit comes back when the oldest entry expires, or, over a lowered
+  -- limit, the entry that brings the count below it.
+  local nextAfter = 0
+  if count > 0 then
+    local rank = count
+    if rank > limit then rank = limit end
+    nextAfter = newest(key, string.format('%d', rank - 1)) + window - now
+  end
+
   local retry = 0
   if not allowed then
     if want > limit then
@@ -94,7 +103,7 @@ local function decide(key, limit, window, burst, cost, now)
       retry = newest(key, string.format('%d', limit - want)) + window - now
     end
   end
-  return {allowed and 1 or 0, remaining, reset, retry}
+  return {allowed and 1 or 0, remaining, reset, retry, nextAfter}
 end
 
 -- BatchScript cuts here: what follows is the entry point of a single call.

@@ -29,6 +29,18 @@ func decideSlidingWindow(s *State, now int64, p Params) Result {
 	case prev > 0:
 		r.ResetAfter = p.Window - elapsed
 	}
+	if used > 0 {
+		// The estimate must drop to target: within this window while prev
+		// decays, if that is enough, else in the next one as c decays.
+		target := min(used, p.Limit) - 1
+		if target >= c {
+			q, _ := mulDiv(target-c, p.Window, prev)
+			r.NextAfter = p.Window - q - elapsed
+		} else {
+			q, _ := mulDiv(target, p.Window, c)
+			r.NextAfter = 2*p.Window - q - elapsed
+		}
+	}
 	if !allowed {
 		switch {
 		case want > p.Limit:

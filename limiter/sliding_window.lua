@@ -79,6 +79,20 @@ local function decide(key, limit, window, burst, cost, now)
     reset = window - elapsed
   end
 
+  -- The estimate must drop to target: within this window while p decays,
+  -- if that is enough, else in the next one as c decays.
+  local nextAfter = 0
+  if used > 0 then
+    local target = used
+    if target > limit then target = limit end
+    target = target - 1
+    if target >= c then
+      nextAfter = window - muldiv(target - c, window, p) - elapsed
+    else
+      nextAfter = 2 * window - muldiv(target, window, c) - elapsed
+    end
+  end
+
   local retry = 0
   if not allowed then
     if want > limit then
@@ -99,7 +113,7 @@ local function decide(key, limit, window, burst, cost, now)
   if allowed and cost > 0 then
     redis.call('SET', key, struct.pack('<ddd', idx, c, p), 'PX', pexpire(reset))
   end
-  return {allowed and 1 or 0, remaining, reset, retry}
+  return {allowed and 1 or 0, remaining, reset, retry, nextAfter}
 end
 
 -- BatchScript cuts here: what follows is the entry point of a single call.

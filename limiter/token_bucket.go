@@ -45,6 +45,11 @@ func decideTokenBucket(s *State, now int64, p Params) Result {
 	}
 
 	r := Result{Allowed: allowed, Remaining: max(p.Burst-ceilDiv(debt, period), 0), ResetAfter: debt}
+	if debt > 0 {
+		// The next unit is whole when the debt falls to a multiple of T (or,
+		// over a lowered burst, to burst-1 units).
+		r.NextAfter = debt - (min(ceilDiv(debt, period), p.Burst)-1)*period
+	}
 	if !allowed {
 		if want > p.Burst {
 			r.RetryAfter = debt

@@ -48,6 +48,15 @@ local function decide(key, limit, window, burst, cost, now)
   local remaining = burst - math.ceil(debt / period)
   if remaining < 0 then remaining = 0 end
 
+  -- The next unit is whole when the debt falls to a multiple of T (or,
+  -- over a lowered burst, to burst-1 units).
+  local nextAfter = 0
+  if debt > 0 then
+    local units = math.ceil(debt / period)
+    if units > burst then units = burst end
+    nextAfter = debt - (units - 1) * period
+  end
+
   local retry = 0
   if not allowed then
     if want > burst then
@@ -56,7 +65,7 @@ local function decide(key, limit, window, burst, cost, now)
       retry = need - span
     end
   end
-  return {allowed and 1 or 0, remaining, debt, retry}
+  return {allowed and 1 or 0, remaining, debt, retry, nextAfter}
 end
 
 -- BatchScript cuts here: what follows is the entry point of a single call.

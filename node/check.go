@@ -37,6 +37,8 @@ type decision struct {
 type checkInput struct {
 	key  []byte
 	cost int64
+	// denyStatus answers a denied GET (forward-auth); see checkQuery.
+	denyStatus int
 }
 
 // problemError is a request problem to answer with application/problem+json.
@@ -128,6 +130,9 @@ func (n *Node) handleCheck(ctx *fasthttp.RequestCtx) {
 	d := n.decide(st, p, in, now)
 	n.account(&d, in.key, start, now)
 	n.writeDecision(ctx, &d, in.key, ctx.IsPost())
+	if !d.allowed && in.denyStatus != 0 {
+		ctx.SetStatusCode(in.denyStatus)
+	}
 }
 
 // refuseDraining answers a check with 503 while this node drains, so a load
@@ -139,23 +144,6 @@ func (n *Node) refuseDraining(ctx *fasthttp.RequestCtx) bool {
 	n.problem(ctx, &problemError{status: fasthttp.StatusServiceUnavailable, typ: "temporary-reduced-capacity",
 		detail: "node " + n.id + " is draining; send checks to another node"})
 	return true
-}
-
-func (n *Node) checkQuery(ctx *fasthttp.RequestCtx) (checkInput, *problemError) {
-	in := checkInput{cost: 1}
-	args := ctx.QueryArgs()
-	in.key = args.Peek("key")
-	if len(in.key) == 0 && n.cfg.KeyHeader != "" {
-		in.key = ctx.Request.Header.Peek(n.cfg.KeyHeader)
-	}
-	if c := args.Peek("cost"); len(c) > 0 {
-		v, err := strconv.ParseInt(unsafe.String(&c[0], len(c)), 10, 64)
-		if err != nil {
-			return in, badRequest("cost must be an integer")
-		}
-		in.cost = v
-	}
-	return in, nil
 }
 
 // decide answers one valid check: blocks and cached denials locally, the
@@ -181,12 +169,15 @@ func (n *Node) decide(st *sharedState, p *Policy, in checkInput, clock time.Time
 func (n *Node) localDecision(st *sharedState, p *Policy, in checkInput, now int64) (decision, bool) {
 	if b, ok := st.blocks[unsafeString(in.key)]; ok && now < b.until {
 		wait := b.until - now
-		return decision{policy: p, reason: reasonBlocked, res: limiter.Result{ResetAfter: wait, RetryAfter: wait}}, true
+		return decision{policy: p, reason: reasonBlocked, res: limiter.Result{ResetAfter: wait, RetryAfter: wait, NextAfter: wait}}, true
 	}
-	if c, ok := n.denies.get(in.key, p, in.cost, now); ok {
+	// A remembered denial answers until more quota comes, not until the
+	// cost fits: after that the store knows the next moment, the cache not.
+	if c, ok := n.denies.get(in.key, p, in.cost, now); ok && c.nextAt > now {
 		n.metrics.localDenials.Inc()
 		wait := c.until - now
-		return decision{policy: p, reason: reasonLimit, res: limiter.Result{ResetAfter: max(c.resetAt-now, wait), RetryAfter: wait}}, true
+		return decision{policy: p, reason: reasonLimit, res: limiter.Result{
+			ResetAfter: max(c.resetAt-now, wait), RetryAfter: wait, NextAfter: c.nextAt - now}}, true
 	}
 	return decision{}, false
 }
@@ -225,15 +216,20 @@ func (n *Node) finish(p *Policy, in checkInput, res limiter.Result, err error, n
 		if p.failOpen {
 			return decision{policy: p, reason: reasonFailOpen, allowed: true}
 		}
-		return decision{policy: p, reason: reasonFailClosed, res: limiter.Result{RetryAfter: 1e6, ResetAfter: 1e6}}
+		return decision{policy: p, reason: reasonFailClosed, res: limiter.Result{RetryAfter: 1e6, ResetAfter: 1e6, NextAfter: 1e6}}
 	}
 	d := decision{policy: p, res: res, allowed: res.Allowed, reason: reasonWithin}
 	if !res.Allowed {
 		d.reason = reasonLimit
 		if p.Shadow {
 			d.allowed, d.reason = true, reasonShadow
-		} else if res.RetryAfter > 0 {
-			n.denies.put(string(in.key), denial{policy: p, cost: in.cost, until: now + res.RetryAfter, resetAt: now + res.ResetAfter}, now)
+		} else if res.RetryAfter > 0 && res.Remaining == 0 {
+			// With nothing left, no node can admit anything before more
+			// quota comes, so until then the answer stays exact, r and t
+			// included. A denial with units left (a cost too large) is not
+			// kept: a cheaper request may take them, here or elsewhere.
+			n.denies.put(string(in.key), denial{policy: p, cost: in.cost, until: now + res.RetryAfter, resetAt: now + res.ResetAfter,
+				nextAt: now + res.NextAfter}, now)
 		}
 	}
 	return d
@@ -282,14 +278,17 @@ func (n *Node) writeDecision(ctx *fasthttp.RequestCtx, d *decision, key []byte, 
 	ctx.SetStatusCode(status)
 	h := &ctx.Response.Header
 	var buf [64]byte
-	if p := d.policy; p != nil {
+	if p := d.policy; p != nil && (!p.Shadow || n.cfg.AdvertiseShadow) {
 		h.SetCanonical(hdrPolicy, p.policyHeader)
-		b := append(buf[:0], p.quotedName...)
-		b = append(b, ";r="...)
-		b = strconv.AppendInt(b, d.res.Remaining, 10)
-		b = append(b, ";t="...)
-		b = strconv.AppendInt(b, ceilSeconds(d.res.ResetAfter), 10)
-		h.SetCanonical(hdrRateLimit, b)
+		if d.reason != reasonFailOpen { // nothing is known of the key then: no claim
+			r, t := rateLimitFields(p, &d.res)
+			b := append(buf[:0], p.quotedName...)
+			b = append(b, ";r="...)
+			b = strconv.AppendInt(b, r, 10)
+			b = append(b, ";t="...)
+			b = strconv.AppendInt(b, t, 10)
+			h.SetCanonical(hdrRateLimit, b)
+		}
 	}
 	if !d.allowed {
 		h.SetCanonical(hdrRetryAfter, strconv.AppendInt(buf[:0], max(ceilSeconds(d.res.RetryAfter), 1), 10))

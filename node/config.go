@@ -4,6 +4,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/ratelimiter/ratelimiter/config"
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
@@ -36,6 +38,20 @@ type Config struct {
 	// KeyHeader, when set, names a request header that carries the key for
 	// GET /api/v1/check (forward-auth), e.g. X-Forwarded-For.
 	KeyHeader string `toml:"key_header"`
+	// KeyFrom picks where GET /api/v1/check finds its key: "query" (the
+	// key parameter, else KeyHeader), "xff" or "forwarded" (the client
+	// address, see TrustedProxies). KeyPrefix goes before header and
+	// address keys so they can match a pattern such as "ip:*".
+	KeyFrom        string         `toml:"key_from"`
+	KeyPrefix      string         `toml:"key_prefix"`
+	TrustedProxies TrustedProxies `toml:"trusted_proxies"`
+	// ForwardAuthDenyStatus is the status of a denial to GET
+	// /api/v1/check when the request names no deny_status: nginx's
+	// auth_request accepts only 401 and 403.
+	ForwardAuthDenyStatus int `toml:"forward_auth_deny_status"`
+	// AdvertiseShadow sends RateLimit fields for shadow limits too; by
+	// default a dry-run limit stays invisible to clients.
+	AdvertiseShadow bool `toml:"advertise_shadow"`
 	// HotKeyRatio is the default share of its limit at which a key is hot.
 	HotKeyRatio float64 `toml:"hot_key_ratio"`
 	// DenyCacheSize bounds the keys answered locally while over their limit.
@@ -84,6 +100,9 @@ func DefaultConfig() Config {
 		MaxBodyBytes:      64 << 10,
 		MaxBatch:          1000,
 		EnvoyHeaders:      envoyHeadersDraft10,
+
+		KeyFrom:               keyFromQuery,
+		ForwardAuthDenyStatus: fasthttp.StatusTooManyRequests,
 	}
 }
 
@@ -142,6 +161,7 @@ func (c *Config) Validate() error {
 		p.Add("max_batch", "must be at least 1")
 	}
 	c.validateEnvoy(&p)
+	c.validateForward(&p)
 	return p.Err()
 }
 

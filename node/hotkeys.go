@@ -141,6 +141,7 @@ type denial struct {
 	cost    int64
 	until   int64 // node clock, µs: the earliest time the cost could fit
 	resetAt int64 // node clock, µs
+	nextAt  int64 // node clock, µs: when more quota comes (at or before until)
 }
 
 func newDenyCache(n int) *denyCache { return &denyCache{m: map[string]denial{}, n: n} }

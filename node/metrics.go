@@ -1,10 +1,13 @@
 package node
 
 import (
+	"bytes"
 	"io"
 	"strconv"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/ratelimiter/ratelimiter/internal/promtext"
 )
 
 // nodeMetrics are the Prometheus series of one node. Each node owns its Set,
@@ -61,7 +64,10 @@ func b2f(b bool) float64 {
 	return 0
 }
 
+// write writes the metrics with their HELP and TYPE (see metricsMeta).
 func (m *nodeMetrics) write(w io.Writer) {
-	m.set.WritePrometheus(w)
-	metrics.WriteProcessMetrics(w)
+	var b bytes.Buffer
+	m.set.WritePrometheus(&b)
+	metrics.WriteProcessMetrics(&b)
+	_ = promtext.Annotate(w, b.Bytes(), metricsMeta) // a client gone mid-scrape is no error of ours
 }

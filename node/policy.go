@@ -40,8 +40,9 @@ func compile(l limiter.Limit, nodeFailureMode string) *Policy {
 	h = append(h, ";w="...)
 	h = strconv.AppendInt(h, l.WindowSeconds, 10)
 	if l.Algorithm == limiter.TokenBucket && l.Burst != l.MaxRequests {
-		// Not a draft parameter; clients ignore unknown ones (RFC 8941).
-		h = append(h, ";burst="...)
+		// q is the sustained quota; the burst is no draft parameter, so it
+		// carries our prefix (clients ignore unknown ones, RFC 9651).
+		h = append(h, ";ratelimiter-burst="...)
 		h = strconv.AppendInt(h, l.Burst, 10)
 	}
 	p.policyHeader = h

@@ -330,20 +330,20 @@ func parseResult(r rueidis.RedisResult) (limiter.Result, error) {
 	return parseReply(arr)
 }
 
-// parseReply reads one decision, {allowed, remaining, reset, retry}.
+// parseReply reads one decision, {allowed, remaining, reset, retry, next}.
 func parseReply(arr []rueidis.RedisMessage) (limiter.Result, error) {
 	var out limiter.Result
-	if len(arr) != 4 {
-		return out, fmt.Errorf("decision script returned %d values, want 4", len(arr))
+	if len(arr) != 5 {
+		return out, fmt.Errorf("decision script returned %d values, want 5", len(arr))
 	}
-	var v [4]int64
+	var v [5]int64
 	var err error
 	for i := range arr {
 		if v[i], err = arr[i].AsInt64(); err != nil {
 			return out, err
 		}
 	}
-	return limiter.Result{Allowed: v[0] == 1, Remaining: v[1], ResetAfter: v[2], RetryAfter: v[3]}, nil
+	return limiter.Result{Allowed: v[0] == 1, Remaining: v[1], ResetAfter: v[2], RetryAfter: v[3], NextAfter: v[4]}, nil
 }
 
 func (s *RedisStore) ResetCounter(ctx context.Context, key string) error {

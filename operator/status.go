@@ -1,6 +1,7 @@
 package operator
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/ratelimiter/ratelimiter/internal/promtext"
 )
 
 // Status is what the status page and GET /api/v1/status show.
@@ -254,7 +257,14 @@ func (m *opMetrics) action(result string) {
 	m.set.GetOrCreateCounter(`ratelimiter_operator_actions_total{result="` + result + `"}`).Inc()
 }
 
+// writeMetrics writes the metrics with their HELP and TYPE (metricsMeta).
 func (o *Operator) writeMetrics(ctx context.Context, w io.Writer) {
+	var b bytes.Buffer
+	o.writeMetricsText(ctx, &b)
+	_ = promtext.Annotate(w, b.Bytes(), metricsMeta) // a client gone mid-scrape is no error of ours
+}
+
+func (o *Operator) writeMetricsText(ctx context.Context, w io.Writer) {
 	o.metrics.set.WritePrometheus(w)
 	counts, err := o.store.CountTickets(ctx)
 	if err != nil {

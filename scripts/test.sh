@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test. The tests start real redis-server and prometheus
-# processes and a headless chromium, and the compose file is checked with
+# processes, nginx and caddy, and a headless chromium, and the compose file is checked with
 # docker-compose, so this installs the Debian packages that are missing
 # first (about a minute for all of them on a fresh machine). Nothing is
 # skipped.
@@ -12,6 +12,8 @@ command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v chromium >/dev/null || need+=(chromium)
+[ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v caddy >/dev/null || need+=(caddy)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo

@@ -222,3 +222,73 @@ func freePort() (int, error) {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
+
+// CheckMetrics runs `promtool check metrics` on text, a /metrics answer,
+// and fails the test for every problem it reports that explained does not
+// list (a problem line as promtool prints it, mapped to why it stays). It
+// also fails unless every sample belongs to a family with a TYPE and a
+// non-empty HELP, which promtool alone does not insist on.
+func CheckMetrics(t testing.TB, text []byte, explained map[string]string) {
+	t.Helper()
+	path, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatalf("promtest: promtool is not on PATH (apt-get install prometheus): %v", err)
+	}
+	cmd := exec.Command(path, "check", "metrics")
+	cmd.Stdin = strings.NewReader(string(text))
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatalf("promtest: promtool: %v", err)
+	}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if line == "" {
+			continue
+		}
+		seen[line] = true
+		if _, ok := explained[line]; !ok {
+			t.Errorf("promtool check metrics: %s", line)
+		}
+	}
+	if err != nil && len(seen) == 0 {
+		t.Errorf("promtool check metrics failed with no problem listed: %v", err)
+	}
+	for line := range explained {
+		if !seen[line] {
+			t.Errorf("promtool no longer reports %q: drop it from the explained problems", line)
+		}
+	}
+	checkMetadata(t, string(text))
+}
+
+func checkMetadata(t testing.TB, text string) {
+	t.Helper()
+	help, typ := map[string]string{}, map[string]string{}
+	for _, line := range strings.Split(text, "\n") {
+		switch f := strings.Fields(line); {
+		case len(f) >= 3 && f[0] == "#" && f[1] == "HELP":
+			help[f[2]] = strings.Join(f[3:], " ")
+		case len(f) == 4 && f[0] == "#" && f[1] == "TYPE":
+			typ[f[2]] = f[3]
+		case len(f) == 0 || f[0] == "#":
+		default:
+			name := f[0]
+			if i := strings.IndexByte(name, '{'); i >= 0 {
+				name = name[:i]
+			}
+			fam := name
+			if _, ok := typ[fam]; !ok {
+				for _, s := range []string{"_bucket", "_sum", "_count"} {
+					if base, cut := strings.CutSuffix(name, s); cut && (typ[base] == "histogram" || typ[base] == "summary") {
+						fam = base
+					}
+				}
+			}
+			if typ[fam] == "" || help[fam] == "" {
+				t.Errorf("metric %s has no TYPE or an empty HELP before it", name)
+				typ[fam], help[fam] = "reported", "reported" // once per family
+			}
+		}
+	}
+}

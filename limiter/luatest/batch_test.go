@@ -232,10 +232,10 @@ func parseRecorded(resp rueidis.RedisResult, batch bool) (recorded, error) {
 		if err != nil {
 			return rec, err
 		}
-		if len(v) != 4 || (v[0] != 0 && v[0] != 1) {
+		if len(v) != 5 || (v[0] != 0 && v[0] != 1) {
 			return rec, fmt.Errorf("malformed reply %v", v)
 		}
-		rec.results = append(rec.results, limiter.Result{Allowed: v[0] == 1, Remaining: v[1], ResetAfter: v[2], RetryAfter: v[3]})
+		rec.results = append(rec.results, limiter.Result{Allowed: v[0] == 1, Remaining: v[1], ResetAfter: v[2], RetryAfter: v[3], NextAfter: v[4]})
 	}
 	exp, err := parts[1].ToArray()
 	if err != nil {

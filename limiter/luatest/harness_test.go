@@ -72,11 +72,11 @@ local function decide()
 end
 local t0 = now()
 local r = decide()
-r[5] = ttl
-r[6] = real.call('PEXPIRETIME', KEYS[1])
-r[7] = t0
-r[8] = now()
-if r[6] >= 0 then real.call('PERSIST', KEYS[1]) end
+r[6] = ttl
+r[7] = real.call('PEXPIRETIME', KEYS[1])
+r[8] = t0
+r[9] = now()
+if r[7] >= 0 then real.call('PERSIST', KEYS[1]) end
 return r
 `
 }
@@ -99,10 +99,10 @@ func parseReply(resp rueidis.RedisResult) (limiter.Result, []int64, error) {
 	if err != nil {
 		return limiter.Result{}, nil, err
 	}
-	if len(vals) < 4 || (vals[0] != 0 && vals[0] != 1) {
+	if len(vals) < 5 || (vals[0] != 0 && vals[0] != 1) {
 		return limiter.Result{}, nil, fmt.Errorf("malformed reply %v", vals)
 	}
-	return limiter.Result{Allowed: vals[0] == 1, Remaining: vals[1], ResetAfter: vals[2], RetryAfter: vals[3]}, vals[4:], nil
+	return limiter.Result{Allowed: vals[0] == 1, Remaining: vals[1], ResetAfter: vals[2], RetryAfter: vals[3], NextAfter: vals[4]}, vals[5:], nil
 }
 
 // decide runs one decision on both forms and returns the twin's Result.

@@ -1,0 +1,65 @@
+package node
+
+import (
+	"net"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/ratelimiter/ratelimiter/limiter"
+)
+
+// BenchmarkForwardAuth is the GET (forward-auth) check through the handler,
+// in process: the key in the query, and the key taken from X-Forwarded-For
+// (key_from = "xff", one trusted hop, key_prefix "ip:"), which costs one
+// allocation, the prefixed key.
+//
+// 2-vCPU shared VM, go1.26, 2026-12-04, -benchtime 1s, 3 interleaved runs
+// while four other engineers compiled and tested on it: query 3.1-7.0 µs/op,
+// 0 allocs/op; xff 5.8-13.5 µs/op, 1 alloc/op (54 B). The times are the
+// machine's noise (POST checks ran 1.9 µs/op on a quiet moment); the
+// allocations are exact.
+func BenchmarkForwardAuth(b *testing.B) {
+	for _, from := range []string{"query", "xff"} {
+		b.Run(from, func(b *testing.B) {
+			cfg := testConfig("bench", nil)
+			cfg.Limits = []limiter.Limit{{KeyPattern: "*", MaxRequests: 1_000_000, WindowSeconds: 60, Algorithm: limiter.SlidingWindow}}
+			if from == "xff" {
+				cfg.KeyFrom, cfg.KeyPrefix, cfg.TrustedProxies = keyFromXFF, "ip:", TrustedProxies{Hops: 1}
+			}
+			n := startNode(b, cfg, nil, nil).Node
+			uris, xffs := make([][]byte, 10_000), make([][]byte, 10_000)
+			for i := range uris {
+				addr := "10." + strconv.Itoa(i>>8&255) + "." + strconv.Itoa(i&255) + ".1"
+				uris[i] = []byte("/api/v1/check?key=ip:" + addr + "&deny_status=403")
+				xffs[i] = []byte("198.51.100.7, " + addr)
+			}
+			var next atomic.Int64
+			b.SetParallelism(16)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				var ctx fasthttp.RequestCtx
+				ctx.Init(&fasthttp.Request{}, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, nil)
+				ctx.Request.Header.SetMethod("GET")
+				ctx.Request.SetRequestURI("/api/v1/check")
+				for pb.Next() {
+					i := next.Add(1) % int64(len(uris))
+					if from == "xff" {
+						ctx.Request.Header.SetBytesV("X-Forwarded-For", xffs[i])
+					} else {
+						ctx.Request.SetRequestURIBytes(uris[i])
+					}
+					ctx.Response.Reset()
+					n.handle(&ctx)
+					if ctx.Response.StatusCode() != 200 {
+						b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+					}
+					benchSink.Add(int64(len(ctx.Response.Header.Peek("RateLimit"))))
+				}
+			})
+		})
+	}
+}
