@@ -38,8 +38,28 @@ type outcome struct {
 // only tells a reader that the generator itself was struggling.
 const lateAfter = 5 * time.Millisecond
 
-// pacingTick is how often the pacer wakes at high rates.
-const pacingTick = time.Millisecond
+// coarseMargin is how long before a due time the pacer stops trusting Go's
+// timers, which wake up to a millisecond late (more on a loaded host), and
+// sleeps the rest in the kernel.
+const coarseMargin = 2 * time.Millisecond
+
+// sleepUntil returns at due (an offset from start), or false when ctx ends
+// first. A request must leave at its due time: latency counts from it, so
+// every microsecond the pacer oversleeps is reported as the target's.
+func sleepUntil(ctx context.Context, start time.Time, due time.Duration, timer *time.Timer) bool {
+	if w := due - time.Since(start) - coarseMargin; w > 0 {
+		timer.Reset(w)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+		}
+	}
+	if w := due - time.Since(start); w > 0 {
+		preciseSleep(w)
+	}
+	return ctx.Err() == nil
+}
 
 // Run sends the load described by cfg and reports what happened. Progress
 // lines go to progress: one updating line when tty is set, else a line per
@@ -78,48 +98,49 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, tty bool, log *slo
 
 	total := p.total()
 	var issued, late int64
-	var maxLag time.Duration
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-issue:
-	for issued < total {
-		due := p.due(issued)
-		// Wake on whole pacing ticks and send everything due by then: one
-		// wake-up per tick instead of one per request. A send is at most a
-		// tick late, and latency counts from the intended time anyway.
-		if wait := due.Truncate(pacingTick) + pacingTick - time.Since(start); due > time.Since(start) && wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-ctx.Done():
-				break issue
-			case <-timer.C:
+	var maxLag, sendEnd time.Duration
+	var behind bool
+	paced := make(chan struct{})
+	go func() {
+		defer close(paced)
+		lockPacerThread() // never unlocked: the thread exits with this goroutine
+		timer := time.NewTimer(time.Hour)
+		defer timer.Stop()
+		for issued < total {
+			due := p.due(issued)
+			if !sleepUntil(ctx, start, due, timer) {
+				break
 			}
+			select { // a free in-flight slot, or wait for one: the wait shows as latency
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			lag := time.Since(start) - due
+			if lag > cfg.Duration/10+time.Second {
+				behind = true // hopelessly behind: what is left counts as dropped
+				break
+			}
+			if lag > lateAfter {
+				late++
+			}
+			maxLag = max(maxLag, lag)
+			k := keys.next()
+			o := outcome{key: keys.keys[k], body: keys.bodies[k], target: int(issued % int64(len(clients))), intended: due}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				send(clients[o.target], cfg, start, &o)
+				agg.add(&o)
+			}()
+			issued++
 		}
-		select { // a free in-flight slot, or wait for one: the wait shows as latency
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			break issue
-		}
-		lag := time.Since(start) - due
-		if lag > cfg.Duration/10+time.Second {
-			break // hopelessly behind: what is left counts as dropped
-		}
-		if lag > lateAfter {
-			late++
-		}
-		maxLag = max(maxLag, lag)
-		k := keys.next()
-		o := outcome{key: keys.keys[k], body: keys.bodies[k], target: int(issued % int64(len(clients))), intended: due}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			send(clients[o.target], cfg, start, &o)
-			agg.add(&o)
-		}()
-		issued++
-	}
-	sendEnd := time.Since(start)
+		sendEnd = time.Since(start)
+	}()
+	<-paced
 	wg.Wait()
 	for _, c := range clients {
 		c.CloseIdleConnections()
@@ -128,7 +149,17 @@ issue:
 	<-progressDone
 
 	r := agg.report(cfg, start, sendEnd)
-	r.Sent, r.Dropped, r.Late, r.MaxLagMs = issued, total-issued, late, ms(maxLag)
+	// Dropped are the requests that fell due and were never sent: all that
+	// was left when the generator gave up, or, when the run was stopped,
+	// those due before it stopped.
+	dropped := total - issued
+	if !behind {
+		dropped = 0
+		for i := issued; i < total && p.due(i) <= sendEnd; i++ {
+			dropped++
+		}
+	}
+	r.Sent, r.Dropped, r.Late, r.MaxLagMs = issued, dropped, late, ms(maxLag)
 	if ctx.Err() != nil {
 		r.Interrupted = true
 	}

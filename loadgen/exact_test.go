@@ -1,0 +1,168 @@
+package loadgen
+
+import (
+	"context"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// standIn is an HTTP server standing in for a node: it answers every
+// request 200 after busy-waiting for answer (so the answer time is its
+// own, not the Go scheduler's), holds requests that arrive during its
+// stalls, and records how long each request took from its own point of
+// view, handler entry to handler exit.
+type standIn struct {
+	URL    string
+	answer time.Duration
+	// Every stallEvery from the first request, after an offset of half
+	// that, the server stalls for stallFor: requests arriving then are held
+	// until the stall ends.
+	stallEvery, stallFor time.Duration
+
+	mu         sync.Mutex
+	first      time.Time
+	took       []time.Duration
+	duringStal int
+}
+
+func startStandIn(t *testing.T, answer, stallEvery, stallFor time.Duration) *standIn {
+	t.Helper()
+	s := &standIn{answer: answer, stallEvery: stallEvery, stallFor: stallFor}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: s.handle}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.ShutdownWithContext(ctx)
+	})
+	s.URL = "http://" + ln.Addr().String()
+	return s
+}
+
+func (s *standIn) handle(ctx *fasthttp.RequestCtx) {
+	in := time.Now()
+	s.mu.Lock()
+	if s.first.IsZero() {
+		s.first = in
+	}
+	first := s.first
+	s.mu.Unlock()
+	var hold time.Duration
+	if s.stallEvery > 0 {
+		phase := (in.Sub(first) + s.stallEvery/2) % s.stallEvery
+		if phase < s.stallFor {
+			hold = s.stallFor - phase
+		}
+	}
+	if hold > 0 {
+		time.Sleep(hold)
+	}
+	for time.Since(in) < hold+s.answer {
+	}
+	ctx.SetContentType("application/json")
+	ctx.SetBodyString(`{"allowed":true,"reason":"within_limit"}`)
+	took := time.Since(in)
+	s.mu.Lock()
+	s.took = append(s.took, took)
+	if hold > 0 {
+		s.duringStal++
+	}
+	s.mu.Unlock()
+}
+
+// reset forgets what the server saw.
+func (s *standIn) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.first, s.took, s.duringStal = time.Time{}, nil, 0
+}
+
+// median is the server's own median answer time, and how many requests it
+// answered.
+func (s *standIn) median() (time.Duration, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.took) == 0 {
+		return 0, 0
+	}
+	sorted := slices.Clone(s.took)
+	slices.Sort(sorted)
+	return sorted[len(sorted)/2], len(sorted)
+}
+
+// TestLatencyExact: requests leave at their due time, so against a server
+// that answers in about 0.2 ms at 500/s the generator's p50 is within
+// 0.3 ms of the server's own (issue 15). A pacer that waits for a 1 ms tick
+// after each due time adds that wait to every request: at 500/s every due
+// time falls on a tick, so its p50 is a whole millisecond over.
+//
+// A run on a shared machine can be unlucky (another process holds both
+// CPUs for a while), so a miss is measured again on a fresh run, up to
+// three in all; one run within 0.3 ms shows the pacer is exact. The
+// generator's p50 can never be below the server's: a latency measured
+// from any later point than the intended send time would be.
+func TestLatencyExact(t *testing.T) {
+	srv := startStandIn(t, 200*time.Microsecond, 0, 0)
+	cfg := DefaultConfig()
+	cfg.Targets, cfg.Rate, cfg.Duration, cfg.Keys = []string{srv.URL}, 500, time.Second, 10
+	const runs = 3
+	for attempt := 1; ; attempt++ {
+		srv.reset()
+		r := run(t, cfg)
+		server, answered := srv.median()
+		diff := r.Latency.P50 - ms(server)
+		t.Logf("run %d, 500/s for 1s: server p50 %.3fms over %d; loadgen p50 %.3fms (+%.3fms) p99 %.3fms, max send lag %.3fms",
+			attempt, ms(server), answered, r.Latency.P50, diff, r.Latency.P99, r.MaxLagMs)
+		if r.Sent != 500 || r.Completed != 500 || r.Allowed != 500 || answered != 500 || r.Dropped != 0 {
+			t.Fatalf("sent %d, completed %d, allowed %d, dropped %d, server answered %d; want 500 of each, none dropped",
+				r.Sent, r.Completed, r.Allowed, r.Dropped, answered)
+		}
+		if server < 200*time.Microsecond || r.Latency.P50 < ms(server) {
+			t.Fatalf("server p50 %s, loadgen p50 %.3fms; want the server's at least 0.2 ms and loadgen's at least the server's", server, r.Latency.P50)
+		}
+		switch {
+		case diff <= 0.3:
+			return
+		case attempt == runs:
+			t.Fatalf("%d runs in a row: loadgen p50 %.3fms is %.3fms over the server's %.3fms; want within 0.3 ms",
+				runs, r.Latency.P50, diff, ms(server))
+		}
+	}
+}
+
+// TestLatencyStalls: against a server that stalls for 200 ms every 2 s,
+// the generator keeps sending on schedule and counts the wait from each
+// request's due time, so p99 is at least 150 ms. Over 4 s at 500/s two
+// stalls hold about 200 of 2000 requests, 50 of them 150 ms or more: 2.5 %.
+// A generator that waited for answers before sending (coordinated
+// omission) would send a handful during each stall and report a p99 of
+// about 0.2 ms.
+func TestLatencyStalls(t *testing.T) {
+	srv := startStandIn(t, 200*time.Microsecond, 2*time.Second, 200*time.Millisecond)
+	cfg := DefaultConfig()
+	cfg.Targets, cfg.Rate, cfg.Duration, cfg.Keys = []string{srv.URL}, 500, 4*time.Second, 10
+	r := run(t, cfg)
+	srv.mu.Lock()
+	during := srv.duringStal
+	srv.mu.Unlock()
+	t.Logf("500/s for 4s, stalls of 200ms every 2s: %d requests arrived during a stall; loadgen p50 %.3fms p90 %.3fms p99 %.3fms max %.3fms",
+		during, r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max)
+	if r.Sent != 2000 || r.Completed != 2000 || r.Dropped != 0 || errorCount(r) != 0 {
+		t.Fatalf("sent %d, completed %d, dropped %d, errors %v; want 2000 sent and answered", r.Sent, r.Completed, r.Dropped, r.Errors)
+	}
+	if during < 150 {
+		t.Errorf("%d requests arrived during the stalls; want about 200: the generator must not wait for answers", during)
+	}
+	if r.Latency.P99 < 150 || r.Latency.Max < 190 {
+		t.Errorf("p99 %.3fms, max %.3fms; want p99 at least 150 ms and max about 200 ms", r.Latency.P99, r.Latency.Max)
+	}
+}
