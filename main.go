@@ -226,6 +226,9 @@ func loadgenCommand() *cli.Command {
 			&cli.DurationFlag{Name: "max-p99", Usage: "exit 2 when p99 latency is above this"},
 			&cli.Float64Flag{Name: "max-error-rate", Usage: "exit 2 when the share of errors is above this (0..1)"},
 			&cli.Float64Flag{Name: "min-rate", Usage: "exit 2 when the achieved rate (req/s) is below this"},
+			&cli.Int64Flag{Name: "max-dropped", Usage: "exit 2 when more due requests than this were never sent (the generator fell behind)"},
+			&cli.Int64Flag{Name: "max-over-admissions", Usage: "with --verify: exit 2 when more requests than this were admitted beyond their limit"},
+			&cli.Float64Flag{Name: "max-false-blocks-rate", Usage: "with --verify: exit 2 when more than this share of the judged denials (0..1) were false blocks"},
 		),
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
@@ -237,7 +240,11 @@ func loadgenCommand() *cli.Command {
 				KeyPrefix: c.String("key-prefix"), Cost: c.Int64("cost"), Method: c.String("method"),
 				MaxInflight: c.Int("max-inflight"), Timeout: c.Duration("timeout"), Seed: c.Uint64("seed"),
 				Verify: c.Bool("verify"), MaxP99: c.Duration("max-p99"), MaxErrorRate: c.Float64("max-error-rate"),
-				MinRate: c.Float64("min-rate")}
+				MinRate: c.Float64("min-rate"), MaxDropped: c.Int64("max-dropped"), MaxOverAdmissions: c.Int64("max-over-admissions")}
+			if c.IsSet("max-false-blocks-rate") {
+				v := c.Float64("max-false-blocks-rate")
+				cfg.MaxFalseBlocksRate = &v
+			}
 			if cfg.Rate, cfg.RateEnd, err = loadgen.ParseRate(c.String("rate")); err != nil {
 				return err
 			}

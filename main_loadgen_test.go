@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -81,8 +84,9 @@ func TestLoadgenJSON(t *testing.T) {
 		Failed   []string         `json:"failed_thresholds"`
 		Errors   map[string]int64 `json:"errors"`
 		Accuracy *struct {
-			Checked        int64 `json:"checked"`
-			OverAdmissions int64 `json:"over_admissions"`
+			Checked        int64  `json:"checked"`
+			OverAdmissions int64  `json:"over_admissions"`
+			Verdict        string `json:"verdict"`
 		} `json:"accuracy"`
 	}
 	f := func(wantCode int, extra ...string) report {
@@ -118,8 +122,8 @@ func TestLoadgenJSON(t *testing.T) {
 		if len(r.PerTarget) != 1 || r.PerTarget[0].URL != base || r.PerTarget[0].Sent != 300 {
 			t.Errorf("per_target = %+v; want all 300 to %s", r.PerTarget, base)
 		}
-		if r.Accuracy == nil || r.Accuracy.Checked != 300 || r.Accuracy.OverAdmissions != 0 {
-			t.Errorf("accuracy = %+v; want 300 checked, 0 over-admissions", r.Accuracy)
+		if r.Accuracy == nil || r.Accuracy.Checked != 300 || r.Accuracy.OverAdmissions != 0 || r.Accuracy.Verdict != "pass" {
+			t.Errorf("accuracy = %+v; want 300 checked, 0 over-admissions, verdict pass", r.Accuracy)
 		}
 		return r
 	}
@@ -128,5 +132,62 @@ func TestLoadgenJSON(t *testing.T) {
 	}
 	if r := f(2, "--min-rate", "1e9", "--key-prefix", "json:second:"); len(r.Failed) != 1 || !strings.Contains(r.Failed[0], "--min-rate") {
 		t.Errorf("--min-rate 1e9: failed_thresholds = %q; want the --min-rate threshold", r.Failed)
+	}
+}
+
+// TestLoadgenDroppedExitsTwo: a run that fell behind and dropped requests
+// exits 2 by default (--max-dropped 0), and passes when they are allowed.
+func TestLoadgenDroppedExitsTwo(t *testing.T) {
+	t.Parallel()
+	// One request at a time against a server that holds each for 1.5 s:
+	// after the first, the generator is hopelessly behind.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { time.Sleep(1500 * time.Millisecond) }))
+	t.Cleanup(srv.Close)
+	args := []string{"--target", srv.URL, "--rate", "100", "--duration", "1s", "--max-inflight", "1", "--timeout", "5s"}
+	stdout, stderr, err, _ := runLoadgen(t, args...)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(ee.Error(), "dropped > --max-dropped 0") {
+		t.Fatalf("loadgen %q = %v; want exit 2 naming --max-dropped 0\nstdout:\n%s\nstderr:\n%s", args, err, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "FAILED") || !strings.Contains(stdout, "dropped") {
+		t.Errorf("text report does not name the dropped requests:\n%s", stdout)
+	}
+	if _, _, err, _ := runLoadgen(t, append(args, "--max-dropped", "1000")...); err != nil {
+		t.Errorf("loadgen %q --max-dropped 1000 = %v; want success", args, err)
+	}
+}
+
+// TestLoadgenVerdictExitsTwo: --verify ends with a verdict; a limit raised
+// behind the verifier's back makes over-admissions, and the default
+// --max-over-admissions 0 makes the exit status 2.
+func TestLoadgenVerdictExitsTwo(t *testing.T) {
+	t.Parallel()
+	l := limiter.Limit{KeyPattern: "verdict:*", MaxRequests: 5, WindowSeconds: 1, Algorithm: limiter.FixedWindow}
+	base := loadgenNode(t, []limiter.Limit{l})
+	raised := make(chan error, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		l.MaxRequests = 100
+		body, _ := json.Marshal(l)
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Post(base+"/api/v1/limits", "application/json", bytes.NewReader(body))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode/100 != 2 {
+				err = fmt.Errorf("POST /api/v1/limits: %s", resp.Status)
+			}
+		}
+		raised <- err
+	}()
+	stdout, stderr, err, _ := runLoadgen(t, "--target", base, "--rate", "200", "--duration", "2s", "--keys", "10",
+		"--key-prefix", "verdict:", "--verify")
+	if err := <-raised; err != nil {
+		t.Fatalf("raising the limit behind the verifier's back: %v", err)
+	}
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(ee.Error(), "over-admissions > --max-over-admissions 0") {
+		t.Fatalf("loadgen --verify with the limit raised mid-run = %v; want exit 2 naming --max-over-admissions 0\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "verdict        FAIL (at most 0 over-admissions)") {
+		t.Errorf("text report lacks the verdict line:\n%s", stdout)
 	}
 }

@@ -43,6 +43,15 @@ type Config struct {
 	MaxP99       time.Duration
 	MaxErrorRate float64 // share of requests, 0..1
 	MinRate      float64 // achieved requests per second
+	// MaxDropped is how many due requests may go unsent because the
+	// generator fell behind. Unlike the thresholds above, 0 is a threshold
+	// (the default): a truncated run fails.
+	MaxDropped int64
+	// With Verify: MaxOverAdmissions is how many over-admissions pass (0,
+	// the default, is a threshold); MaxFalseBlocksRate, when set, is the
+	// share of judged denials that may be false blocks (0..1).
+	MaxOverAdmissions  int64
+	MaxFalseBlocksRate *float64
 }
 
 // DefaultConfig is a one-minute run at 1000 requests/s over 1000 keys.
@@ -115,6 +124,23 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxErrorRate < 0 || c.MaxErrorRate > 1 {
 		p.Add("max-error-rate", "must be between 0 and 1")
+	}
+	if c.MaxDropped < 0 {
+		p.Add("max-dropped", "must be at least 0")
+	}
+	if c.MaxOverAdmissions < 0 {
+		p.Add("max-over-admissions", "must be at least 0")
+	}
+	if c.MaxOverAdmissions != 0 && !c.Verify {
+		p.Add("max-over-admissions", "needs --verify")
+	}
+	if r := c.MaxFalseBlocksRate; r != nil {
+		if *r < 0 || *r > 1 || math.IsNaN(*r) {
+			p.Add("max-false-blocks-rate", "must be between 0 and 1")
+		}
+		if !c.Verify {
+			p.Add("max-false-blocks-rate", "needs --verify")
+		}
 	}
 	return p.Err()
 }

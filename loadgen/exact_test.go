@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,7 +28,7 @@ type standIn struct {
 	mu         sync.Mutex
 	first      time.Time
 	took       []time.Duration
-	duringStal int
+	duringStall int
 }
 
 func startStandIn(t *testing.T, answer, stallEvery, stallFor time.Duration) *standIn {
@@ -74,7 +75,7 @@ func (s *standIn) handle(ctx *fasthttp.RequestCtx) {
 	s.mu.Lock()
 	s.took = append(s.took, took)
 	if hold > 0 {
-		s.duringStal++
+		s.duringStall++
 	}
 	s.mu.Unlock()
 }
@@ -83,7 +84,7 @@ func (s *standIn) handle(ctx *fasthttp.RequestCtx) {
 func (s *standIn) reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.first, s.took, s.duringStal = time.Time{}, nil, 0
+	s.first, s.took, s.duringStall = time.Time{}, nil, 0
 }
 
 // median is the server's own median answer time, and how many requests it
@@ -152,7 +153,7 @@ func TestLatencyStalls(t *testing.T) {
 	cfg.Targets, cfg.Rate, cfg.Duration, cfg.Keys = []string{srv.URL}, 500, 4*time.Second, 10
 	r := run(t, cfg)
 	srv.mu.Lock()
-	during := srv.duringStal
+	during := srv.duringStall
 	srv.mu.Unlock()
 	t.Logf("500/s for 4s, stalls of 200ms every 2s: %d requests arrived during a stall; loadgen p50 %.3fms p90 %.3fms p99 %.3fms max %.3fms",
 		during, r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max)
@@ -164,5 +165,35 @@ func TestLatencyStalls(t *testing.T) {
 	}
 	if r.Latency.P99 < 150 || r.Latency.Max < 190 {
 		t.Errorf("p99 %.3fms, max %.3fms; want p99 at least 150 ms and max about 200 ms", r.Latency.P99, r.Latency.Max)
+	}
+}
+
+// TestDropped: when the generator falls hopelessly behind (here one
+// request in flight at a time against a server that holds each for 1.5 s)
+// the requests it never sent are counted as dropped, and any at all fail
+// the run by default, so a truncated run cannot exit 0.
+func TestDropped(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { time.Sleep(1500 * time.Millisecond) }}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	cfg := DefaultConfig()
+	cfg.Targets, cfg.Rate, cfg.Duration, cfg.MaxInflight, cfg.Timeout = []string{"http://" + ln.Addr().String()}, 100, time.Second, 1, 5*time.Second
+	r := run(t, cfg)
+	t.Logf("sent %d, dropped %d, failed %q", r.Sent, r.Dropped, r.Failed)
+	if r.Sent < 1 || r.Dropped < 90 || r.Sent+r.Dropped != 100 {
+		t.Errorf("sent %d, dropped %d; want 100 due, one or a few sent and the rest dropped", r.Sent, r.Dropped)
+	}
+	if len(r.Failed) != 1 || !strings.Contains(r.Failed[0], "dropped > --max-dropped 0") {
+		t.Errorf("failed thresholds = %q; want the --max-dropped 0 threshold missed", r.Failed)
+	}
+	cfg.MaxDropped = r.Dropped
+	r.Failed = nil
+	if r.checkThresholds(cfg); len(r.Failed) != 0 {
+		t.Errorf("--max-dropped %d with %d dropped: failed thresholds = %q; want none", cfg.MaxDropped, r.Dropped, r.Failed)
 	}
 }

@@ -187,6 +187,27 @@ func (r *Report) checkThresholds(cfg Config) {
 	if cfg.MinRate > 0 && r.AchievedRate < cfg.MinRate {
 		r.Failed = append(r.Failed, fmt.Sprintf("achieved rate %.1f/s < --min-rate %g", r.AchievedRate, cfg.MinRate))
 	}
+	if r.Dropped > cfg.MaxDropped {
+		r.Failed = append(r.Failed, fmt.Sprintf("%d requests dropped > --max-dropped %d", r.Dropped, cfg.MaxDropped))
+	}
+	if a := r.Accuracy; a != nil {
+		var failed []string
+		if a.OverAdmissions > cfg.MaxOverAdmissions {
+			failed = append(failed, fmt.Sprintf("%d over-admissions > --max-over-admissions %d", a.OverAdmissions, cfg.MaxOverAdmissions))
+		}
+		if m := cfg.MaxFalseBlocksRate; m != nil && a.FalseBlockRate > *m {
+			failed = append(failed, fmt.Sprintf("false-block rate %.4f > --max-false-blocks-rate %g", a.FalseBlockRate, *m))
+		}
+		a.Verdict = "pass"
+		if len(failed) > 0 {
+			a.Verdict = "fail"
+		}
+		a.limits = fmt.Sprintf("at most %d over-admissions", cfg.MaxOverAdmissions)
+		if m := cfg.MaxFalseBlocksRate; m != nil {
+			a.limits += fmt.Sprintf(", a false-block rate of at most %g", *m)
+		}
+		r.Failed = append(r.Failed, failed...)
+	}
 }
 
 // WriteText writes the report for a person.
