@@ -25,9 +25,9 @@ type standIn struct {
 	// until the stall ends.
 	stallEvery, stallFor time.Duration
 
-	mu         sync.Mutex
-	first      time.Time
-	took       []time.Duration
+	mu          sync.Mutex
+	first       time.Time
+	took        []time.Duration
 	duringStall int
 }
 
