@@ -6,11 +6,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	rls "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
 
 	"github.com/ratelimiter/ratelimiter/config"
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
@@ -190,4 +198,93 @@ func TestLoadgenVerdictExitsTwo(t *testing.T) {
 	if !strings.Contains(stdout, "verdict        FAIL (at most 0 over-admissions)") {
 		t.Errorf("text report lacks the verdict line:\n%s", stdout)
 	}
+}
+
+// rlsStandIn is an Envoy Rate Limit Service that admits everything and
+// records each request.
+type rlsStandIn struct {
+	rls.UnimplementedRateLimitServiceServer
+	mu   sync.Mutex
+	seen []*rls.RateLimitRequest
+}
+
+func (s *rlsStandIn) ShouldRateLimit(_ context.Context, req *rls.RateLimitRequest) (*rls.RateLimitResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seen = append(s.seen, req)
+	return &rls.RateLimitResponse{OverallCode: rls.RateLimitResponse_OK}, nil
+}
+
+// TestLoadgenOtherTargets: the CLI drives any HTTP URL from templates
+// (method, headers, a body from a file) and Envoy's gRPC API, keeping
+// commas inside a header, a URL or a descriptor whole.
+func TestLoadgenOtherTargets(t *testing.T) {
+	t.Parallel()
+	t.Run("http", func(t *testing.T) {
+		t.Parallel()
+		var (
+			mu   sync.Mutex
+			seen []string
+		)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			seen = append(seen, r.Method+" "+r.URL.RequestURI()+" "+r.Header.Get("X-Client")+" "+string(b))
+			mu.Unlock()
+			w.WriteHeader(http.StatusOK)
+		}))
+		t.Cleanup(srv.Close)
+		bodyFile := filepath.Join(t.TempDir(), "body.json")
+		if err := os.WriteFile(bodyFile, []byte(`{"key":"{key}","cost":{cost}}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		stdout, stderr, err, _ := runLoadgen(t, "--method", "http", "-t", srv.URL+"/auth?ids=1,2&k={key}", "--http-method", "PATCH",
+			"-H", "X-Client: {key}, via loadgen", "--body-file", bodyFile, "--rate", "100", "-d", "1s", "--keys", "1", "--key-prefix", "h", "--cost", "2")
+		if err != nil {
+			t.Fatalf("loadgen --method http = %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		want := `PATCH /auth?ids=1,2&k=h0 h0, via loadgen {"key":"h0","cost":2}`
+		if len(seen) != 100 || seen[0] != want || seen[99] != want {
+			t.Errorf("the server saw %d requests, the first %q; want 100 of %q", len(seen), seen[0], want)
+		}
+		if !strings.Contains(stdout, "answers        100 allowed, 0 denied, 0 errors") {
+			t.Errorf("report lacks 100 allowed:\n%s", stdout)
+		}
+	})
+	t.Run("grpc", func(t *testing.T) {
+		t.Parallel()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &rlsStandIn{}
+		g := grpc.NewServer()
+		rls.RegisterRateLimitServiceServer(g, s)
+		go func() { _ = g.Serve(ln) }()
+		t.Cleanup(g.Stop)
+		stdout, stderr, err, _ := runLoadgen(t, "--method", "grpc", "-t", "grpc://"+ln.Addr().String(), "--domain", "edge",
+			"--descriptor", "remote_address={key},tier=gold", "--rate", "100", "-d", "1s", "--keys", "1", "--key-prefix", "g")
+		if err != nil {
+			t.Fatalf("loadgen --method grpc = %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.seen) != 100 {
+			t.Fatalf("the server saw %d requests; want 100", len(s.seen))
+		}
+		req := s.seen[0]
+		if d := req.GetDescriptors(); req.GetDomain() != "edge" || len(d) != 1 || len(d[0].GetEntries()) != 2 ||
+			d[0].GetEntries()[0].GetValue() != "g0" || d[0].GetEntries()[1].GetValue() != "gold" || req.GetHitsAddend() != 1 {
+			t.Errorf("the server got %v; want domain edge, one descriptor remote_address=g0, tier=gold, hits_addend 1", req)
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		t.Parallel()
+		_, _, err, _ := runLoadgen(t, "--method", "grpc", "-t", "grpc://127.0.0.1:1", "--descriptor", "a=b", "-d", "1s")
+		if err == nil || !strings.Contains(err.Error(), "domain") {
+			t.Errorf("loadgen --method grpc without --domain = %v; want an error naming --domain", err)
+		}
+	})
 }

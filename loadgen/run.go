@@ -7,15 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fastjson"
 )
 
 // outcome is one request as it happened. Times are offsets from the start
@@ -75,12 +72,16 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, tty bool, log *slo
 			return nil, fmt.Errorf("cannot read the cluster's limits for --verify: %w", err)
 		}
 	}
-	clients := make([]*fasthttp.HostClient, len(cfg.Targets))
+	clients := make([]endpoint, len(cfg.Targets))
 	for i, t := range cfg.Targets {
-		u, _ := url.Parse(t)
-		clients[i] = &fasthttp.HostClient{Addr: u.Host, MaxConns: cfg.MaxInflight, ReadTimeout: cfg.Timeout,
-			WriteTimeout: cfg.Timeout, MaxIdemponentCallAttempts: 1, NoDefaultUserAgentHeader: true,
-			MaxConnWaitTimeout: cfg.Timeout}
+		c, err := newEndpoint(cfg, t)
+		if err != nil {
+			for _, c := range clients[:i] {
+				c.close()
+			}
+			return nil, err
+		}
+		clients[i] = c
 	}
 	agg := newAggregate(len(cfg.Targets), cfg.Verify)
 	p := pacer{start: cfg.Rate, end: cfg.RateEnd, span: cfg.Duration.Seconds()}
@@ -133,7 +134,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, tty bool, log *slo
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				send(clients[o.target], cfg, start, &o)
+				clients[o.target].do(&o, start)
 				agg.add(&o)
 			}()
 			issued++
@@ -143,7 +144,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, tty bool, log *slo
 	<-paced
 	wg.Wait()
 	for _, c := range clients {
-		c.CloseIdleConnections()
+		c.close()
 	}
 	close(stopProgress)
 	<-progressDone
@@ -175,45 +176,6 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, tty bool, log *slo
 		log.Warn("the generator could not keep up: requests were dropped", "dropped", r.Dropped, "achieved_rate", r.AchievedRate)
 	}
 	return r, nil
-}
-
-var jsonParsers fastjson.ParserPool
-
-// send makes one request and fills in o.
-func send(c *fasthttp.HostClient, cfg Config, start time.Time, o *outcome) {
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.Header.SetHost(c.Addr)
-	if cfg.Method == "get" {
-		req.SetRequestURI("/api/v1/check?key=" + url.QueryEscape(o.key) + "&cost=" + strconv.FormatInt(cfg.Cost, 10))
-	} else {
-		req.Header.SetMethod("POST")
-		req.SetRequestURI("/api/v1/check")
-		req.Header.SetContentType("application/json")
-		req.SetBodyRaw(o.body)
-	}
-	o.sent = time.Since(start)
-	err := c.DoTimeout(req, resp, cfg.Timeout)
-	o.done = time.Since(start)
-	if err != nil {
-		o.errKind = errorKind(err)
-		return
-	}
-	switch code := resp.StatusCode(); code {
-	case fasthttp.StatusOK, fasthttp.StatusTooManyRequests:
-		o.allowed = code == fasthttp.StatusOK
-		if cfg.Method == "post" {
-			p := jsonParsers.Get()
-			if v, err := p.ParseBytes(resp.Body()); err == nil {
-				o.reason = string(v.GetStringBytes("reason"))
-				o.resetMs = v.GetInt64("reset_after_ms")
-			}
-			jsonParsers.Put(p)
-		}
-	default:
-		o.errKind = "status_" + strconv.Itoa(code)
-	}
 }
 
 func errorKind(err error) string {
