@@ -152,11 +152,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, tty bool, log *slo
 	r := agg.report(cfg, start, sendEnd)
 	// Dropped are the requests that fell due and were never sent: all that
 	// was left when the generator gave up, or, when the run was stopped,
-	// those due before it stopped.
+	// those already late (lateAfter past due) when it stopped.
 	dropped := total - issued
 	if !behind {
 		dropped = 0
-		for i := issued; i < total && p.due(i) <= sendEnd; i++ {
+		for i := issued; i < total && p.due(i)+lateAfter < sendEnd; i++ {
 			dropped++
 		}
 	}
