@@ -230,7 +230,7 @@ func loadgenCommand() *cli.Command {
 			&cli.Float64Flag{Name: "min-rate", Usage: "exit 2 when the achieved rate (req/s) is below this"},
 			&cli.Int64Flag{Name: "max-dropped", Usage: "exit 2 when more due requests than this were never sent (the generator fell behind)"},
 			&cli.Int64Flag{Name: "max-over-admissions", Usage: "with --verify: exit 2 when more requests than this were admitted beyond their limit"},
-			&cli.Float64Flag{Name: "max-false-blocks-rate", Usage: "with --verify: exit 2 when more than this share of the judged denials (0..1) were false blocks"},
+			&cli.Float64Flag{Name: "max-false-blocks-rate", DefaultText: "none", Usage: "with --verify: exit 2 when more than this share of the judged denials (0..1) were false blocks"},
 		}, loadgenTargetFlags()),
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)

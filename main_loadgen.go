@@ -48,11 +48,11 @@ func repeatedValues(c *cli.Context, name string) []string {
 func loadgenTargetFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "http-method", Usage: "with --method http: the request method (default GET, or POST with a body)"},
-		&cli.GenericFlag{Name: "header", Aliases: []string{"H"}, Value: &repeated{}, Usage: "with --method http: a `Name: value` header, {key} and {cost} replaced (repeatable)"},
+		&cli.GenericFlag{Name: "header", Aliases: []string{"H"}, Value: &repeated{}, Usage: "with --method http: a header 'Name: value', {key} and {cost} replaced (repeatable)"},
 		&cli.StringFlag{Name: "body", Usage: "with --method http: the request body, {key} and {cost} replaced"},
 		&cli.StringFlag{Name: "body-file", Usage: "with --method http: read the body template from this file"},
 		&cli.StringFlag{Name: "domain", Usage: "with --method grpc: the rate limit domain of every request"},
-		&cli.GenericFlag{Name: "descriptor", Value: &repeated{}, Usage: "with --method grpc: one descriptor, `key=value[,key=value…]`, {key} and {cost} replaced (repeatable)"},
+		&cli.GenericFlag{Name: "descriptor", Value: &repeated{}, Usage: "with --method grpc: one descriptor 'key=value[,key=value…]', {key} and {cost} replaced (repeatable)"},
 	}
 }
 
