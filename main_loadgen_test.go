@@ -229,7 +229,7 @@ func TestLoadgenOtherTargets(t *testing.T) {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			b, _ := io.ReadAll(r.Body)
 			mu.Lock()
-			seen = append(seen, r.Method+" "+r.URL.RequestURI()+" "+r.Header.Get("X-Client")+" "+string(b))
+			seen = append(seen, r.Method+" "+r.URL.RequestURI()+" "+r.Header.Get("X-Client")+" "+r.Header.Get("Content-Type")+" "+string(b))
 			mu.Unlock()
 			w.WriteHeader(http.StatusOK)
 		}))
@@ -245,7 +245,7 @@ func TestLoadgenOtherTargets(t *testing.T) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		want := `PATCH /auth?ids=1,2&k=h0 h0, via loadgen {"key":"h0","cost":2}`
+		want := `PATCH /auth?ids=1,2&k=h0 h0, via loadgen application/json {"key":"h0","cost":2}`
 		if len(seen) != 100 || seen[0] != want || seen[99] != want {
 			t.Errorf("the server saw %d requests, the first %q; want 100 of %q", len(seen), seen[0], want)
 		}

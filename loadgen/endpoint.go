@@ -107,6 +107,7 @@ type httpEndpoint struct {
 	headers []header
 	body    template
 	hasBody bool
+	ctype   string // the body's Content-Type unless a header gives one
 	cost    string
 }
 
@@ -158,6 +159,9 @@ func newHTTPEndpoint(cfg Config, target string) (*httpEndpoint, error) {
 	e := &httpEndpoint{c: hostClient(cfg, addr, scheme == "https"), host: host, timeout: cfg.Timeout,
 		method: cfg.httpMethod(), uri: parseTemplate(rest), body: parseTemplate(cfg.Body), hasBody: cfg.Body != "",
 		cost: strconv.FormatInt(cfg.Cost, 10)}
+	if b := strings.TrimSpace(cfg.Body); strings.HasPrefix(b, "{") || strings.HasPrefix(b, "[") {
+		e.ctype = "application/json" // what a JSON body is sent as, unless told otherwise
+	}
 	for _, h := range cfg.Headers {
 		name, value, err := splitHeader(h)
 		if err != nil {
@@ -176,6 +180,9 @@ func (e *httpEndpoint) do(o *outcome, start time.Time) {
 	req.SetRequestURIBytes(buf)
 	req.Header.SetHost(e.host)
 	req.Header.SetMethod(e.method)
+	if e.ctype != "" {
+		req.Header.SetContentType(e.ctype)
+	}
 	for _, h := range e.headers {
 		req.Header.SetBytesV(h.name, h.value.render(nil, o.key, e.cost, nil))
 	}

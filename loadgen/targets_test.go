@@ -53,7 +53,7 @@ func TestHTTPTemplate(t *testing.T) {
 	cfg.Method, cfg.Rate, cfg.Duration, cfg.Keys, cfg.KeyPrefix, cfg.Cost = MethodHTTP, 200, time.Second, 4, "tpl: ", 3
 	cfg.Targets = []string{"http://" + ln.Addr().String() + "/v2/limit/{key}?k={key}&cost={cost}"}
 	cfg.HTTPMethod, cfg.Body = "put", `{"key":"{key}","hits":{cost}}`
-	cfg.Headers = []string{"X-Tenant: t-{key}", "Content-Type: application/json"}
+	cfg.Headers = []string{"X-Tenant: t-{key}", "Content-Type: application/vnd.test+json"}
 	r := run(t, cfg)
 	t.Logf("sent %d: allowed %d, denied %d, errors %v", r.Sent, r.Allowed, r.Denied, r.Errors)
 
@@ -63,7 +63,7 @@ func TestHTTPTemplate(t *testing.T) {
 	for _, g := range seen {
 		key := g.query
 		byKey[key]++
-		want := got{"PUT", "/v2/limit/" + key, key, "t-" + key, "application/json", `{"key":"` + key + `","hits":3}`}
+		want := got{"PUT", "/v2/limit/" + key, key, "t-" + key, "application/vnd.test+json", `{"key":"` + key + `","hits":3}`}
 		if g != want || !strings.HasPrefix(key, "tpl: ") {
 			t.Fatalf("the server got %+v; want %+v for one of the keys tpl: 0 to tpl: 3", g, want)
 		}
