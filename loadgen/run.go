@@ -27,7 +27,7 @@ type outcome struct {
 	allowed  bool
 	reason   string // from the JSON answer (POST only)
 	resetMs  int64  // reset_after_ms from the JSON answer (POST only)
-	errKind  string // "" when the node answered 200 or 429
+	errKind  string // "" when the target gave a decision (admitted or denied)
 }
 
 // lateAfter is how far behind its intended time a send must be to count
