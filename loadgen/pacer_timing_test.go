@@ -42,7 +42,9 @@ func BenchmarkWakeLag(b *testing.B) {
 	}
 	b.Run("sleepUntil", func(b *testing.B) {
 		b.ReportAllocs()
-		f(b, func(start time.Time, due time.Duration, timer *time.Timer) { sleepUntil(context.Background(), start, due, timer) })
+		f(b, func(start time.Time, due time.Duration, timer *time.Timer) {
+			sleepUntil(context.Background(), start, due, timer)
+		})
 	})
 	b.Run("timer", func(b *testing.B) {
 		b.ReportAllocs()
