@@ -311,7 +311,7 @@ func TestOperatorDiagnoserFlag(t *testing.T) {
 		asked = append(asked, r.Header.Get("Authorization"))
 		mu.Unlock()
 		raw, _ := io.ReadAll(r.Body)
-		if err := llmtest.CheckOpenAI(raw, false); err != nil { // refused as a real server would
+		if err := llmtest.CheckOpenAI(r.Header, raw, false); err != nil { // refused as a real server would
 			t.Errorf("a real OpenAI-compatible server would refuse this request: %v", err)
 			llmtest.Reject(w, "openai", err)
 			return

@@ -65,11 +65,11 @@ func startModel(t *testing.T, provider string, steps ...step) *standInModel {
 		if r.Method != http.MethodPost || r.URL.Path != wantPath {
 			t.Errorf("the operator sent %s %s; want POST %s", r.Method, r.URL.Path, wantPath)
 		}
-		check := func(raw []byte) error { return llmtest.CheckOpenAI(raw, false) }
+		check := func(h http.Header, raw []byte) error { return llmtest.CheckOpenAI(h, raw, false) }
 		if provider == "anthropic" {
 			check = llmtest.CheckAnthropic
 		}
-		if err := check(raw); err != nil { // refused as the real API would refuse it
+		if err := check(r.Header, raw); err != nil { // refused as the real API would refuse it
 			t.Errorf("the real %s API would refuse this request: %v\n%s", provider, err, raw)
 			llmtest.Reject(w, provider, err)
 			return

@@ -45,9 +45,9 @@ func startStandIn(t *testing.T, replies ...reply) *standIn {
 		}
 		s.got = append(s.got, seen{Path: r.URL.Path, Header: r.Header.Clone(), Body: body})
 		// Refuse what the real API refuses, as it does.
-		provider, err := Anthropic, llmtest.CheckAnthropic(raw)
+		provider, err := Anthropic, llmtest.CheckAnthropic(r.Header, raw)
 		if !strings.HasSuffix(r.URL.Path, "/v1/messages") {
-			provider, err = OpenAI, llmtest.CheckOpenAI(raw, false)
+			provider, err = OpenAI, llmtest.CheckOpenAI(r.Header, raw, false)
 		}
 		if err != nil {
 			t.Errorf("the real %s API would refuse this request: %v\n%s", provider, err, raw)
@@ -365,7 +365,8 @@ func TestMaxTokensFields(t *testing.T) {
 			t.Fatalf("officialOpenAI(%q) = %v; want %v", base, got, official)
 		}
 		raw, _ := json.Marshal(openaiBody("m-1", conversation(), official))
-		if err := llmtest.CheckOpenAI(raw, official); err != nil {
+		h := http.Header{"Authorization": {"Bearer sk-test"}, "Content-Type": {"application/json"}}
+		if err := llmtest.CheckOpenAI(h, raw, official); err != nil {
 			t.Errorf("%s: the request would be refused: %v", base, err)
 		}
 		var body map[string]any

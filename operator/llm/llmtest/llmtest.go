@@ -34,15 +34,24 @@ var openaiFields = []string{"model", "messages", "tools", "tool_choice", "max_to
 	"logit_bias", "logprobs", "top_logprobs", "user", "response_format", "seed", "parallel_tool_calls",
 	"reasoning_effort", "metadata", "store", "service_tier", "modalities", "audio", "prediction"}
 
-// CheckAnthropic returns why the Messages API would answer 400 to body,
-// or nil.
-func CheckAnthropic(body []byte) error {
+// CheckAnthropic returns why the Messages API would refuse a request with
+// these headers and body (401 without a key, else 400), or nil.
+func CheckAnthropic(h http.Header, body []byte) error {
+	if h.Get("x-api-key") == "" {
+		return errors.New("x-api-key header is required")
+	}
+	if h.Get("anthropic-version") == "" {
+		return errors.New("anthropic-version: header is required")
+	}
 	var req map[string]json.RawMessage
 	if err := json.Unmarshal(body, &req); err != nil {
 		return fmt.Errorf("There was an error parsing the body: %v", err)
 	}
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if !strings.HasPrefix(h.Get("Content-Type"), "application/json") {
+		bad("content-type: the body must be sent as application/json")
+	}
 	for k := range req {
 		if !slices.Contains(anthropicFields, k) {
 			bad("%s: Extra inputs are not permitted", k)
@@ -175,16 +184,23 @@ func CheckAnthropic(body []byte) error {
 	return errors.Join(errs...)
 }
 
-// CheckOpenAI returns why a chat-completions endpoint would answer 400 to
-// body, or nil. official holds the request to what OpenAI's own service
-// also refuses: max_tokens beside max_completion_tokens.
-func CheckOpenAI(body []byte, official bool) error {
+// CheckOpenAI returns why a chat-completions endpoint would refuse a
+// request with these headers and body, or nil. official holds the request
+// to what OpenAI's own service also refuses: no bearer key (401), and
+// max_tokens beside max_completion_tokens.
+func CheckOpenAI(h http.Header, body []byte, official bool) error {
+	if official && !strings.HasPrefix(h.Get("Authorization"), "Bearer ") {
+		return errors.New("You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth")
+	}
 	var req map[string]json.RawMessage
 	if err := json.Unmarshal(body, &req); err != nil {
 		return fmt.Errorf("We could not parse the JSON body of your request: %v", err)
 	}
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if !strings.HasPrefix(h.Get("Content-Type"), "application/json") {
+		bad("the body must be sent as application/json")
+	}
 	for k := range req {
 		if !slices.Contains(openaiFields, k) {
 			bad("Unrecognized request argument supplied: %s", k)
@@ -310,15 +326,19 @@ func CheckOpenAI(body []byte, official bool) error {
 	return errors.Join(errs...)
 }
 
-// Reject answers err as the provider's API answers an invalid request:
-// 400, with its error body.
+// Reject answers err as the provider's API answers a refused request: 401
+// for a missing key, else 400, with its error body.
 func Reject(w http.ResponseWriter, provider string, err error) {
 	msg, _ := json.Marshal(err.Error())
+	status, kind := http.StatusBadRequest, "invalid_request_error"
+	if strings.Contains(err.Error(), "x-api-key") || strings.Contains(err.Error(), "API key") {
+		status, kind = http.StatusUnauthorized, "authentication_error"
+	}
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusBadRequest)
+	w.WriteHeader(status)
 	if provider == "anthropic" {
-		fmt.Fprintf(w, `{"type":"error","error":{"type":"invalid_request_error","message":%s}}`, msg)
+		fmt.Fprintf(w, `{"type":"error","error":{"type":%q,"message":%s}}`, kind, msg)
 		return
 	}
-	fmt.Fprintf(w, `{"error":{"message":%s,"type":"invalid_request_error","param":null,"code":null}}`, msg)
+	fmt.Fprintf(w, `{"error":{"message":%s,"type":%q,"param":null,"code":null}}`, msg, kind)
 }

@@ -1,9 +1,50 @@
 package llmtest
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 )
+
+var (
+	anthropicHeaders = http.Header{"X-Api-Key": {"k"}, "Anthropic-Version": {"2023-06-01"}, "Content-Type": {"application/json"}}
+	openaiHeaders    = http.Header{"Authorization": {"Bearer k"}, "Content-Type": {"application/json"}}
+)
+
+// TestCheckHeaders: a request without the key or version header the real
+// API wants is refused (401 for the key), whatever its body.
+func TestCheckHeaders(t *testing.T) {
+	body := []byte(`{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`)
+	f := func(err error, want string, status int) {
+		t.Helper()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %v; want one containing %q", err, want)
+		}
+		w := httptestRecorder{header: http.Header{}}
+		Reject(&w, "anthropic", err)
+		if w.status != status {
+			t.Errorf("Reject(%v) status %d; want %d", err, w.status, status)
+		}
+	}
+	without := func(h http.Header, name string) http.Header { h = h.Clone(); h.Del(name); return h }
+	f(CheckAnthropic(without(anthropicHeaders, "X-Api-Key"), body), "x-api-key header is required", 401)
+	f(CheckAnthropic(without(anthropicHeaders, "Anthropic-Version"), body), "anthropic-version: header is required", 400)
+	f(CheckAnthropic(without(anthropicHeaders, "Content-Type"), body), "application/json", 400)
+	f(CheckOpenAI(without(openaiHeaders, "Authorization"), body, true), "You didn't provide an API key", 401)
+	if err := CheckOpenAI(without(openaiHeaders, "Authorization"), body, false); err != nil {
+		t.Errorf("a compatible server without a key: %v; want nil (local servers take none)", err)
+	}
+}
+
+// httptestRecorder keeps the status Reject writes.
+type httptestRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *httptestRecorder) Header() http.Header         { return r.header }
+func (r *httptestRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *httptestRecorder) WriteHeader(status int)      { r.status = status }
 
 // TestCheckAnthropic: a valid tool round passes; each thing the Messages
 // API refuses is refused, naming why.
@@ -17,7 +58,7 @@ func TestCheckAnthropic(t *testing.T) {
 	}
 	f := func(b, want string) {
 		t.Helper()
-		err := CheckAnthropic([]byte(b))
+		err := CheckAnthropic(anthropicHeaders, []byte(b))
 		switch {
 		case want == "" && err != nil:
 			t.Errorf("CheckAnthropic(%s) = %v; want nil", b, err)
@@ -60,7 +101,7 @@ func TestCheckOpenAI(t *testing.T) {
 	}
 	f := func(b string, official bool, want string) {
 		t.Helper()
-		err := CheckOpenAI([]byte(b), official)
+		err := CheckOpenAI(openaiHeaders, []byte(b), official)
 		switch {
 		case want == "" && err != nil:
 			t.Errorf("CheckOpenAI(%s) = %v; want nil", b, err)
