@@ -43,7 +43,10 @@ func newAggregate(targets int, keep bool) *aggregate {
 }
 
 func (a *aggregate) add(o *outcome) {
-	us := max((o.done - o.intended).Microseconds(), 1)
+	// From the intended send time, or from the actual one when the pacer
+	// let the request leave early (by under minSleep): a late send counts
+	// its wait, an early one does not shorten the answer.
+	us := max((o.done - min(o.intended, o.sent)).Microseconds(), 1)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.done++

@@ -40,9 +40,16 @@ const lateAfter = 5 * time.Millisecond
 // sleeps the rest in the kernel.
 const coarseMargin = 2 * time.Millisecond
 
-// sleepUntil returns at due (an offset from start), or false when ctx ends
-// first. A request must leave at its due time: latency counts from it, so
-// every microsecond the pacer oversleeps is reported as the target's.
+// minSleep is the shortest wait the pacer sleeps. The kernel wakes a
+// sleeper some 50 µs late, so one sleep per request would cap the rate
+// near 10,000/s; a request due sooner than this leaves at once instead,
+// and its latency counts from when it left (see aggregate.add).
+const minSleep = 100 * time.Microsecond
+
+// sleepUntil returns at due (an offset from start), or up to minSleep
+// before it, or false when ctx ends first. A request must not leave late:
+// latency counts from its due time, so every microsecond the pacer
+// oversleeps is reported as the target's.
 func sleepUntil(ctx context.Context, start time.Time, due time.Duration, timer *time.Timer) bool {
 	if w := due - time.Since(start) - coarseMargin; w > 0 {
 		timer.Reset(w)
@@ -52,7 +59,7 @@ func sleepUntil(ctx context.Context, start time.Time, due time.Duration, timer *
 		case <-timer.C:
 		}
 	}
-	if w := due - time.Since(start); w > 0 {
+	if w := due - time.Since(start); w > minSleep {
 		preciseSleep(w)
 	}
 	return ctx.Err() == nil
