@@ -190,6 +190,11 @@ func (r *Report) checkThresholds(cfg Config) {
 	if cfg.MinRate > 0 && r.AchievedRate < cfg.MinRate {
 		r.Failed = append(r.Failed, fmt.Sprintf("achieved rate %.1f/s < --min-rate %g", r.AchievedRate, cfg.MinRate))
 	}
+	if r.Interrupted {
+		// A run cut short measured less than it was asked to: a pipeline
+		// that stopped it (a timeout, a cancelled job) must not read a pass.
+		r.Failed = append(r.Failed, fmt.Sprintf("interrupted after %.2fs of a %s run", r.DurationS, cfg.Duration))
+	}
 	if r.Dropped > cfg.MaxDropped {
 		r.Failed = append(r.Failed, fmt.Sprintf("%d requests dropped > --max-dropped %d", r.Dropped, cfg.MaxDropped))
 	}

@@ -157,20 +157,15 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, tty bool, log *slo
 	<-progressDone
 
 	r := agg.report(cfg, start, sendEnd)
-	// Dropped are the requests that fell due and were never sent: all that
-	// was left when the generator gave up, or, when the run was stopped,
-	// those already late (lateAfter past due) when it stopped.
-	dropped := total - issued
-	if !behind {
-		dropped = 0
-		for i := issued; i < total && p.due(i)+lateAfter < sendEnd; i++ {
-			dropped++
-		}
+	// Dropped are the requests left when the generator gave up, hopelessly
+	// behind. A run stopped from outside drops nothing: it is interrupted,
+	// which fails it as well (checkThresholds).
+	var dropped int64
+	if behind {
+		dropped = total - issued
 	}
 	r.Sent, r.Dropped, r.Late, r.MaxLagMs = issued, dropped, late, ms(maxLag)
-	if ctx.Err() != nil {
-		r.Interrupted = true
-	}
+	r.Interrupted = !behind && issued < total
 	if sendEnd > 0 {
 		r.AchievedRate = round2(float64(issued) / sendEnd.Seconds())
 	}
