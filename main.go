@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -216,8 +217,9 @@ func loadgenCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "loadgen",
 		Usage: "send open-loop load to nodes and report latency, decisions and accuracy",
-		Flags: append(logFlags(),
-			&cli.StringSliceFlag{Name: "target", Aliases: []string{"t"}, Usage: "node base URL (repeatable)", Required: true},
+		Flags: slices.Concat(logFlags(), []cli.Flag{
+			&cli.GenericFlag{Name: "target", Aliases: []string{"t"}, Value: &repeated{}, Required: true,
+				Usage: "node base URL; with --method http a URL template ({key}, {cost}); with --method grpc grpc://host:port (repeatable)"},
 			&cli.StringFlag{Name: "rate", Value: "1000", Usage: "requests per second, or START:END to ramp"},
 			&cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Value: d.Duration},
 			&cli.IntFlag{Name: "keys", Value: d.Keys, Usage: "distinct keys"},
@@ -226,7 +228,7 @@ func loadgenCommand() *cli.Command {
 			&cli.Float64Flag{Name: "hot-key-share", Usage: "share of requests sent to one hot key"},
 			&cli.StringFlag{Name: "key-prefix", Value: d.KeyPrefix},
 			&cli.Int64Flag{Name: "cost", Value: d.Cost},
-			&cli.StringFlag{Name: "method", Value: d.Method, Usage: "post (JSON) or get (forward-auth)"},
+			&cli.StringFlag{Name: "method", Value: d.Method, Usage: "post (node JSON API), get (node forward-auth), http (any URL: --http-method, --header, --body) or grpc (Envoy ShouldRateLimit: --domain, --descriptor)"},
 			&cli.IntFlag{Name: "max-inflight", Value: d.MaxInflight, Usage: "bound on requests awaiting an answer"},
 			&cli.DurationFlag{Name: "timeout", Value: d.Timeout, Usage: "per request"},
 			&cli.Uint64Flag{Name: "seed", Value: d.Seed},
@@ -235,19 +237,29 @@ func loadgenCommand() *cli.Command {
 			&cli.DurationFlag{Name: "max-p99", Usage: "exit 2 when p99 latency is above this"},
 			&cli.Float64Flag{Name: "max-error-rate", Usage: "exit 2 when the share of errors is above this (0..1)"},
 			&cli.Float64Flag{Name: "min-rate", Usage: "exit 2 when the achieved rate (req/s) is below this"},
-		),
+			&cli.Int64Flag{Name: "max-dropped", Usage: "exit 2 when more due requests than this were never sent (the generator fell behind)"},
+			&cli.Int64Flag{Name: "max-over-admissions", Usage: "with --verify: exit 2 when more requests than this were admitted beyond their limit"},
+			&cli.Float64Flag{Name: "max-false-blocks-rate", DefaultText: "none", Usage: "with --verify: exit 2 when more than this share of the judged denials (0..1) were false blocks"},
+		}, loadgenTargetFlags()),
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {
 				return err
 			}
-			cfg := loadgen.Config{Targets: c.StringSlice("target"), Duration: c.Duration("duration"), Keys: c.Int("keys"),
+			cfg := loadgen.Config{Targets: repeatedValues(c, "target"), Duration: c.Duration("duration"), Keys: c.Int("keys"),
 				Distribution: c.String("distribution"), ZipfS: c.Float64("zipf-s"), HotKeyShare: c.Float64("hot-key-share"),
 				KeyPrefix: c.String("key-prefix"), Cost: c.Int64("cost"), Method: c.String("method"),
 				MaxInflight: c.Int("max-inflight"), Timeout: c.Duration("timeout"), Seed: c.Uint64("seed"),
 				Verify: c.Bool("verify"), MaxP99: c.Duration("max-p99"), MaxErrorRate: c.Float64("max-error-rate"),
-				MinRate: c.Float64("min-rate")}
+				MinRate: c.Float64("min-rate"), MaxDropped: c.Int64("max-dropped"), MaxOverAdmissions: c.Int64("max-over-admissions")}
+			if c.IsSet("max-false-blocks-rate") {
+				v := c.Float64("max-false-blocks-rate")
+				cfg.MaxFalseBlocksRate = &v
+			}
 			if cfg.Rate, cfg.RateEnd, err = loadgen.ParseRate(c.String("rate")); err != nil {
+				return err
+			}
+			if err := loadgenTargetConfig(c, &cfg); err != nil {
 				return err
 			}
 			stderr := c.App.ErrWriter

@@ -5,9 +5,20 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	rls "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
 
 	"github.com/ratelimiter/ratelimiter/config"
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
@@ -81,8 +92,9 @@ func TestLoadgenJSON(t *testing.T) {
 		Failed   []string         `json:"failed_thresholds"`
 		Errors   map[string]int64 `json:"errors"`
 		Accuracy *struct {
-			Checked        int64 `json:"checked"`
-			OverAdmissions int64 `json:"over_admissions"`
+			Checked        int64  `json:"checked"`
+			OverAdmissions int64  `json:"over_admissions"`
+			Verdict        string `json:"verdict"`
 		} `json:"accuracy"`
 	}
 	f := func(wantCode int, extra ...string) report {
@@ -118,8 +130,8 @@ func TestLoadgenJSON(t *testing.T) {
 		if len(r.PerTarget) != 1 || r.PerTarget[0].URL != base || r.PerTarget[0].Sent != 300 {
 			t.Errorf("per_target = %+v; want all 300 to %s", r.PerTarget, base)
 		}
-		if r.Accuracy == nil || r.Accuracy.Checked != 300 || r.Accuracy.OverAdmissions != 0 {
-			t.Errorf("accuracy = %+v; want 300 checked, 0 over-admissions", r.Accuracy)
+		if r.Accuracy == nil || r.Accuracy.Checked != 300 || r.Accuracy.OverAdmissions != 0 || r.Accuracy.Verdict != "pass" {
+			t.Errorf("accuracy = %+v; want 300 checked, 0 over-admissions, verdict pass", r.Accuracy)
 		}
 		return r
 	}
@@ -129,4 +141,150 @@ func TestLoadgenJSON(t *testing.T) {
 	if r := f(2, "--min-rate", "1e9", "--key-prefix", "json:second:"); len(r.Failed) != 1 || !strings.Contains(r.Failed[0], "--min-rate") {
 		t.Errorf("--min-rate 1e9: failed_thresholds = %q; want the --min-rate threshold", r.Failed)
 	}
+}
+
+// TestLoadgenDroppedExitsTwo: a run that fell behind and dropped requests
+// exits 2 by default (--max-dropped 0), and passes when they are allowed.
+func TestLoadgenDroppedExitsTwo(t *testing.T) {
+	t.Parallel()
+	// One request at a time against a server that holds each for 1.5 s:
+	// after the first, the generator is hopelessly behind.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { time.Sleep(1500 * time.Millisecond) }))
+	t.Cleanup(srv.Close)
+	args := []string{"--target", srv.URL, "--rate", "100", "--duration", "1s", "--max-inflight", "1", "--timeout", "5s"}
+	stdout, stderr, err, _ := runLoadgen(t, args...)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(ee.Error(), "dropped > --max-dropped 0") {
+		t.Fatalf("loadgen %q = %v; want exit 2 naming --max-dropped 0\nstdout:\n%s\nstderr:\n%s", args, err, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "FAILED") || !strings.Contains(stdout, "dropped") {
+		t.Errorf("text report does not name the dropped requests:\n%s", stdout)
+	}
+	if _, _, err, _ := runLoadgen(t, append(args, "--max-dropped", "1000")...); err != nil {
+		t.Errorf("loadgen %q --max-dropped 1000 = %v; want success", args, err)
+	}
+}
+
+// TestLoadgenVerdictExitsTwo: --verify ends with a verdict; a limit raised
+// behind the verifier's back makes over-admissions, and the default
+// --max-over-admissions 0 makes the exit status 2.
+func TestLoadgenVerdictExitsTwo(t *testing.T) {
+	t.Parallel()
+	l := limiter.Limit{KeyPattern: "verdict:*", MaxRequests: 5, WindowSeconds: 1, Algorithm: limiter.FixedWindow}
+	base := loadgenNode(t, []limiter.Limit{l})
+	raised := make(chan error, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		l.MaxRequests = 100
+		body, _ := json.Marshal(l)
+		resp, err := (&http.Client{Timeout: 5 * time.Second}).Post(base+"/api/v1/limits", "application/json", bytes.NewReader(body))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode/100 != 2 {
+				err = fmt.Errorf("POST /api/v1/limits: %s", resp.Status)
+			}
+		}
+		raised <- err
+	}()
+	stdout, stderr, err, _ := runLoadgen(t, "--target", base, "--rate", "200", "--duration", "2s", "--keys", "10",
+		"--key-prefix", "verdict:", "--verify")
+	if err := <-raised; err != nil {
+		t.Fatalf("raising the limit behind the verifier's back: %v", err)
+	}
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(ee.Error(), "over-admissions > --max-over-admissions 0") {
+		t.Fatalf("loadgen --verify with the limit raised mid-run = %v; want exit 2 naming --max-over-admissions 0\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "verdict        FAIL (at most 0 over-admissions)") {
+		t.Errorf("text report lacks the verdict line:\n%s", stdout)
+	}
+}
+
+// rlsStandIn is an Envoy Rate Limit Service that admits everything and
+// records each request.
+type rlsStandIn struct {
+	rls.UnimplementedRateLimitServiceServer
+	mu   sync.Mutex
+	seen []*rls.RateLimitRequest
+}
+
+func (s *rlsStandIn) ShouldRateLimit(_ context.Context, req *rls.RateLimitRequest) (*rls.RateLimitResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seen = append(s.seen, req)
+	return &rls.RateLimitResponse{OverallCode: rls.RateLimitResponse_OK}, nil
+}
+
+// TestLoadgenOtherTargets: the CLI drives any HTTP URL from templates
+// (method, headers, a body from a file) and Envoy's gRPC API, keeping
+// commas inside a header, a URL or a descriptor whole.
+func TestLoadgenOtherTargets(t *testing.T) {
+	t.Parallel()
+	t.Run("http", func(t *testing.T) {
+		t.Parallel()
+		var (
+			mu   sync.Mutex
+			seen []string
+		)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			seen = append(seen, r.Method+" "+r.URL.RequestURI()+" "+r.Header.Get("X-Client")+" "+r.Header.Get("Content-Type")+" "+string(b))
+			mu.Unlock()
+			w.WriteHeader(http.StatusOK)
+		}))
+		t.Cleanup(srv.Close)
+		bodyFile := filepath.Join(t.TempDir(), "body.json")
+		if err := os.WriteFile(bodyFile, []byte(`{"key":"{key}","cost":{cost}}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		stdout, stderr, err, _ := runLoadgen(t, "--method", "http", "-t", srv.URL+"/auth?ids=1,2&k={key}", "--http-method", "PATCH",
+			"-H", "X-Client: {key}, via loadgen", "--body-file", bodyFile, "--rate", "100", "-d", "1s", "--keys", "1", "--key-prefix", "h", "--cost", "2")
+		if err != nil {
+			t.Fatalf("loadgen --method http = %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		want := `PATCH /auth?ids=1,2&k=h0 h0, via loadgen application/json {"key":"h0","cost":2}`
+		if len(seen) != 100 || seen[0] != want || seen[99] != want {
+			t.Errorf("the server saw %d requests, the first %q; want 100 of %q", len(seen), seen[0], want)
+		}
+		if !strings.Contains(stdout, "answers        100 allowed, 0 denied, 0 errors") {
+			t.Errorf("report lacks 100 allowed:\n%s", stdout)
+		}
+	})
+	t.Run("grpc", func(t *testing.T) {
+		t.Parallel()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &rlsStandIn{}
+		g := grpc.NewServer()
+		rls.RegisterRateLimitServiceServer(g, s)
+		go func() { _ = g.Serve(ln) }()
+		t.Cleanup(g.Stop)
+		stdout, stderr, err, _ := runLoadgen(t, "--method", "grpc", "-t", "grpc://"+ln.Addr().String(), "--domain", "edge",
+			"--descriptor", "remote_address={key},tier=gold", "--rate", "100", "-d", "1s", "--keys", "1", "--key-prefix", "g")
+		if err != nil {
+			t.Fatalf("loadgen --method grpc = %v\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.seen) != 100 {
+			t.Fatalf("the server saw %d requests; want 100", len(s.seen))
+		}
+		req := s.seen[0]
+		if d := req.GetDescriptors(); req.GetDomain() != "edge" || len(d) != 1 || len(d[0].GetEntries()) != 2 ||
+			d[0].GetEntries()[0].GetValue() != "g0" || d[0].GetEntries()[1].GetValue() != "gold" || req.GetHitsAddend() != 1 {
+			t.Errorf("the server got %v; want domain edge, one descriptor remote_address=g0, tier=gold, hits_addend 1", req)
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		t.Parallel()
+		_, _, err, _ := runLoadgen(t, "--method", "grpc", "-t", "grpc://127.0.0.1:1", "--descriptor", "a=b", "-d", "1s")
+		if err == nil || !strings.Contains(err.Error(), "domain") {
+			t.Errorf("loadgen --method grpc without --domain = %v; want an error naming --domain", err)
+		}
+	})
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 	"github.com/ratelimiter/ratelimiter/operator"
+	"github.com/ratelimiter/ratelimiter/operator/llm/llmtest"
 )
 
 // runOperatorCLI runs `ratelimiter operator ARGS…` in-process, bounded in
@@ -309,6 +310,12 @@ func TestOperatorDiagnoserFlag(t *testing.T) {
 		mu.Lock()
 		asked = append(asked, r.Header.Get("Authorization"))
 		mu.Unlock()
+		raw, _ := io.ReadAll(r.Body)
+		if err := llmtest.CheckOpenAI(r.Header, raw, false); err != nil { // refused as a real server would
+			t.Errorf("a real OpenAI-compatible server would refuse this request: %v", err)
+			llmtest.Reject(w, "openai", err)
+			return
+		}
 		args, _ := json.Marshal(`{"summary":"the model's view of w1","root_cause":"w1 hangs","cause_invariant":"worker_stuck",` +
 			`"cause_entity":"w1","confidence":0.6,"evidence":[],"alternatives":[],"recommended_actions":[]}`)
 		fmt.Fprintf(w, `{"choices":[{"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function",`+

@@ -17,9 +17,11 @@ import (
 
 // Config is one load run.
 type Config struct {
-	Targets  []string // node base URLs
-	Rate     float64  // requests per second at the start
-	RateEnd  float64  // requests per second at the end; 0 means constant Rate
+	// Targets are node base URLs (methods post and get), whole URL
+	// templates (http) or grpc://host:port (grpc).
+	Targets  []string
+	Rate     float64 // requests per second at the start
+	RateEnd  float64 // requests per second at the end; 0 means constant Rate
 	Duration time.Duration
 	// Keys is the number of distinct keys; Distribution picks among them
 	// ("uniform" or "zipf", with exponent ZipfS). HotKeyShare of the
@@ -30,9 +32,17 @@ type Config struct {
 	HotKeyShare  float64
 	KeyPrefix    string
 	Cost         int64
-	// Method is "post" (POST /api/v1/check with a JSON body) or "get" (the
-	// forward-auth form).
+	// Method is how each request asks: MethodPost (a node's POST
+	// /api/v1/check with a JSON body), MethodGet (its forward-auth form),
+	// MethodHTTP (any URL, with HTTPMethod, Headers and Body) or MethodGRPC
+	// (Envoy's ShouldRateLimit with Domain and Descriptors). The
+	// templates of http and grpc may hold {key} and {cost}.
 	Method      string
+	HTTPMethod  string   // "" means GET, or POST with a Body
+	Headers     []string // "Name: value"
+	Body        string
+	Domain      string
+	Descriptors []string // one descriptor each: "key=value[,key=value…]"
 	MaxInflight int
 	Timeout     time.Duration // per request
 	Seed        uint64
@@ -43,6 +53,15 @@ type Config struct {
 	MaxP99       time.Duration
 	MaxErrorRate float64 // share of requests, 0..1
 	MinRate      float64 // achieved requests per second
+	// MaxDropped is how many due requests may go unsent because the
+	// generator fell behind. Unlike the thresholds above, 0 is a threshold
+	// (the default): a truncated run fails.
+	MaxDropped int64
+	// With Verify: MaxOverAdmissions is how many over-admissions pass (0,
+	// the default, is a threshold); MaxFalseBlocksRate, when set, is the
+	// share of judged denials that may be false blocks (0..1).
+	MaxOverAdmissions  int64
+	MaxFalseBlocksRate *float64
 }
 
 // DefaultConfig is a one-minute run at 1000 requests/s over 1000 keys.
@@ -75,10 +94,51 @@ func (c *Config) Validate() error {
 		p.Add("target", "at least one --target URL is needed")
 	}
 	for _, t := range c.Targets {
-		u, err := url.Parse(t)
-		if err != nil || u.Scheme != "http" || u.Host == "" {
-			p.Add("target", "%q is not an http://host:port URL", t)
+		switch c.Method {
+		case MethodHTTP:
+			if _, _, _, err := splitURL(t); err != nil {
+				p.Add("target", "%v", err)
+			}
+		case MethodGRPC:
+			if _, err := grpcAddr(t); err != nil {
+				p.Add("target", "%v", err)
+			}
+		default:
+			u, err := url.Parse(t)
+			if err != nil || u.Scheme != "http" || u.Host == "" {
+				p.Add("target", "%q is not an http://host:port URL", t)
+			}
 		}
+	}
+	if c.Method == MethodHTTP {
+		if c.HTTPMethod != "" && !validToken(c.HTTPMethod) {
+			p.Add("http-method", "%q is not an HTTP method", c.HTTPMethod)
+		}
+		for _, h := range c.Headers {
+			if _, _, err := splitHeader(h); err != nil {
+				p.Add("header", "%v", err)
+			}
+		}
+	} else if c.HTTPMethod != "" || len(c.Headers) > 0 || c.Body != "" {
+		p.Add("method", "--http-method, --header and --body need --method http")
+	}
+	if c.Method == MethodGRPC {
+		if c.Domain == "" {
+			p.Add("domain", "--method grpc needs the --domain of the descriptors")
+		}
+		if len(c.Descriptors) == 0 {
+			p.Add("descriptor", "--method grpc needs at least one --descriptor key=value")
+		}
+		for _, d := range c.Descriptors {
+			if _, err := parseDescriptor(d); err != nil {
+				p.Add("descriptor", "%v", err)
+			}
+		}
+		if c.Cost > math.MaxUint32 {
+			p.Add("cost", "must fit hits_addend, a uint32")
+		}
+	} else if c.Domain != "" || len(c.Descriptors) > 0 {
+		p.Add("method", "--domain and --descriptor need --method grpc")
 	}
 	if !finitePositive(c.Rate) || (c.RateEnd != 0 && !finitePositive(c.RateEnd)) {
 		p.Add("rate", "must be positive and finite")
@@ -101,11 +161,13 @@ func (c *Config) Validate() error {
 	if c.Cost < 1 {
 		p.Add("cost", "must be at least 1")
 	}
-	if c.Method != "post" && c.Method != "get" {
-		p.Add("method", "must be post or get, got %q", c.Method)
+	switch c.Method {
+	case MethodPost, MethodGet, MethodHTTP, MethodGRPC:
+	default:
+		p.Add("method", "must be post, get, http or grpc, got %q", c.Method)
 	}
-	if c.Verify && c.Method == "get" {
-		p.Add("verify", "needs --method post: only the JSON answer says why a request was denied")
+	if c.Verify && c.Method != MethodPost {
+		p.Add("verify", "needs --method post: only the node's JSON answer says why a request was denied")
 	}
 	if c.MaxInflight < 1 {
 		p.Add("max-inflight", "must be at least 1")
@@ -116,5 +178,43 @@ func (c *Config) Validate() error {
 	if c.MaxErrorRate < 0 || c.MaxErrorRate > 1 {
 		p.Add("max-error-rate", "must be between 0 and 1")
 	}
+	if c.MaxDropped < 0 {
+		p.Add("max-dropped", "must be at least 0")
+	}
+	if c.MaxOverAdmissions < 0 {
+		p.Add("max-over-admissions", "must be at least 0")
+	}
+	if c.MaxOverAdmissions != 0 && !c.Verify {
+		p.Add("max-over-admissions", "needs --verify")
+	}
+	if r := c.MaxFalseBlocksRate; r != nil {
+		if *r < 0 || *r > 1 || math.IsNaN(*r) {
+			p.Add("max-false-blocks-rate", "must be between 0 and 1")
+		}
+		if !c.Verify {
+			p.Add("max-false-blocks-rate", "needs --verify")
+		}
+	}
 	return p.Err()
+}
+
+// httpMethod is the method of --method http's requests.
+func (c *Config) httpMethod() string {
+	switch {
+	case c.HTTPMethod != "":
+		return strings.ToUpper(c.HTTPMethod)
+	case c.Body != "":
+		return "POST"
+	}
+	return "GET"
+}
+
+// validToken reports whether s is an HTTP token (RFC 9110), as a method is.
+func validToken(s string) bool {
+	for _, r := range s {
+		if r > 127 || !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", r)) {
+			return false
+		}
+	}
+	return s != ""
 }

@@ -43,7 +43,10 @@ func newAggregate(targets int, keep bool) *aggregate {
 }
 
 func (a *aggregate) add(o *outcome) {
-	us := max((o.done - o.intended).Microseconds(), 1)
+	// From the intended send time, or from the actual one when the pacer
+	// let the request leave early (by under minSleep): a late send counts
+	// its wait, an early one does not shorten the answer.
+	us := max((o.done - min(o.intended, o.sent)).Microseconds(), 1)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.done++
@@ -186,6 +189,32 @@ func (r *Report) checkThresholds(cfg Config) {
 	}
 	if cfg.MinRate > 0 && r.AchievedRate < cfg.MinRate {
 		r.Failed = append(r.Failed, fmt.Sprintf("achieved rate %.1f/s < --min-rate %g", r.AchievedRate, cfg.MinRate))
+	}
+	if r.Interrupted {
+		// A run cut short measured less than it was asked to: a pipeline
+		// that stopped it (a timeout, a cancelled job) must not read a pass.
+		r.Failed = append(r.Failed, fmt.Sprintf("interrupted after %.2fs of a %s run", r.DurationS, cfg.Duration))
+	}
+	if r.Dropped > cfg.MaxDropped {
+		r.Failed = append(r.Failed, fmt.Sprintf("%d requests dropped > --max-dropped %d", r.Dropped, cfg.MaxDropped))
+	}
+	if a := r.Accuracy; a != nil {
+		var failed []string
+		if a.OverAdmissions > cfg.MaxOverAdmissions {
+			failed = append(failed, fmt.Sprintf("%d over-admissions > --max-over-admissions %d", a.OverAdmissions, cfg.MaxOverAdmissions))
+		}
+		if m := cfg.MaxFalseBlocksRate; m != nil && a.FalseBlockRate > *m {
+			failed = append(failed, fmt.Sprintf("false-block rate %.4f > --max-false-blocks-rate %g", a.FalseBlockRate, *m))
+		}
+		a.Verdict = "pass"
+		if len(failed) > 0 {
+			a.Verdict = "fail"
+		}
+		a.limits = fmt.Sprintf("at most %d over-admissions", cfg.MaxOverAdmissions)
+		if m := cfg.MaxFalseBlocksRate; m != nil {
+			a.limits += fmt.Sprintf(", a false-block rate of at most %g", *m)
+		}
+		r.Failed = append(r.Failed, failed...)
 	}
 }
 

@@ -7,15 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fastjson"
 )
 
 // outcome is one request as it happened. Times are offsets from the start
@@ -30,7 +27,7 @@ type outcome struct {
 	allowed  bool
 	reason   string // from the JSON answer (POST only)
 	resetMs  int64  // reset_after_ms from the JSON answer (POST only)
-	errKind  string // "" when the node answered 200 or 429
+	errKind  string // "" when the target gave a decision (admitted or denied)
 }
 
 // lateAfter is how far behind its intended time a send must be to count
@@ -38,8 +35,35 @@ type outcome struct {
 // only tells a reader that the generator itself was struggling.
 const lateAfter = 5 * time.Millisecond
 
-// pacingTick is how often the pacer wakes at high rates.
-const pacingTick = time.Millisecond
+// coarseMargin is how long before a due time the pacer stops trusting Go's
+// timers, which wake up to a millisecond late (more on a loaded host), and
+// sleeps the rest in the kernel.
+const coarseMargin = 2 * time.Millisecond
+
+// minSleep is the shortest wait the pacer sleeps. The kernel wakes a
+// sleeper some 50 µs late, so one sleep per request would cap the rate
+// near 10,000/s; a request due sooner than this leaves at once instead,
+// and its latency counts from when it left (see aggregate.add).
+const minSleep = 100 * time.Microsecond
+
+// sleepUntil returns at due (an offset from start), or up to minSleep
+// before it, or false when ctx ends first. A request must not leave late:
+// latency counts from its due time, so every microsecond the pacer
+// oversleeps is reported as the target's.
+func sleepUntil(ctx context.Context, start time.Time, due time.Duration, timer *time.Timer) bool {
+	if w := due - time.Since(start) - coarseMargin; w > 0 {
+		timer.Reset(w)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+		}
+	}
+	if w := due - time.Since(start); w > minSleep {
+		preciseSleep(w)
+	}
+	return ctx.Err() == nil
+}
 
 // Run sends the load described by cfg and reports what happened. Progress
 // lines go to progress: one updating line when tty is set, else a line per
@@ -55,12 +79,16 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, tty bool, log *slo
 			return nil, fmt.Errorf("cannot read the cluster's limits for --verify: %w", err)
 		}
 	}
-	clients := make([]*fasthttp.HostClient, len(cfg.Targets))
+	clients := make([]endpoint, len(cfg.Targets))
 	for i, t := range cfg.Targets {
-		u, _ := url.Parse(t)
-		clients[i] = &fasthttp.HostClient{Addr: u.Host, MaxConns: cfg.MaxInflight, ReadTimeout: cfg.Timeout,
-			WriteTimeout: cfg.Timeout, MaxIdemponentCallAttempts: 1, NoDefaultUserAgentHeader: true,
-			MaxConnWaitTimeout: cfg.Timeout}
+		c, err := newEndpoint(cfg, t)
+		if err != nil {
+			for _, c := range clients[:i] {
+				c.close()
+			}
+			return nil, err
+		}
+		clients[i] = c
 	}
 	agg := newAggregate(len(cfg.Targets), cfg.Verify)
 	p := pacer{start: cfg.Rate, end: cfg.RateEnd, span: cfg.Duration.Seconds()}
@@ -78,60 +106,66 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, tty bool, log *slo
 
 	total := p.total()
 	var issued, late int64
-	var maxLag time.Duration
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-issue:
-	for issued < total {
-		due := p.due(issued)
-		// Wake on whole pacing ticks and send everything due by then: one
-		// wake-up per tick instead of one per request. A send is at most a
-		// tick late, and latency counts from the intended time anyway.
-		if wait := due.Truncate(pacingTick) + pacingTick - time.Since(start); due > time.Since(start) && wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-ctx.Done():
-				break issue
-			case <-timer.C:
+	var maxLag, sendEnd time.Duration
+	var behind bool
+	paced := make(chan struct{})
+	go func() {
+		defer close(paced)
+		lockPacerThread() // never unlocked: the thread exits with this goroutine
+		timer := time.NewTimer(time.Hour)
+		defer timer.Stop()
+		for issued < total {
+			due := p.due(issued)
+			if !sleepUntil(ctx, start, due, timer) {
+				break
 			}
+			select { // a free in-flight slot, or wait for one: the wait shows as latency
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			lag := time.Since(start) - due
+			if lag > cfg.Duration/10+time.Second {
+				behind = true // hopelessly behind: what is left counts as dropped
+				break
+			}
+			if lag > lateAfter {
+				late++
+			}
+			maxLag = max(maxLag, lag)
+			k := keys.next()
+			o := outcome{key: keys.keys[k], body: keys.bodies[k], target: int(issued % int64(len(clients))), intended: due}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				clients[o.target].do(&o, start)
+				agg.add(&o)
+			}()
+			issued++
 		}
-		select { // a free in-flight slot, or wait for one: the wait shows as latency
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			break issue
-		}
-		lag := time.Since(start) - due
-		if lag > cfg.Duration/10+time.Second {
-			break // hopelessly behind: what is left counts as dropped
-		}
-		if lag > lateAfter {
-			late++
-		}
-		maxLag = max(maxLag, lag)
-		k := keys.next()
-		o := outcome{key: keys.keys[k], body: keys.bodies[k], target: int(issued % int64(len(clients))), intended: due}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			send(clients[o.target], cfg, start, &o)
-			agg.add(&o)
-		}()
-		issued++
-	}
-	sendEnd := time.Since(start)
+		sendEnd = time.Since(start)
+	}()
+	<-paced
 	wg.Wait()
 	for _, c := range clients {
-		c.CloseIdleConnections()
+		c.close()
 	}
 	close(stopProgress)
 	<-progressDone
 
 	r := agg.report(cfg, start, sendEnd)
-	r.Sent, r.Dropped, r.Late, r.MaxLagMs = issued, total-issued, late, ms(maxLag)
-	if ctx.Err() != nil {
-		r.Interrupted = true
+	// Dropped are the requests left when the generator gave up, hopelessly
+	// behind. A run stopped from outside drops nothing: it is interrupted,
+	// which fails it as well (checkThresholds).
+	var dropped int64
+	if behind {
+		dropped = total - issued
 	}
+	r.Sent, r.Dropped, r.Late, r.MaxLagMs = issued, dropped, late, ms(maxLag)
+	r.Interrupted = !behind && issued < total
 	if sendEnd > 0 {
 		r.AchievedRate = round2(float64(issued) / sendEnd.Seconds())
 	}
@@ -144,45 +178,6 @@ issue:
 		log.Warn("the generator could not keep up: requests were dropped", "dropped", r.Dropped, "achieved_rate", r.AchievedRate)
 	}
 	return r, nil
-}
-
-var jsonParsers fastjson.ParserPool
-
-// send makes one request and fills in o.
-func send(c *fasthttp.HostClient, cfg Config, start time.Time, o *outcome) {
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.Header.SetHost(c.Addr)
-	if cfg.Method == "get" {
-		req.SetRequestURI("/api/v1/check?key=" + url.QueryEscape(o.key) + "&cost=" + strconv.FormatInt(cfg.Cost, 10))
-	} else {
-		req.Header.SetMethod("POST")
-		req.SetRequestURI("/api/v1/check")
-		req.Header.SetContentType("application/json")
-		req.SetBodyRaw(o.body)
-	}
-	o.sent = time.Since(start)
-	err := c.DoTimeout(req, resp, cfg.Timeout)
-	o.done = time.Since(start)
-	if err != nil {
-		o.errKind = errorKind(err)
-		return
-	}
-	switch code := resp.StatusCode(); code {
-	case fasthttp.StatusOK, fasthttp.StatusTooManyRequests:
-		o.allowed = code == fasthttp.StatusOK
-		if cfg.Method == "post" {
-			p := jsonParsers.Get()
-			if v, err := p.ParseBytes(resp.Body()); err == nil {
-				o.reason = string(v.GetStringBytes("reason"))
-				o.resetMs = v.GetInt64("reset_after_ms")
-			}
-			jsonParsers.Put(p)
-		}
-	default:
-		o.errKind = "status_" + strconv.Itoa(code)
-	}
 }
 
 func errorKind(err error) string {

@@ -224,7 +224,22 @@ func TestVerify(t *testing.T) {
 		cfg := DefaultConfig()
 		cfg.Targets, cfg.Rate, cfg.Duration, cfg.Keys, cfg.Verify, cfg.Cost = urls, 200, 3*time.Second, 20, true, cost
 		cfg.KeyPrefix = strings.TrimSuffix(l.KeyPattern, "*")
+		zero := 0.0 // a correct limiter makes no false block the verifier can prove
+		cfg.MaxFalseBlocksRate = &zero
 		return cfg
+	}
+	// verdict checks the verdict and the thresholds the run missed.
+	verdict := func(t *testing.T, r *Report, want string, failed ...string) {
+		t.Helper()
+		if r.Accuracy.Verdict != want || len(r.Failed) != len(failed) {
+			t.Errorf("verdict %q, failed thresholds %q; want %q and %q", r.Accuracy.Verdict, r.Failed, want, failed)
+			return
+		}
+		for i, f := range failed {
+			if !strings.Contains(r.Failed[i], f) {
+				t.Errorf("failed threshold %q; want it to name %q", r.Failed[i], f)
+			}
+		}
 	}
 	// verifyRun sends 3s of load to the keys of l; when to is set, a
 	// goroutine posts it (the same pattern, another limit) after delay.
@@ -266,6 +281,7 @@ func TestVerify(t *testing.T) {
 		if r.Accuracy.OverAdmissions != 0 || r.Accuracy.FalseBlocks != 0 || !pa.FalseBlocksChecked || r.Accuracy.Excluded != 0 {
 			t.Errorf("accuracy = %+v; want 0 over-admissions and 0 false blocks, both checked, nothing excluded", r.Accuracy)
 		}
+		verdict(t, r, "pass")
 		// An exact sliding log admits what a replay of the plan admits, but
 		// for requests decided within a latency of an entry's expiry.
 		want := idealSlidingLog(plan(cfg), l.MaxRequests/cost, l.Window())
@@ -285,6 +301,7 @@ func TestVerify(t *testing.T) {
 		if r.Accuracy.OverAdmissions == 0 {
 			t.Errorf("max_requests raised from 10 to 1000 during the run: over-admissions = 0; want > 0")
 		}
+		verdict(t, r, "fail", "over-admissions > --max-over-admissions 0")
 	})
 	t.Run("sliding_log lowered behind its back", func(t *testing.T) {
 		t.Parallel()
@@ -294,6 +311,7 @@ func TestVerify(t *testing.T) {
 			t.Errorf("max_requests lowered from 10 to 2 during the run: %d false blocks, %d over-admissions; want > 0 and 0",
 				r.Accuracy.FalseBlocks, r.Accuracy.OverAdmissions)
 		}
+		verdict(t, r, "fail", "> --max-false-blocks-rate 0")
 	})
 	t.Run("fixed_window correct", func(t *testing.T) {
 		t.Parallel()
@@ -302,6 +320,7 @@ func TestVerify(t *testing.T) {
 		if r.Accuracy.OverAdmissions != 0 || r.Accuracy.FalseBlocks != 0 || !pa.FalseBlocksChecked || r.Accuracy.Excluded != 0 {
 			t.Errorf("accuracy = %+v; want 0 over-admissions and 0 false blocks, both checked, nothing excluded", r.Accuracy)
 		}
+		verdict(t, r, "pass")
 		// Only requests within a latency of a window edge go unjudged; if
 		// the edges could not be located from reset_after, all would.
 		if pa.Unaligned > r.Sent/20 {
@@ -326,6 +345,7 @@ func TestVerify(t *testing.T) {
 		if r.Accuracy.OverAdmissions == 0 {
 			t.Errorf("max_requests raised from 5 to 100 during the run: over-admissions = 0; want > 0")
 		}
+		verdict(t, r, "fail", "over-admissions > --max-over-admissions 0")
 	})
 	t.Run("fixed_window lowered behind its back", func(t *testing.T) {
 		t.Parallel()
@@ -335,6 +355,7 @@ func TestVerify(t *testing.T) {
 			t.Errorf("max_requests lowered from 5 to 1 during the run: %d false blocks, %d over-admissions; want > 0 and 0",
 				r.Accuracy.FalseBlocks, r.Accuracy.OverAdmissions)
 		}
+		verdict(t, r, "fail", "> --max-false-blocks-rate 0")
 	})
 	// At --cost 2 the nodes count two units a request; the verifier must
 	// too, or every correct denial looks like a false block and an
@@ -350,6 +371,7 @@ func TestVerify(t *testing.T) {
 		if r.Accuracy.OverAdmissions == 0 {
 			t.Errorf("max_requests raised from 20 to 32 units (10 to 16 requests of cost 2) during the run: over-admissions = 0; want > 0")
 		}
+		verdict(t, r, "fail", "over-admissions > --max-over-admissions 0")
 	})
 	// A blocked key's denials say nothing about its limit: they are
 	// excluded, not judged as false blocks. Over GET the answer carries no

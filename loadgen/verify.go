@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/limiter"
@@ -67,6 +68,11 @@ type Accuracy struct {
 	FalseBlockRate    float64          `json:"false_block_rate"` // of denials checked
 	PerPolicy         []PolicyAccuracy `json:"per_policy"`
 	Method            string           `json:"method"`
+	// Verdict is "pass" or "fail": whether the counts are within
+	// --max-over-admissions and --max-false-blocks-rate. A failed verdict
+	// is also among the report's failed thresholds, so the exit status is 2.
+	Verdict string `json:"verdict"`
+	limits  string // the thresholds, for the text report
 }
 
 // PolicyAccuracy is the verdict for the keys of one limit.
@@ -322,4 +328,7 @@ func (a *Accuracy) writeText(w io.Writer) {
 			p.Policy, p.Algorithm, p.Keys, p.Allowed, p.Denied, p.OverAdmissions, fb)
 	}
 	fmt.Fprintf(w, "  method: %s\n", a.Method)
+	if a.Verdict != "" {
+		fmt.Fprintf(w, "verdict        %s (%s)\n", strings.ToUpper(a.Verdict), a.limits)
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
+	"github.com/ratelimiter/ratelimiter/operator/llm/llmtest"
 )
 
 var providers = []string{"anthropic", "openai"}
@@ -63,6 +64,15 @@ func startModel(t *testing.T, provider string, steps ...step) *standInModel {
 		wantPath := map[string]string{"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}[provider]
 		if r.Method != http.MethodPost || r.URL.Path != wantPath {
 			t.Errorf("the operator sent %s %s; want POST %s", r.Method, r.URL.Path, wantPath)
+		}
+		check := func(h http.Header, raw []byte) error { return llmtest.CheckOpenAI(h, raw, false) }
+		if provider == "anthropic" {
+			check = llmtest.CheckAnthropic
+		}
+		if err := check(r.Header, raw); err != nil { // refused as the real API would refuse it
+			t.Errorf("the real %s API would refuse this request: %v\n%s", provider, err, raw)
+			llmtest.Reject(w, provider, err)
+			return
 		}
 		m.mu.Lock()
 		m.reqs = append(m.reqs, req)
@@ -768,6 +778,36 @@ func TestLLMProseAnswer(t *testing.T) {
 			d := diagnosisOf(t, e.tickets(t)[0])
 			if d.Diagnoser != DiagnoserLLM || d.Summary != "w1 hangs in prose" || d.Turns != 2 || len(d.RecommendedActions) != 1 {
 				t.Errorf("diagnosis %+v; want the model's from its text", d)
+			}
+		})
+	}
+}
+
+// TestLLMSilentTurn: a model that ends its turn without a word (Anthropic:
+// no content block; chat completions: empty content) is asked again, and
+// that request is one the real API takes: no "content": null, roles that
+// alternate. The stand-in refuses it otherwise.
+func TestLLMSilentTurn(t *testing.T) {
+	t.Parallel()
+	for _, provider := range providers {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			silent := modelReply{status: 200, body: `{"id":"msg_s","type":"message","role":"assistant","content":[],"stop_reason":"end_turn",
+				"usage":{"input_tokens":200,"output_tokens":1}}`}
+			if provider == "openai" {
+				silent.body = `{"choices":[{"index":0,"message":{"role":"assistant","content":""},"finish_reason":"stop"}],
+					"usage":{"prompt_tokens":200,"completion_tokens":1}}`
+			}
+			var model *standInModel
+			model = startModel(t, provider,
+				func(t *testing.T, r modelReq) modelReply { return silent },
+				func(t *testing.T, r modelReq) modelReply {
+					return model.submit(answer("w1 is stuck", "worker_stuck", "w1", rec("restart_worker", map[string]any{"name": "w1", "attempt": 1})))
+				})
+			e, _ := llmQueue(t, model, time.Now, nil)
+			e.tick(t)
+			if d := diagnosisOf(t, e.tickets(t)[0]); d.Diagnoser != DiagnoserLLM || d.Summary != "w1 is stuck" || d.Turns != 2 {
+				t.Errorf("diagnosis %+v; want the model's, on the second turn", d)
 			}
 		})
 	}

@@ -35,20 +35,33 @@ type anthropicRequest struct {
 	Tools     []Tool             `json:"tools,omitempty"` // name, description, input_schema
 }
 
+// anthropicBody builds the request. The API refuses a message with no
+// content ("content": null or []) and a text block of only whitespace,
+// and wants the roles to alternate: a turn that says nothing (a model that
+// ended its turn without a word) is left out, and the turns around it,
+// now of the same role, become one.
 func anthropicBody(model string, r Request) anthropicRequest {
 	out := anthropicRequest{Model: model, MaxTokens: r.MaxTokens, System: r.System, Tools: r.Tools}
 	for _, m := range r.Messages {
-		am := anthropicMessage{Role: m.Role}
+		var blocks []anthropicBlock
 		for _, res := range m.Results {
-			am.Content = append(am.Content, anthropicBlock{Type: "tool_result", ToolUseID: res.CallID, Content: res.Content, IsError: res.IsError})
+			blocks = append(blocks, anthropicBlock{Type: "tool_result", ToolUseID: res.CallID, Content: res.Content, IsError: res.IsError})
 		}
-		if m.Text != "" {
-			am.Content = append(am.Content, anthropicBlock{Type: "text", Text: m.Text})
+		if strings.TrimSpace(m.Text) != "" {
+			blocks = append(blocks, anthropicBlock{Type: "text", Text: m.Text})
 		}
 		for _, c := range m.ToolCalls {
-			am.Content = append(am.Content, anthropicBlock{Type: "tool_use", ID: c.ID, Name: c.Name, Input: c.Input})
+			blocks = append(blocks, anthropicBlock{Type: "tool_use", ID: c.ID, Name: c.Name, Input: c.Input})
 		}
-		out.Messages = append(out.Messages, am)
+		switch n := len(out.Messages); {
+		case len(blocks) == 0:
+		case n > 0 && out.Messages[n-1].Role == m.Role:
+			// Results answer the assistant turn just before, so they are
+			// never behind another block of a merged turn.
+			out.Messages[n-1].Content = append(out.Messages[n-1].Content, blocks...)
+		default:
+			out.Messages = append(out.Messages, anthropicMessage{Role: m.Role, Content: blocks})
+		}
 	}
 	return out
 }

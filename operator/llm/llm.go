@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -202,7 +203,7 @@ func (c *Client) Complete(ctx context.Context, r Request) (*Response, error) {
 	if c.cfg.Provider == Anthropic {
 		body = anthropicBody(c.cfg.Model, r)
 	} else {
-		body = openaiBody(c.cfg.Model, r)
+		body = openaiBody(c.cfg.Model, r, officialOpenAI(c.base))
 	}
 	raw, err := json.Marshal(body)
 	if err != nil {
@@ -304,6 +305,17 @@ func (c *Client) retryAfter(h http.Header) time.Duration {
 		}
 	}
 	return 0
+}
+
+// officialOpenAI reports whether base is OpenAI's own service (or Azure's
+// OpenAI service, which shares its rules) rather than a compatible server.
+func officialOpenAI(base string) bool {
+	u, err := url.Parse(base)
+	if err != nil {
+		return false
+	}
+	h := strings.ToLower(u.Hostname())
+	return h == "api.openai.com" || strings.HasSuffix(h, ".openai.azure.com")
 }
 
 func truncate(b []byte, n int) []byte {

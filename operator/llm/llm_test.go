@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ratelimiter/ratelimiter/operator/llm/llmtest"
 )
 
 // standIn is a provider on loopback: it records each request (path,
@@ -42,6 +44,16 @@ func startStandIn(t *testing.T, replies ...reply) *standIn {
 			t.Errorf("the client sent a body that is not a JSON object: %v: %s", err, raw)
 		}
 		s.got = append(s.got, seen{Path: r.URL.Path, Header: r.Header.Clone(), Body: body})
+		// Refuse what the real API refuses, as it does.
+		provider, err := Anthropic, llmtest.CheckAnthropic(r.Header, raw)
+		if !strings.HasSuffix(r.URL.Path, "/v1/messages") {
+			provider, err = OpenAI, llmtest.CheckOpenAI(r.Header, raw, false)
+		}
+		if err != nil {
+			t.Errorf("the real %s API would refuse this request: %v\n%s", provider, err, raw)
+			llmtest.Reject(w, provider, err)
+			return
+		}
 		if len(s.replies) == 0 {
 			t.Errorf("unscripted request %s", r.URL.Path)
 			http.Error(w, "unscripted", http.StatusTeapot)
@@ -78,10 +90,14 @@ var tools = []Tool{{Name: "read_nodes", Description: "every node", Schema: map[s
 func conversation() Request {
 	return Request{System: "sys", Tools: tools, MaxTokens: 321, Messages: []Message{
 		{Role: "user", Text: "ticket 7"},
-		{Role: "assistant", Text: "let me look", ToolCalls: []ToolCall{{ID: "c1", Name: "read_nodes", Input: json.RawMessage(`{}`)}}},
+		{Role: "assistant", Text: "let me look", ToolCalls: []ToolCall{{ID: "c1", Name: "read_nodes", Input: json.RawMessage(`{}`)},
+			{ID: "c2", Name: "read_nodes", Input: json.RawMessage(`{"id":"n9"}`)}}},
 		{Role: "user", Results: []ToolResult{{CallID: "c1", Content: `[{"id":"n1"}]`}, {CallID: "c2", Content: "boom", IsError: true}}},
 	}}
 }
+
+// hello is the smallest request either API takes.
+var hello = Request{MaxTokens: 10, Messages: []Message{{Role: "user", Text: "hi"}}}
 
 func js(v any) string { b, _ := json.Marshal(v); return string(b) }
 
@@ -105,7 +121,8 @@ func TestAnthropicWire(t *testing.T) {
 		{"model", `"m-1"`}, {"max_tokens", `321`}, {"system", `"sys"`},
 		{"tools", `[{"input_schema":{"properties":{},"type":"object"},"name":"read_nodes","description":"every node"}]`},
 		{"messages", `[{"content":[{"text":"ticket 7","type":"text"}],"role":"user"},` +
-			`{"content":[{"text":"let me look","type":"text"},{"id":"c1","input":{},"name":"read_nodes","type":"tool_use"}],"role":"assistant"},` +
+			`{"content":[{"text":"let me look","type":"text"},{"id":"c1","input":{},"name":"read_nodes","type":"tool_use"},` +
+			`{"id":"c2","input":{"id":"n9"},"name":"read_nodes","type":"tool_use"}],"role":"assistant"},` +
 			`{"content":[{"content":"[{\"id\":\"n1\"}]","tool_use_id":"c1","type":"tool_result"},{"content":"boom","is_error":true,"tool_use_id":"c2","type":"tool_result"}],"role":"user"}]`},
 	} {
 		if g := js(r.Body[c.field]); !jsonEqual(g, c.want) {
@@ -120,8 +137,10 @@ func TestAnthropicWire(t *testing.T) {
 
 // TestOpenAIWire: the request is chat completions' (system message first,
 // function tools, the assistant's tool_calls with arguments as a string and
-// null content when it said nothing, one role=tool message per result), and
-// tool_calls decode, including arguments sent as an object.
+// empty content, never null, when it said nothing, one role=tool message
+// per result, the output cap as both max_completion_tokens and max_tokens
+// for a compatible server), and tool_calls decode, including arguments
+// sent as an object.
 func TestOpenAIWire(t *testing.T) {
 	s := startStandIn(t, reply{200, nil, `{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,
 		"message":{"role":"assistant","content":null,"tool_calls":[
@@ -139,18 +158,16 @@ func TestOpenAIWire(t *testing.T) {
 		t.Errorf("request %s with headers %v; want /chat/completions with a bearer token", r.Path, r.Header)
 	}
 	for _, c := range []struct{ field, want string }{
-		{"model", `"m-1"`}, {"max_completion_tokens", `321`},
+		{"model", `"m-1"`}, {"max_completion_tokens", `321`}, {"max_tokens", `321`},
 		{"tools", `[{"type":"function","function":{"name":"read_nodes","description":"every node","parameters":{"type":"object","properties":{}}}}]`},
 		{"messages", `[{"role":"system","content":"sys"},{"role":"user","content":"ticket 7"},` +
-			`{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"read_nodes","arguments":"{}"}}]},` +
+			`{"role":"assistant","content":"","tool_calls":[{"id":"c1","type":"function","function":{"name":"read_nodes","arguments":"{}"}},` +
+			`{"id":"c2","type":"function","function":{"name":"read_nodes","arguments":"{\"id\":\"n9\"}"}}]},` +
 			`{"role":"tool","tool_call_id":"c1","content":"[{\"id\":\"n1\"}]"},{"role":"tool","tool_call_id":"c2","content":"error: boom"}]`},
 	} {
 		if g := js(r.Body[c.field]); !jsonEqual(g, c.want) {
 			t.Errorf("request %s = %s; want %s", c.field, g, c.want)
 		}
-	}
-	if _, ok := r.Body["max_tokens"]; ok {
-		t.Errorf("request has max_tokens; want only max_completion_tokens")
 	}
 	if got.Stop != StopToolUse || len(got.ToolCalls) != 2 || got.ToolCalls[0].ID != "call_a" || string(got.ToolCalls[0].Input) != `{"k":"v"}` ||
 		got.ToolCalls[1].ID == "" || string(got.ToolCalls[1].Input) != `{"k":2}` || got.Usage != (Usage{Input: 50, Output: 5}) {
@@ -172,7 +189,7 @@ func TestStops(t *testing.T) {
 	f := func(provider, body, stop, text, refusal string) {
 		t.Helper()
 		s := startStandIn(t, reply{200, nil, body})
-		got, err := newClient(t, provider, s.URL).Complete(context.Background(), Request{MaxTokens: 10})
+		got, err := newClient(t, provider, s.URL).Complete(context.Background(), hello)
 		if err != nil {
 			t.Fatalf("%s %s: %v", provider, body, err)
 		}
@@ -203,7 +220,7 @@ func TestErrorAnswers(t *testing.T) {
 	f := func(provider string, rp reply, want APIError, temporary bool) {
 		t.Helper()
 		s := startStandIn(t, rp)
-		_, err := newClient(t, provider, s.URL).Complete(context.Background(), Request{MaxTokens: 10})
+		_, err := newClient(t, provider, s.URL).Complete(context.Background(), hello)
 		var ae *APIError
 		if !errors.As(err, &ae) {
 			t.Fatalf("%s %d: error %v; want an *APIError", provider, rp.status, err)
@@ -238,7 +255,7 @@ func TestMalformedAnswers(t *testing.T) {
 	f := func(provider, body, want string) {
 		t.Helper()
 		s := startStandIn(t, reply{200, nil, body})
-		_, err := newClient(t, provider, s.URL).Complete(context.Background(), Request{MaxTokens: 10})
+		_, err := newClient(t, provider, s.URL).Complete(context.Background(), hello)
 		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s %s: error %v; want ErrMalformed mentioning %q", provider, body, err, want)
 		}
@@ -277,7 +294,7 @@ func TestDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := newClient(t, Anthropic, srv.URL).Complete(ctx, Request{MaxTokens: 10})
+	_, err := newClient(t, Anthropic, srv.URL).Complete(ctx, hello)
 	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2*time.Second {
 		t.Errorf("Complete against a silent server = %v after %v; want context.DeadlineExceeded after about 200ms", err, time.Since(start))
 	}
@@ -298,4 +315,70 @@ func TestNewChecks(t *testing.T) {
 	if c.Endpoint() != "http://127.0.0.1:11434/v1/chat/completions" {
 		t.Errorf("Ollama endpoint = %s", c.Endpoint())
 	}
+}
+
+// TestSilentTurns: a model that ended its turn without a word, or with
+// only whitespace, or with calls and no text, is never echoed back as
+// null or empty content: Anthropic refuses a message with no content and
+// wants the roles to alternate, so the silent turn is left out and the
+// user turns around it become one; chat completions gets "" beside the
+// calls. The stand-ins refuse what the real APIs refuse.
+func TestSilentTurns(t *testing.T) {
+	req := Request{System: "sys", Tools: tools, MaxTokens: 50, Messages: []Message{
+		{Role: "user", Text: "ticket 7"},
+		{Role: "assistant"},
+		{Role: "user", Text: "Answer by calling submit_diagnosis."},
+		{Role: "assistant", Text: " \n"},
+		{Role: "user", Text: "Please."},
+		{Role: "assistant", ToolCalls: []ToolCall{{ID: "c1", Name: "read_nodes", Input: json.RawMessage(`{}`)}}},
+		{Role: "user", Results: []ToolResult{{CallID: "c1", Content: "[]"}}},
+	}}
+	f := func(provider, answer, wantMessages string) {
+		t.Helper()
+		s := startStandIn(t, reply{200, nil, answer})
+		if _, err := newClient(t, provider, s.URL).Complete(context.Background(), req); err != nil {
+			t.Fatalf("%s: %v", provider, err)
+		}
+		if got := js(s.got[0].Body["messages"]); !jsonEqual(got, wantMessages) {
+			t.Errorf("%s messages = %s; want %s", provider, got, wantMessages)
+		}
+	}
+	f(Anthropic, `{"type":"message","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}}`,
+		`[{"role":"user","content":[{"type":"text","text":"ticket 7"},{"type":"text","text":"Answer by calling submit_diagnosis."},{"type":"text","text":"Please."}]},`+
+			`{"role":"assistant","content":[{"type":"tool_use","id":"c1","name":"read_nodes","input":{}}]},`+
+			`{"role":"user","content":[{"type":"tool_result","tool_use_id":"c1","content":"[]"}]}]`)
+	f(OpenAI, `{"choices":[{"message":{"content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}`,
+		`[{"role":"system","content":"sys"},{"role":"user","content":"ticket 7"},{"role":"user","content":"Answer by calling submit_diagnosis."},`+
+			`{"role":"assistant","content":" \n"},{"role":"user","content":"Please."},`+
+			`{"role":"assistant","content":"","tool_calls":[{"id":"c1","type":"function","function":{"name":"read_nodes","arguments":"{}"}}]},`+
+			`{"role":"tool","tool_call_id":"c1","content":"[]"}]`)
+}
+
+// TestMaxTokensFields: OpenAI's own service (and Azure's) gets only
+// max_completion_tokens, since it refuses both at once; every other
+// OpenAI-compatible server gets max_tokens too, which is all llama.cpp,
+// older vLLM and Ollama read.
+func TestMaxTokensFields(t *testing.T) {
+	f := func(base string, official bool) {
+		t.Helper()
+		if got := officialOpenAI(base); got != official {
+			t.Fatalf("officialOpenAI(%q) = %v; want %v", base, got, official)
+		}
+		raw, _ := json.Marshal(openaiBody("m-1", conversation(), official))
+		h := http.Header{"Authorization": {"Bearer sk-test"}, "Content-Type": {"application/json"}}
+		if err := llmtest.CheckOpenAI(h, raw, official); err != nil {
+			t.Errorf("%s: the request would be refused: %v", base, err)
+		}
+		var body map[string]any
+		_ = json.Unmarshal(raw, &body)
+		if mct, mt := body["max_completion_tokens"], body["max_tokens"]; mct != 321.0 || (official && mt != nil) || (!official && mt != 321.0) {
+			t.Errorf("%s: max_completion_tokens %v, max_tokens %v; want 321 and %s", base, mct, mt,
+				map[bool]string{true: "none", false: "321"}[official])
+		}
+	}
+	f("https://api.openai.com/v1", true)
+	f("https://my-resource.openai.azure.com/openai/v1", true)
+	f("http://127.0.0.1:8080/v1", false)  // llama.cpp server
+	f("http://localhost:11434/v1", false) // Ollama
+	f("https://vllm.internal:8000/v1", false)
 }

@@ -8,10 +8,11 @@ import (
 // Chat completions: the assistant message carries tool_calls (id, type
 // "function", function {name, arguments: a JSON string}) with
 // finish_reason "tool_calls"; each call is answered by a message with role
-// "tool" and its tool_call_id. The output cap is max_completion_tokens:
-// OpenAI's newer models refuse the older max_tokens, and compatible servers
-// that do not know the field ignore it (the caller's token budget binds
-// regardless).
+// "tool" and its tool_call_id. The output cap is max_completion_tokens,
+// since OpenAI's newer models refuse the older max_tokens; OpenAI also
+// refuses both at once. Compatible servers (llama.cpp, older vLLM and
+// Ollama) ignore max_completion_tokens and read only max_tokens, so every
+// other endpoint gets both, with the same value.
 
 type openaiFunction struct {
 	Name        string         `json:"name"`
@@ -28,7 +29,7 @@ type openaiToolCall struct {
 
 type openaiMessage struct {
 	Role       string           `json:"role"`
-	Content    *string          `json:"content"` // null for an assistant turn with only calls
+	Content    string           `json:"content"` // "" for an assistant turn with only calls: some servers choke on null
 	ToolCalls  []openaiToolCall `json:"tool_calls,omitempty"`
 	ToolCallID string           `json:"tool_call_id,omitempty"`
 }
@@ -43,13 +44,19 @@ type openaiRequest struct {
 	Messages            []openaiMessage `json:"messages"`
 	Tools               []openaiTool    `json:"tools,omitempty"`
 	MaxCompletionTokens int             `json:"max_completion_tokens,omitempty"`
+	MaxTokens           int             `json:"max_tokens,omitempty"`
 }
 
-func openaiBody(model string, r Request) openaiRequest {
+// openaiBody builds the request; official is true for OpenAI's own
+// service, which refuses max_tokens beside max_completion_tokens.
+func openaiBody(model string, r Request, official bool) openaiRequest {
 	out := openaiRequest{Model: model, MaxCompletionTokens: r.MaxTokens}
+	if !official {
+		out.MaxTokens = r.MaxTokens
+	}
 	str := func(s string) *string { return &s }
 	if r.System != "" {
-		out.Messages = append(out.Messages, openaiMessage{Role: "system", Content: str(r.System)})
+		out.Messages = append(out.Messages, openaiMessage{Role: "system", Content: r.System})
 	}
 	for _, m := range r.Messages {
 		for _, res := range m.Results {
@@ -58,15 +65,12 @@ func openaiBody(model string, r Request) openaiRequest {
 				// Chat completions has no error flag on a tool message.
 				content = "error: " + content
 			}
-			out.Messages = append(out.Messages, openaiMessage{Role: "tool", ToolCallID: res.CallID, Content: str(content)})
+			out.Messages = append(out.Messages, openaiMessage{Role: "tool", ToolCallID: res.CallID, Content: content})
 		}
 		if m.Text == "" && len(m.ToolCalls) == 0 {
 			continue
 		}
-		om := openaiMessage{Role: m.Role}
-		if m.Text != "" {
-			om.Content = str(m.Text)
-		}
+		om := openaiMessage{Role: m.Role, Content: m.Text}
 		for _, c := range m.ToolCalls {
 			om.ToolCalls = append(om.ToolCalls, openaiToolCall{ID: c.ID, Type: "function",
 				Function: openaiFunction{Name: c.Name, Arguments: str(string(c.Input))}})
