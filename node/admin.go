@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fastjson"
 
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
@@ -178,11 +179,12 @@ func (n *Node) handleBatch(ctx *fasthttp.RequestCtx) {
 		n.problem(ctx, badRequest("malformed JSON: "+err.Error()))
 		return
 	}
-	arr, err := v.Get("checks").Array()
-	if err != nil {
+	cv := v.Get("checks")
+	if cv == nil || cv.Type() != fastjson.TypeArray {
 		n.problem(ctx, badRequest(`the body must be {"checks": [{"key": ..., "cost": ...}, ...]}`))
 		return
 	}
+	arr, _ := cv.Array()
 	if len(arr) == 0 || len(arr) > n.cfg.MaxBatch {
 		n.problem(ctx, badRequest("a batch holds 1 to "+formatInt(int64(n.cfg.MaxBatch))+" checks"))
 		return

@@ -63,6 +63,8 @@ type Node struct {
 	server      *fasthttp.Server
 	peers       *fasthttp.Client
 	items       sync.Pool // *[1]Item for single checks
+	// lastPanicLog is when (UnixNano) a panic's stack was last logged.
+	lastPanicLog atomic.Int64
 }
 
 // New checks cfg, binds the listen address and prepares the node; Run
@@ -116,7 +118,7 @@ func New(cfg Config, store Store, log *slog.Logger, now func() time.Time) (*Node
 	n.items.New = func() any { return new([1]Item) }
 	n.peers = &fasthttp.Client{ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxConnWaitTimeout: 300 * time.Millisecond}
 	n.server = &fasthttp.Server{
-		Handler:               n.handle,
+		Handler:               n.serve,
 		ErrorHandler:          n.handleServerError,
 		Name:                  "ratelimiter",
 		MaxRequestBodySize:    cfg.MaxBodyBytes,

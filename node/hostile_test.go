@@ -1,0 +1,76 @@
+package node
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
+
+// wantProblem fails unless resp is status with an RFC 9457 body.
+func wantProblem(t testing.TB, what string, resp *fasthttp.Response, status int) {
+	t.Helper()
+	if resp.StatusCode() != status {
+		t.Fatalf("%s: status %d %q; want %d", what, resp.StatusCode(), resp.Body(), status)
+	}
+	if ct := string(resp.Header.ContentType()); ct != "application/problem+json" {
+		t.Fatalf("%s: Content-Type %q; want application/problem+json", what, ct)
+	}
+	var p struct {
+		Type   string `json:"type"`
+		Status int    `json:"status"`
+		Detail string `json:"detail"`
+	}
+	if err := json.Unmarshal(resp.Body(), &p); err != nil || p.Status != status || p.Type == "" || p.Detail == "" {
+		t.Fatalf("%s: problem body %q (%v); want type, status %d and detail", what, resp.Body(), err, status)
+	}
+}
+
+// TestHostileRequestsAnswer4xx sends what once killed a node, and more of
+// its kind: each gets a problem answer and the node keeps deciding.
+func TestHostileRequestsAnswer4xx(t *testing.T) {
+	cfg := testConfig("hostile", nil)
+	m := startMemNode(t, cfg)
+	f := func(method, uri, body string, want int) {
+		t.Helper()
+		wantProblem(t, method+" "+uri+" "+body, m.do(t, method, uri, body), want)
+	}
+	f("POST", "/api/v1/check/batch", `{}`, 400)
+	f("POST", "/api/v1/check/batch", `{"checks":null}`, 400)
+	f("POST", "/api/v1/check/batch", `{"checks":{}}`, 400)
+	f("POST", "/api/v1/check/batch", `{"checks":[null]}`, 400)
+	f("POST", "/api/v1/check/batch", `[]`, 400)
+	f("POST", "/api/v1/check/batch", `null`, 400)
+	f("POST", "/api/v1/check/batch", `{"checks":[`+strings.Repeat(`{"key":"a"},`, cfg.MaxBatch)+`{"key":"a"}]}`, 400)
+	for _, r := range []string{"NaN", "nan", "-NaN", "Inf", "+Inf", "-Inf", "0", "-0", "1.0000001", "1e309", "0x1p-2x"} {
+		f("GET", "/api/v1/hot-keys?ratio="+r, "", 400)
+	}
+	f("GET", "/api/v1/hot-keys?limit=1e3", "", 400)
+	if resp := m.do(t, "GET", "/api/v1/hot-keys?ratio=0x1p-1", "", nil...); resp.StatusCode() != 200 {
+		t.Fatalf("hot-keys?ratio=0x1p-1 (0.5): %d %q; want 200", resp.StatusCode(), resp.Body())
+	}
+	resp := m.do(t, "POST", "/api/v1/check", `{"key":"log:a"}`)
+	if resp.StatusCode() != 200 {
+		t.Fatalf("check after hostile input: %d %q; want 200", resp.StatusCode(), resp.Body())
+	}
+}
+
+// TestPanicAnswers500AndServes breaks a broken invariant on purpose: a
+// handler that panics answers 500 problem+json, the panic is counted, and
+// the next request is served.
+func TestPanicAnswers500AndServes(t *testing.T) {
+	m := startMemNode(t, testConfig("panicky", nil))
+	st := m.state.Load()
+	m.state.Store(nil) // every check now dereferences nil
+	wantProblem(t, "check with no state", m.do(t, "POST", "/api/v1/check", `{"key":"log:a"}`), 500)
+	wantProblem(t, "again", m.do(t, "GET", "/api/v1/check?key=log:a", ""), 500)
+	m.state.Store(st)
+	if resp := m.do(t, "POST", "/api/v1/check", `{"key":"log:a"}`); resp.StatusCode() != 200 {
+		t.Fatalf("check after the panics: %d %q; want 200", resp.StatusCode(), resp.Body())
+	}
+	metrics := string(m.do(t, "GET", "/metrics", "").Body())
+	if !strings.Contains(metrics, `ratelimiter_panics_total{node_id="panicky"} 2`) {
+		t.Fatalf("/metrics lacks ratelimiter_panics_total 2:\n%s", metrics)
+	}
+}
