@@ -2,37 +2,52 @@ package limiter
 
 import "sort"
 
-// decideSlidingLog is the Go twin of sliding_log.lua: s.Log holds the
-// admission time of every unit, oldest first, and a unit admitted at ts
-// counts while now < ts + window.
+// LogEntry is one admitted request of a sliding_log key: its admission
+// time and the units it holds, Start+1..End, numbered since the key was
+// last empty. It is the Go form of one sorted-set member of sliding_log.lua.
+type LogEntry struct {
+	At, Start, End int64
+}
+
+// decideSlidingLog is the Go twin of sliding_log.lua: s.Log holds one entry
+// per admitted request, oldest first, and a request admitted at At counts
+// its units while now < At + window.
 func decideSlidingLog(s *State, now int64, p Params) Result {
 	// Dead entries are dropped only on a write, as in Redis.
-	dead := sort.Search(len(s.Log), func(i int) bool { return s.Log[i] > now-p.Window })
-	count := int64(len(s.Log) - dead)
+	dead := sort.Search(len(s.Log), func(i int) bool { return s.Log[i].At > now-p.Window })
+	live := s.Log[dead:]
+	var count int64
+	if len(live) > 0 {
+		count = live[len(live)-1].End - live[0].Start
+	}
 
 	want := max(p.Cost, 1) // a peek asks about a cost-1 request
 	allowed := want <= p.Limit && count+want <= p.Limit
 	if allowed && p.Cost > 0 {
-		n := copy(s.Log, s.Log[dead:])
-		s.Log = s.Log[:n]
-		for range p.Cost {
-			s.Log = append(s.Log, now)
+		e := LogEntry{At: now}
+		if len(live) > 0 {
+			// A clock that went back scores the entry like the newest.
+			e.At, e.Start = max(now, live[len(live)-1].At), live[len(live)-1].End
 		}
+		e.End = e.Start + p.Cost
+		n := copy(s.Log, live)
+		s.Log = append(s.Log[:n], e)
+		live = s.Log
 		count += p.Cost
-		dead = 0
 	}
-	live := s.Log[dead:]
 
 	r := Result{Allowed: allowed, Remaining: max(p.Limit-count, 0)}
 	if count > 0 {
-		r.ResetAfter = live[count-1] + p.Window - now // the newest entry expires
+		r.ResetAfter = live[len(live)-1].At + p.Window - now // the newest entry expires
 	}
 	if !allowed {
 		if want > p.Limit {
 			r.RetryAfter = r.ResetAfter
 		} else {
-			// Admitted once the oldest count + want - limit entries have expired.
-			r.RetryAfter = live[count+want-p.Limit-1] + p.Window - now
+			// Admitted once the live units up to target have expired.
+			target := live[len(live)-1].End + want - p.Limit
+			i := sort.Search(len(live), func(i int) bool { return live[i].End >= target })
+			r.RetryAfter = live[i].At + p.Window - now
 		}
 	}
 	if allowed && p.Cost > 0 {

@@ -74,3 +74,26 @@ func TestPanicAnswers500AndServes(t *testing.T) {
 		t.Fatalf("/metrics lacks ratelimiter_panics_total 2:\n%s", metrics)
 	}
 }
+
+// TestMaxCost: a limit's max_cost (default: its capacity) bounds the cost
+// of one request; a larger one is a 400 naming it, and decides nothing.
+func TestMaxCost(t *testing.T) {
+	m := startMemNode(t, testConfig("maxcost", nil))
+	resp := m.do(t, "POST", "/api/v1/limits", `{"key_pattern":"mc:*","max_requests":1000,"window_seconds":60,"max_cost":10}`)
+	if resp.StatusCode() != 201 || !strings.Contains(string(resp.Body()), `"max_cost":10`) {
+		t.Fatalf("POST limit with max_cost: %d %s; want 201 echoing max_cost", resp.StatusCode(), resp.Body())
+	}
+	resp = m.do(t, "POST", "/api/v1/check", `{"key":"mc:a","cost":11}`)
+	wantProblem(t, "cost 11 over max_cost 10", resp, 400)
+	if !strings.Contains(string(resp.Body()), "max_cost 10") {
+		t.Fatalf("problem %s does not name max_cost 10", resp.Body())
+	}
+	if resp = m.do(t, "POST", "/api/v1/check", `{"key":"mc:a","cost":10}`); resp.StatusCode() != 200 || !strings.Contains(string(resp.Body()), `"remaining":990`) {
+		t.Fatalf("cost 10: %d %s; want 200 with 990 remaining (the refused request decided nothing)", resp.StatusCode(), resp.Body())
+	}
+	// The default is the capacity.
+	wantProblem(t, "cost over the capacity", m.do(t, "POST", "/api/v1/check", `{"key":"log:a","cost":11}`), 400)
+	// max_cost above the capacity is a bad limit.
+	wantProblem(t, "max_cost over capacity", m.do(t, "POST", "/api/v1/limits", `{"key_pattern":"mc2:*","max_requests":5,"window_seconds":60,"max_cost":6}`), 400)
+	wantProblem(t, "negative max_cost", m.do(t, "POST", "/api/v1/limits", `{"key_pattern":"mc2:*","max_requests":5,"window_seconds":60,"max_cost":-1}`), 400)
+}
