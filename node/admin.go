@@ -57,6 +57,10 @@ func (n *Node) handleBlock(ctx *fasthttp.RequestCtx, key string, add bool) {
 	}
 	var view BlockView
 	err := n.changeShared(ctx, hashBlocks, key, func(now int64, raw string) (string, error) {
+		if add && raw == "" && len(n.state.Load().blocks) >= n.cfg.MaxBlocks {
+			return "", &problemError{status: fasthttp.StatusConflict, typ: "too-many-blocks",
+				detail: "the cluster has max_blocks (" + formatInt(int64(n.cfg.MaxBlocks)) + ") live blocks: unblock some, or let them expire"}
+		}
 		if !add {
 			if raw == "" {
 				return "", &problemError{status: fasthttp.StatusNotFound, typ: "not-found", detail: "key " + strconvQuote(key) + " is not blocked"}

@@ -42,6 +42,11 @@ type Config struct {
 	DenyCacheSize int `toml:"deny_cache_size"`
 	MaxBodyBytes  int `toml:"max_body_bytes"`
 	MaxBatch      int `toml:"max_batch"`
+	// MaxLimits and MaxBlocks cap the limits and the live blocks the
+	// management API may create: beyond them a new one is a 409, so no
+	// client can make every node hold and scan an unbounded set.
+	MaxLimits int `toml:"max_limits"`
+	MaxBlocks int `toml:"max_blocks"`
 
 	// Limits is the starting set of limits, from the file's [[limits]].
 	Limits []limiter.Limit `toml:"-"`
@@ -63,6 +68,8 @@ func DefaultConfig() Config {
 		DenyCacheSize:     10_000,
 		MaxBodyBytes:      64 << 10,
 		MaxBatch:          1000,
+		MaxLimits:         1000,
+		MaxBlocks:         100_000,
 	}
 }
 
@@ -119,6 +126,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBatch < 1 {
 		p.Add("max_batch", "must be at least 1")
+	}
+	if c.MaxLimits < 1 {
+		p.Add("max_limits", "must be at least 1")
+	}
+	if c.MaxBlocks < 1 {
+		p.Add("max_blocks", "must be at least 1")
 	}
 	return p.Err()
 }

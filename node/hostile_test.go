@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -96,4 +97,44 @@ func TestMaxCost(t *testing.T) {
 	// max_cost above the capacity is a bad limit.
 	wantProblem(t, "max_cost over capacity", m.do(t, "POST", "/api/v1/limits", `{"key_pattern":"mc2:*","max_requests":5,"window_seconds":60,"max_cost":6}`), 400)
 	wantProblem(t, "negative max_cost", m.do(t, "POST", "/api/v1/limits", `{"key_pattern":"mc2:*","max_requests":5,"window_seconds":60,"max_cost":-1}`), 400)
+}
+
+// TestCaps: limits and blocks created through the API stop at their caps
+// with a 409 problem; hot-key tracking evicts at its cap.
+func TestCaps(t *testing.T) {
+	cfg := testConfig("caps", nil)
+	cfg.MaxLimits = len(cfg.Limits) + 1
+	cfg.MaxBlocks = 2
+	m := startMemNode(t, cfg)
+	if resp := m.do(t, "POST", "/api/v1/limits", `{"key_pattern":"c1:*","max_requests":5,"window_seconds":60}`); resp.StatusCode() != 201 {
+		t.Fatalf("limit under the cap: %d %s", resp.StatusCode(), resp.Body())
+	}
+	wantProblem(t, "limit over max_limits", m.do(t, "POST", "/api/v1/limits", `{"key_pattern":"c2:*","max_requests":5,"window_seconds":60}`), 409)
+	if resp := m.do(t, "POST", "/api/v1/limits", `{"key_pattern":"c1:*","max_requests":6,"window_seconds":60}`); resp.StatusCode() != 200 {
+		t.Fatalf("updating a limit at the cap: %d %s; want 200", resp.StatusCode(), resp.Body())
+	}
+	if resp := m.do(t, "DELETE", "/api/v1/limits/c1:%2A", ""); resp.StatusCode() != 200 {
+		t.Fatalf("delete: %d %s", resp.StatusCode(), resp.Body())
+	}
+	if resp := m.do(t, "POST", "/api/v1/limits", `{"key_pattern":"c2:*","max_requests":5,"window_seconds":60}`); resp.StatusCode() != 201 {
+		t.Fatalf("limit after a delete freed room: %d %s", resp.StatusCode(), resp.Body())
+	}
+	for _, k := range []string{"b1", "b2"} {
+		if resp := m.do(t, "POST", "/api/v1/blocks/"+k, `{"duration_seconds":60}`); resp.StatusCode() != 200 {
+			t.Fatalf("block %s: %d %s", k, resp.StatusCode(), resp.Body())
+		}
+	}
+	wantProblem(t, "block over max_blocks", m.do(t, "POST", "/api/v1/blocks/b3", `{"duration_seconds":60}`), 409)
+	if resp := m.do(t, "POST", "/api/v1/blocks/b1", `{"duration_seconds":120}`); resp.StatusCode() != 200 {
+		t.Fatalf("extending a block at the cap: %d %s; want 200", resp.StatusCode(), resp.Body())
+	}
+
+	h := newHotKeys(3, 0.5, 10e6)
+	p := m.state.Load().policies["log:*"]
+	for i := range 10 {
+		h.record([]byte("hot"+strconv.Itoa(i)), p, 0, true, 1)
+	}
+	if len(h.m) != 3 || h.m["hot9"] == nil {
+		t.Fatalf("hot keys at cap 3 after 10 keys: %d entries, newest tracked %v; want 3 with hot9", len(h.m), h.m["hot9"] != nil)
+	}
 }

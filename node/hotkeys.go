@@ -60,8 +60,13 @@ func (h *hotKeys) record(key []byte, p *Policy, remaining int64, denied bool, no
 		h.mu.Lock()
 		if e = h.m[string(key)]; e == nil {
 			if len(h.m) >= h.max {
-				h.mu.Unlock()
-				return
+				// Full: evict one entry at random (map order), O(1). A
+				// flood of distinct keys cannot lock out a truly hot
+				// key for long, as that one comes back at each sighting.
+				for k := range h.m {
+					delete(h.m, k)
+					break
+				}
 			}
 			e = &hotEntry{firstSeen: now}
 			h.m[string(key)] = e
