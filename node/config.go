@@ -2,6 +2,7 @@ package node
 
 import (
 	"net"
+	"strings"
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/config"
@@ -16,6 +17,13 @@ type Config struct {
 	Advertise  string `toml:"advertise"` // address other nodes and the operator use; defaults to Listen
 	RedisURL   string `toml:"redis_url"` // empty: the in-process store
 	AdminToken string `toml:"admin_token"`
+	// AdminTokenFile holds the admin token instead, so that it shows in no
+	// process list; AdminReads requires the token for management reads too.
+	AdminTokenFile string `toml:"admin_token_file"`
+	AdminReads     bool   `toml:"admin_reads"`
+	// ManagementListen, when set, serves the management API and /metrics
+	// there; Listen keeps only the checks and /health.
+	ManagementListen string `toml:"management_listen"`
 	// RedisPrefix namespaces every Redis key, so clusters can share a Redis.
 	RedisPrefix  string          `toml:"redis_prefix"`
 	RedisTimeout config.Duration `toml:"redis_timeout"`
@@ -81,6 +89,19 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		p.Add("listen", "must be host:port, got %q", c.Listen)
+	}
+	if c.ManagementListen != "" {
+		if _, _, err := net.SplitHostPort(c.ManagementListen); err != nil {
+			p.Add("management_listen", "must be host:port, got %q", c.ManagementListen)
+		} else if c.ManagementListen == c.Listen && !strings.HasSuffix(c.Listen, ":0") {
+			p.Add("management_listen", "must differ from listen (%q)", c.Listen)
+		}
+	}
+	if c.AdminTokenFile != "" && c.AdminToken != "" {
+		p.Add("admin_token_file", "set either admin_token or admin_token_file, not both")
+	}
+	if c.AdminReads && c.AdminToken == "" && c.AdminTokenFile == "" {
+		p.Add("admin_reads", "requires admin_token or admin_token_file")
 	}
 	if c.Advertise != "" {
 		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
