@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -95,7 +96,7 @@ func (n *Node) serveManagementUntilStopped(wg *sync.WaitGroup) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := n.mgmtServer.Serve(n.mgmtLn); err != nil {
+		if err := n.mgmtServer.Serve(n.mgmtLn); err != nil && !errors.Is(err, net.ErrClosed) {
 			n.log.Warn("management server stopped", "err", err)
 		}
 	}()
