@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/ratelimiter/ratelimiter/config"
 )
 
 // wantProblem fails unless resp is status with an RFC 9457 body.
@@ -136,5 +138,24 @@ func TestCaps(t *testing.T) {
 	}
 	if len(h.m) != 3 || h.m["hot9"] == nil {
 		t.Fatalf("hot keys at cap 3 after 10 keys: %d entries, newest tracked %v; want 3 with hot9", len(h.m), h.m["hot9"] != nil)
+	}
+}
+
+// TestMaxCostFromTOML: max_cost is a [[limits]] setting; a bad one is
+// reported with its TOML path and line.
+func TestMaxCostFromTOML(t *testing.T) {
+	good := "[[limits]]\nkey_pattern = \"up:*\"\nmax_requests = 100\nwindow_seconds = 60\nmax_cost = 5\n"
+	fc := nodeFile{Node: DefaultConfig()}
+	if err := config.Decode("c.toml", []byte(good), &fc); err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	if got := compile(fc.Limits[0], "open").CostLimit(); got != 5 {
+		t.Fatalf("max_cost from TOML: cost limit %d; want 5", got)
+	}
+	bad := strings.Replace(good, "max_cost = 5", "max_cost = 101", 1)
+	fc = nodeFile{Node: DefaultConfig()}
+	err := config.Decode("c.toml", []byte(bad), &fc)
+	if err == nil || !strings.Contains(err.Error(), "c.toml:5: limits[0].max_cost") {
+		t.Fatalf("Decode(max_cost above max_requests) = %v; want c.toml:5: limits[0].max_cost", err)
 	}
 }
