@@ -44,9 +44,15 @@ func decideSlidingLog(s *State, now int64, p Params) Result {
 		if want > p.Limit {
 			r.RetryAfter = r.ResetAfter
 		} else {
-			// Admitted once the live units up to target have expired.
+			// Admitted once the live units up to target have expired. Each
+			// entry holds at least one unit, so the entry holding target is
+			// at most limit - want places below the newest, exactly there
+			// when every cost is 1: try that first (as the script does).
 			target := live[len(live)-1].End + want - p.Limit
-			i := sort.Search(len(live), func(i int) bool { return live[i].End >= target })
+			i := max(len(live)-1-int(p.Limit-want), 0)
+			if live[i].End < target {
+				i += 1 + sort.Search(len(live)-i-1, func(k int) bool { return live[i+1+k].End >= target })
+			}
 			r.RetryAfter = live[i].At + p.Window - now
 		}
 	}
