@@ -48,14 +48,22 @@ local function decide(key, limit, window, burst, cost, now)
     since = string.format('(%d', now - window) -- the live members' scores
     dead = string.format('%d', now - window) -- and the dead ones'
   end
-  -- The newest member, and the oldest live one when the newest is live.
-  local count, topScore, topEnd = 0, 0, 0
+  -- The newest member, and the oldest live one when the newest is live:
+  -- the oldest member when it is live (then none is dead, and a write
+  -- has nothing to remove), else a search by score.
+  local count, topScore, topEnd, anyDead = 0, 0, 0, false
   local top = redis.call('ZREVRANGE', key, '0', '0', 'WITHSCORES')
   if top[1] then
     topScore = tonumber(top[2])
+    anyDead = true
     if topScore > now - window then
       topEnd = endOf(top[1])
-      local oldest = redis.call('ZRANGEBYSCORE', key, since, '+inf', 'LIMIT', '0', '1')
+      local oldest = redis.call('ZRANGE', key, '0', '0', 'WITHSCORES')
+      if tonumber(oldest[2]) > now - window then
+        anyDead = false
+      else
+        oldest = redis.call('ZRANGEBYSCORE', key, since, '+inf', 'LIMIT', '0', '1')
+      end
       count = topEnd - startOf(oldest[1])
     end
   end
@@ -73,7 +81,7 @@ local function decide(key, limit, window, burst, cost, now)
     elseif topScore > now then
       at = topScore
     end
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', dead)
+    if anyDead then redis.call('ZREMRANGEBYSCORE', key, '-inf', dead) end
     redis.call('ZADD', key, string.format('%d', at), string.format('%016d:%d', topEnd, cost))
     count = count + cost
     reset = at + window - now
