@@ -139,7 +139,10 @@ func nodeCommand() *cli.Command {
 			&cli.StringFlag{Name: "listen", EnvVars: []string{"LISTEN_ADDR"}, Value: d.Listen, Usage: "address to serve on"},
 			&cli.StringFlag{Name: "node-id", EnvVars: []string{"NODE_ID"}, Usage: "node id (default: host name)"},
 			&cli.StringFlag{Name: "redis-url", EnvVars: []string{"REDIS_URL"}, Usage: "redis://host:port, comma-separated seeds, or ?master_set= for Sentinel; empty: in-process store"},
-			&cli.StringFlag{Name: "admin-token", EnvVars: []string{"ADMIN_TOKEN"}, Usage: "bearer token for mutating management calls"},
+			&cli.StringFlag{Name: "admin-token", EnvVars: []string{"ADMIN_TOKEN"}, Usage: "bearer token for mutating management calls (visible in ps: prefer --admin-token-file)"},
+			&cli.StringFlag{Name: "admin-token-file", Usage: "file holding the admin token"},
+			&cli.BoolFlag{Name: "admin-reads", Usage: "require the admin token for management reads too"},
+			&cli.StringFlag{Name: "management-listen", Usage: "serve the management API and /metrics on this address; --listen keeps the checks and /health"},
 			&cli.StringFlag{Name: "advertise", Usage: "address peers use to reach this node"},
 			&cli.StringFlag{Name: "redis-prefix", Value: d.RedisPrefix, Usage: "prefix of every Redis key"},
 			&cli.DurationFlag{Name: "redis-timeout", Value: d.RedisTimeout.Duration, Usage: "bound of one Redis call"},
@@ -187,7 +190,8 @@ func applyNodeFlags(c *cli.Context, cfg *node.Config) {
 	str := map[string]*string{"listen": &cfg.Listen, "node-id": &cfg.ID, "redis-url": &cfg.RedisURL,
 		"admin-token": &cfg.AdminToken, "advertise": &cfg.Advertise, "redis-prefix": &cfg.RedisPrefix,
 		"failure-mode": &cfg.FailureMode, "unmatched": &cfg.Unmatched, "key-header": &cfg.KeyHeader,
-		"grpc-listen": &cfg.GRPCListen, "envoy-config": &cfg.EnvoyConfigDir}
+		"grpc-listen": &cfg.GRPCListen, "envoy-config": &cfg.EnvoyConfigDir,
+		"admin-token-file": &cfg.AdminTokenFile, "management-listen": &cfg.ManagementListen}
 	for name, dst := range str {
 		if c.IsSet(name) {
 			*dst = c.String(name)
@@ -205,6 +209,9 @@ func applyNodeFlags(c *cli.Context, cfg *node.Config) {
 		if c.IsSet(name) {
 			*dst = c.Int(name)
 		}
+	}
+	if c.IsSet("admin-reads") {
+		cfg.AdminReads = c.Bool("admin-reads")
 	}
 	if c.IsSet("hot-key-ratio") {
 		cfg.HotKeyRatio = c.Float64("hot-key-ratio")

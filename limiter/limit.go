@@ -15,7 +15,7 @@ import (
 type Algorithm string
 
 const (
-	SlidingLog    Algorithm = "sliding_log"    // exact: one sorted-set entry per admitted unit
+	SlidingLog    Algorithm = "sliding_log"    // exact: one sorted-set entry per admitted request
 	SlidingWindow Algorithm = "sliding_window" // two counters, weighted: O(1) memory per key
 	TokenBucket   Algorithm = "token_bucket"   // GCRA: rate plus burst in one timestamp
 	FixedWindow   Algorithm = "fixed_window"   // one counter per aligned window
@@ -65,6 +65,9 @@ type Limit struct {
 	Shadow bool `toml:"shadow" json:"shadow"`
 	// FailureMode overrides the node's failure mode for this limit when set.
 	FailureMode string `toml:"failure_mode" json:"failure_mode,omitempty"`
+	// MaxCost is the largest cost one request may ask for; 0 means the
+	// capacity. A larger cost is refused before anything is decided.
+	MaxCost int64 `toml:"max_cost" json:"max_cost,omitempty"`
 }
 
 // Normalize fills defaults: the algorithm, the burst, the policy name.
@@ -109,6 +112,9 @@ func (l *Limit) Validate() error {
 	if msg := bucketSpanProblem(l); msg != "" {
 		p.Add("burst", "%s", msg)
 	}
+	if l.MaxCost < 0 || (l.MaxCost > 0 && l.MaxCost > l.Capacity()) {
+		p.Add("max_cost", "must be between 1 and the capacity (%d), or 0 for the capacity; got %d", l.Capacity(), l.MaxCost)
+	}
 	if l.FailureMode != "" && l.FailureMode != FailOpen && l.FailureMode != FailClosed {
 		p.Add("failure_mode", "must be %q or %q, got %q", FailOpen, FailClosed, l.FailureMode)
 	}
@@ -125,6 +131,15 @@ func (l *Limit) Capacity() int64 {
 		return l.Burst
 	}
 	return l.MaxRequests
+}
+
+// CostLimit is the largest cost a request may ask for: MaxCost, or the
+// capacity when MaxCost is 0.
+func (l *Limit) CostLimit() int64 {
+	if l.MaxCost > 0 {
+		return l.MaxCost
+	}
+	return l.Capacity()
 }
 
 // Params are the integer inputs of one decision under l.

@@ -94,12 +94,12 @@ func Script(alg Algorithm) string {
 // State is the in-process twin of one Redis key; the zero value is an empty
 // key. Each algorithm uses only its own fields.
 type State struct {
-	Log       []int64 // sliding_log: timestamps (µs) of admitted units, ascending, one per unit
-	Window    int64   // sliding_window, fixed_window: index of the window Count belongs to (the value's w)
-	Count     int64   // sliding_window, fixed_window: units admitted in Window (c)
-	Prev      int64   // sliding_window: units admitted in Window-1 (p)
-	TAT       int64   // token_bucket: theoretical arrival time (µs), the key's value
-	ExpiresAt int64   // µs; mirrors the Redis key's PEXPIRE: at or after it the state is empty
+	Log       []LogEntry // sliding_log: one entry per admitted request, oldest first
+	Window    int64      // sliding_window, fixed_window: index of the window Count belongs to (the value's w)
+	Count     int64      // sliding_window, fixed_window: units admitted in Window (c)
+	Prev      int64      // sliding_window: units admitted in Window-1 (p)
+	TAT       int64      // token_bucket: theoretical arrival time (µs), the key's value
+	ExpiresAt int64      // µs; mirrors the Redis key's PEXPIRE: at or after it the state is empty
 }
 
 // Decide is the Go twin of Script(alg): it decides one request at now (µs)

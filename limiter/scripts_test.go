@@ -18,7 +18,7 @@ func TestDecideExpiry(t *testing.T) {
 			t.Errorf("%s: Decide at ExpiresAt of %+v = %+v; want the empty key's %+v", alg, s, got, want)
 		}
 	}
-	f(SlidingLog, Params{Limit: 2, Window: 10}, State{Log: []int64{5, 6}, ExpiresAt: 3})
+	f(SlidingLog, Params{Limit: 2, Window: 10}, State{Log: []LogEntry{{At: 5, End: 1}, {At: 6, Start: 1, End: 2}}, ExpiresAt: 3})
 	f(SlidingWindow, Params{Limit: 2, Window: 10}, State{Window: 0, Count: 2, Prev: 2, ExpiresAt: 3})
 	f(TokenBucket, Params{Limit: 2, Window: 10, Burst: 2}, State{TAT: 100, ExpiresAt: 3})
 	f(FixedWindow, Params{Limit: 2, Window: 10}, State{Window: 0, Count: 2, ExpiresAt: 3})

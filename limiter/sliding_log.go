@@ -2,46 +2,80 @@ package limiter
 
 import "sort"
 
-// decideSlidingLog is the Go twin of sliding_log.lua: s.Log holds the
-// admission time of every unit, oldest first, and a unit admitted at ts
-// counts while now < ts + window.
+// LogEntry is one admitted request of a sliding_log key: its admission
+// time and the units it holds, Start+1..End, numbered since the key was
+// last empty. It is the Go form of one sorted-set member of sliding_log.lua.
+type LogEntry struct {
+	At, Start, End int64
+}
+
+// decideSlidingLog is the Go twin of sliding_log.lua: s.Log holds one entry
+// per admitted request, oldest first, and a request admitted at At counts
+// its units while now < At + window.
 func decideSlidingLog(s *State, now int64, p Params) Result {
-	// Dead entries are dropped only on a write, as in Redis.
-	dead := sort.Search(len(s.Log), func(i int) bool { return s.Log[i] > now-p.Window })
-	count := int64(len(s.Log) - dead)
+	// Dead entries are skipped here and dropped by writes (below).
+	dead := sort.Search(len(s.Log), func(i int) bool { return s.Log[i].At > now-p.Window })
+	live := s.Log[dead:]
+	var count int64
+	if len(live) > 0 {
+		count = live[len(live)-1].End - live[0].Start
+	}
 
 	want := max(p.Cost, 1) // a peek asks about a cost-1 request
 	allowed := want <= p.Limit && count+want <= p.Limit
 	if allowed && p.Cost > 0 {
-		n := copy(s.Log, s.Log[dead:])
-		s.Log = s.Log[:n]
-		for range p.Cost {
-			s.Log = append(s.Log, now)
+		e := LogEntry{At: now}
+		if len(live) > 0 {
+			// A clock that went back scores the entry like the newest.
+			e.At, e.Start = max(now, live[len(live)-1].At), live[len(live)-1].End
 		}
+		e.End = e.Start + p.Cost
+		// Redis drops the dead entries at every write; here they go once
+		// they are half the log, so a write costs O(1) amortized instead
+		// of a copy of the live entries. Only memory can tell.
+		if dead > 0 && 2*dead >= len(s.Log) {
+			s.Log = s.Log[:copy(s.Log, live)]
+			dead = 0
+		}
+		s.Log = append(s.Log, e)
+		live = s.Log[dead:]
 		count += p.Cost
-		dead = 0
 	}
-	live := s.Log[dead:]
 
 	r := Result{Allowed: allowed, Remaining: max(p.Limit-count, 0)}
 	if count > 0 {
-		r.ResetAfter = live[count-1] + p.Window - now // the newest entry expires
+		r.ResetAfter = live[len(live)-1].At + p.Window - now // the newest entry expires
 	}
-	if count > 0 {
-		// A unit comes back when the oldest entry expires, or, over a lowered
-		// limit, the entry that brings the count below it.
-		r.NextAfter = live[max(count-p.Limit, 0)] + p.Window - now
+	// A unit comes back when the oldest live entry expires or, over a
+	// lowered limit, the entry that brings the count below the limit.
+	if count > p.Limit {
+		r.NextAfter = live[holding(live, live[len(live)-1].End-p.Limit+1)].At + p.Window - now
+	} else if count > 0 {
+		r.NextAfter = live[0].At + p.Window - now
 	}
 	if !allowed {
 		if want > p.Limit {
 			r.RetryAfter = r.ResetAfter
 		} else {
-			// Admitted once the oldest count + want - limit entries have expired.
-			r.RetryAfter = live[count+want-p.Limit-1] + p.Window - now
+			// Admitted once the live units up to target have expired.
+			target := live[len(live)-1].End + want - p.Limit
+			r.RetryAfter = live[holding(live, target)].At + p.Window - now
 		}
 	}
 	if allowed && p.Cost > 0 {
 		s.expire(now, r.ResetAfter)
 	}
 	return r
+}
+
+// holding returns the index of the live entry that holds unit u. Each entry
+// holds at least one unit, so that entry is at most (newest End - u) places
+// below the newest, exactly there when every cost is 1: that place is
+// tried first, as the script does, then the entries above it are searched.
+func holding(live []LogEntry, u int64) int {
+	i := max(len(live)-1-int(live[len(live)-1].End-u), 0)
+	if live[i].End < u {
+		i += 1 + sort.Search(len(live)-i-1, func(k int) bool { return live[i+1+k].End >= u })
+	}
+	return i
 }

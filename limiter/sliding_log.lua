@@ -1,17 +1,54 @@
 -- sliding_log: the exact limit. KEYS[1] is a sorted set with one member per
--- admitted unit, scored by its admission time in µs. A unit admitted at s
--- counts while now < s + window. See scripts.go for the shared contract and
--- why every number here is an exact integer below 2^53; sliding_log.go is the
--- Go twin and must stay in step with this file.
+-- admitted request, whatever its cost, scored by its admission time in µs.
+-- A request admitted at s counts its cost while now < s + window. See
+-- scripts.go for the shared contract and why every number here is an exact
+-- integer below 2^53; sliding_log.go is the Go twin and must stay in step
+-- with this file.
 --
--- Memory and time are O(units admitted per window): the price of exactness.
+-- A member is "SSSSSSSSSSSSSSSS:C": C is the request's cost and S (16
+-- digits, zero-padded) the units admitted before it since the key was last
+-- empty, so the member's units are S+1..S+C. S only grows, and scores
+-- never go down (a clock that went back scores a new member like the
+-- newest), so rank order, score order and S order agree, ties included (the
+-- padding makes members of one score sort by S). The live units are then
+-- the newest member's S+C minus the oldest live member's S: two lookups
+-- whatever the cost, which is why a check's time and memory in Redis do not
+-- grow with its cost (they grow with the requests admitted per window).
+-- S grows by at most the limit per window while the key is never empty: at
+-- the largest limit (1e8) per second it stays below 2^53, so exact, for
+-- about 2.8 years of such a key.
 
--- Entries scored at or below now - window are dead. They are removed only
--- when the set is written, so reads skip them: the live entries are the
--- count highest-ranked ones, and newest(i) reads the score of the live entry
--- i places below the newest (i a string).
-local function newest(key, i)
-  return tonumber(redis.call('ZREVRANGE', key, i, i, 'WITHSCORES')[2])
+local function startOf(m) return tonumber(string.sub(m, 1, 16)) end
+local function endOf(m) return tonumber(string.sub(m, 1, 16)) + tonumber(string.sub(m, 18)) end
+
+-- below(key, r) is the member r places below the newest and its score.
+local function below(key, r)
+  local i = string.format('%d', r)
+  local e = redis.call('ZREVRANGE', key, i, i, 'WITHSCORES')
+  return e[1], tonumber(e[2])
+end
+
+-- holder returns the score of the member holding unit u, given the newest
+-- member's end and score. Ends fall by at least one per rank below the
+-- newest, so that member is at most top - u places below it (and never
+-- below the oldest), exactly there when every cost is 1: that place is
+-- tried first, then searched (ends decrease with the rank; rank 0 holds u).
+local function holder(key, u, top, topScore)
+  local lo, loScore, hi = 0, topScore, top - u
+  local n = redis.call('ZCARD', key)
+  if hi > n - 1 then hi = n - 1 end -- and below that, the oldest member
+  local m, s = below(key, hi)
+  if m and endOf(m) >= u then return s end
+  while hi - lo > 1 do
+    local mid = math.floor((lo + hi) / 2)
+    m, s = below(key, mid)
+    if m and endOf(m) >= u then
+      lo, loScore = mid, s
+    else
+      hi = mid
+    end
+  end
+  return loScore
 end
 
 -- pexpire returns the TTL in ms of a key that matters for reset more µs, as
@@ -26,81 +63,77 @@ local function pexpire(reset)
   end
   return lastTTL
 end
-local lastNow, lastWindow, since, score, first
+local lastNow, lastWindow, since, dead
 
 local function decide(key, limit, window, burst, cost, now)
   if now ~= lastNow or window ~= lastWindow then
     lastNow, lastWindow = now, window
-    since = string.format('(%d', now - window) -- the live entries' scores
-    score = string.format('%d', now) -- the new entries'
-    first = score .. ':0' -- the first new member
+    since = string.format('(%d', now - window) -- the live members' scores
+    dead = string.format('%d', now - window) -- and the dead ones'
   end
-  local count = redis.call('ZCOUNT', key, since, '+inf')
+  -- The newest member, and the oldest live one when the newest is live:
+  -- the oldest member when it is live (then none is dead, and a write
+  -- has nothing to remove), else a search by score.
+  local count, topScore, topEnd, anyDead, oldestScore = 0, 0, 0, false, 0
+  local top = redis.call('ZREVRANGE', key, '0', '0', 'WITHSCORES')
+  if top[1] then
+    topScore = tonumber(top[2])
+    anyDead = true
+    if topScore > now - window then
+      topEnd = endOf(top[1])
+      local oldest = redis.call('ZRANGE', key, '0', '0', 'WITHSCORES')
+      if tonumber(oldest[2]) > now - window then
+        anyDead = false
+      else
+        oldest = redis.call('ZRANGEBYSCORE', key, since, '+inf', 'WITHSCORES', 'LIMIT', '0', '1')
+      end
+      count = topEnd - startOf(oldest[1])
+      oldestScore = tonumber(oldest[2])
+    end
+  end
 
   local want = cost
   if want == 0 then want = 1 end -- a peek asks about a cost-1 request
   local allowed = want <= limit and count + want <= limit
 
-  -- Full again when the newest live entry expires.
+  -- Full again when the newest live member expires.
   local reset = 0
   if allowed and cost > 0 then
-    -- Drop the dead entries: all but the count highest-ranked.
+    local at = now
     if count == 0 then
-      redis.call('ZREMRANGEBYRANK', key, '0', '-1')
-    else
-      redis.call('ZREMRANGEBYRANK', key, '0', string.format('%d', -count - 1))
+      topEnd, oldestScore = 0, now -- every member is dead: numbering starts again
+    elseif topScore > now then
+      at = topScore
     end
-    -- Members are unique even within one µs: the entries scored now are
-    -- numbered 0..n-1 and expire together, so the next number is their count.
-    -- Unless an entry is scored now or later (the same µs, or a clock that
-    -- went back), there is none scored now and the new ones are the newest.
-    local seq, top = 0, now
-    if count > 0 and redis.call('ZCOUNT', key, score, '+inf') > 0 then
-      seq = redis.call('ZCOUNT', key, score, score)
-      top = newest(key, '0')
-    end
-    if cost == 1 and seq == 0 then
-      redis.call('ZADD', key, score, first)
-    else
-      local args = {}
-      for i = 0, cost - 1 do
-        args[#args + 1] = score
-        args[#args + 1] = string.format('%d:%d', now, seq + i)
-        if #args == 1000 or i == cost - 1 then -- in slices: unpack has a stack limit
-          redis.call('ZADD', key, unpack(args))
-          args = {}
-        end
-      end
-    end
+    if anyDead then redis.call('ZREMRANGEBYSCORE', key, '-inf', dead) end
+    redis.call('ZADD', key, string.format('%d', at), string.format('%016d:%d', topEnd, cost))
     count = count + cost
-    reset = top + window - now
+    topEnd, topScore = topEnd + cost, at
+    reset = at + window - now
     redis.call('PEXPIRE', key, pexpire(reset))
   elseif count > 0 then
-    reset = newest(key, '0') + window - now
+    reset = topScore + window - now
   end
 
   local remaining = limit - count
   if remaining < 0 then remaining = 0 end
 
-  -- A unit comes back when the oldest entry expires, or, over a lowered
-  -- limit, the entry that brings the count below it.
+  -- A unit comes back when the oldest live member expires or, over a
+  -- lowered limit, the member that brings the count below the limit.
   local nextAfter = 0
-  if count > 0 then
-    local rank = count
-    if rank > limit then rank = limit end
-    nextAfter = newest(key, string.format('%d', rank - 1)) + window - now
+  if count > limit then
+    nextAfter = holder(key, topEnd - limit + 1, topEnd, topScore) + window - now
+  elseif count > 0 then
+    nextAfter = oldestScore + window - now
   end
 
   local retry = 0
   if not allowed then
     if want > limit then
       retry = reset
-    elseif want == limit then
-      retry = reset -- the newest entry must expire too
     else
-      -- Admitted once the oldest count + want - limit entries have expired:
-      -- the last of them is limit - want places below the newest.
-      retry = newest(key, string.format('%d', limit - want)) + window - now
+      -- Admitted once the live units up to target have expired.
+      retry = holder(key, topEnd + want - limit, topEnd, topScore) + window - now
     end
   end
   return {allowed and 1 or 0, remaining, reset, retry, nextAfter}

@@ -46,3 +46,38 @@ func BenchmarkTableMatch(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTableMatchHostile matches patterns that make backtracking
+// matchers exponential against 512-byte keys. Matching here is greedy (one
+// left-to-right pass per glob, bytes.Index per segment), so each costs
+// about as much as a scan of the key: a microsecond or less (issue 12).
+func BenchmarkTableMatchHostile(b *testing.B) {
+	long := func(fill string, n int, tail string) []byte {
+		k := make([]byte, 0, n)
+		for len(k) < n-len(tail) {
+			k = append(k, fill...)
+		}
+		return append(k[:n-len(tail)], tail...)
+	}
+	cases := []struct {
+		pattern string
+		key     []byte
+	}{
+		{"a*a*a*a*a*a*b", long("a", 512, "")},                // no final b: a backtracker tries every split
+		{"a*a*a*a*a*a*b", long("a", 512, "b")},               // matches
+		{"a*a*a*a*a*a*b", long("a", 512, "ba")},              // b, but not last
+		{"*aaaaaaaaab*aaaaaaaaab*", long("a", 512, "aaaab")}, // long segments, near misses
+		{"*" + string(long("ab", 256, "")) + "*", long("a", 512, "")},
+	}
+	for i, c := range cases {
+		tb := tableOf(c.pattern)
+		b.Run(fmt.Sprintf("case=%d", i), func(b *testing.B) {
+			b.ReportAllocs()
+			var l *Limit
+			for b.Loop() {
+				l = tb.Match(c.key)
+			}
+			sinkLimit = l
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fastjson"
 
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
@@ -56,6 +57,10 @@ func (n *Node) handleBlock(ctx *fasthttp.RequestCtx, key string, add bool) {
 	}
 	var view BlockView
 	err := n.changeShared(ctx, hashBlocks, key, func(now int64, raw string) (string, error) {
+		if add && raw == "" && len(n.state.Load().blocks) >= n.cfg.MaxBlocks {
+			return "", &problemError{status: fasthttp.StatusConflict, typ: "too-many-blocks",
+				detail: "the cluster has max_blocks (" + formatInt(int64(n.cfg.MaxBlocks)) + ") live blocks: unblock some, or let them expire"}
+		}
 		if !add {
 			if raw == "" {
 				return "", &problemError{status: fasthttp.StatusNotFound, typ: "not-found", detail: "key " + strconvQuote(key) + " is not blocked"}
@@ -178,11 +183,12 @@ func (n *Node) handleBatch(ctx *fasthttp.RequestCtx) {
 		n.problem(ctx, badRequest("malformed JSON: "+err.Error()))
 		return
 	}
-	arr, err := v.Get("checks").Array()
-	if err != nil {
+	cv := v.Get("checks")
+	if cv == nil || cv.Type() != fastjson.TypeArray {
 		n.problem(ctx, badRequest(`the body must be {"checks": [{"key": ..., "cost": ...}, ...]}`))
 		return
 	}
+	arr, _ := cv.Array()
 	if len(arr) == 0 || len(arr) > n.cfg.MaxBatch {
 		n.problem(ctx, badRequest("a batch holds 1 to "+formatInt(int64(n.cfg.MaxBatch))+" checks"))
 		return

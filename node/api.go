@@ -65,10 +65,13 @@ func (n *Node) handle(ctx *fasthttp.RequestCtx) {
 	}
 	method := string(ctx.Method())
 	mutating := method == "POST" || method == "DELETE" || method == "PUT" || method == "PATCH"
-	if mutating && !n.authorized(ctx) {
+	if (mutating || n.cfg.AdminReads) && !n.authorized(ctx) {
 		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="ratelimiter"`)
-		n.problem(ctx, &problemError{status: fasthttp.StatusUnauthorized, typ: "unauthorized",
-			detail: "this call changes the cluster: send Authorization: Bearer <admin token>"})
+		detail := "this call changes the cluster: send Authorization: Bearer <admin token>"
+		if !mutating {
+			detail = "admin_reads is on: management reads need Authorization: Bearer <admin token>"
+		}
+		n.problem(ctx, &problemError{status: fasthttp.StatusUnauthorized, typ: "unauthorized", detail: detail})
 		return
 	}
 	n.route(ctx, method, seg)

@@ -177,6 +177,8 @@ func testBadInput(t *testing.T, red backend) {
 			f("GET", "/api/v1/nowhere", "", 404)
 			f("PUT", "/api/v1/check", "", 405)
 			f("GET", "/api/v1/hot-keys?ratio=7", "", 400)
+			f("GET", "/api/v1/hot-keys?ratio=NaN", "", 400) // once killed the node
+			f("POST", "/api/v1/check/batch", `{}`, 400)     // once killed the node
 
 			// The node is still serving, and decided nothing for the bad requests.
 			r, resp := check(t, n.URL, "log:a", 1)

@@ -62,9 +62,9 @@ func (in *checkInput) validate(p *Policy) *problemError {
 	if in.cost <= 0 {
 		return badRequest("cost must be a positive integer")
 	}
-	if p != nil && in.cost > p.Capacity() {
-		return badRequest("cost " + strconv.FormatInt(in.cost, 10) + " exceeds the capacity " +
-			strconv.FormatInt(p.Capacity(), 10) + " of policy " + strconv.Quote(p.Name) + ": it could never be admitted")
+	if p != nil && in.cost > p.CostLimit() {
+		return badRequest("cost " + strconv.FormatInt(in.cost, 10) + " exceeds max_cost " +
+			strconv.FormatInt(p.CostLimit(), 10) + " of policy " + strconv.Quote(p.Name))
 	}
 	return nil
 }

@@ -106,7 +106,7 @@ func BenchmarkCheckHandler(b *testing.B) {
 					i := next.Add(1)
 					ctx.Request.SetBodyRaw(bodies[i%int64(len(bodies))])
 					ctx.Response.Reset()
-					n.handle(&ctx)
+					n.server.Handler(&ctx) // the handler as served, its recover included
 					if ctx.Response.StatusCode() != 200 {
 						b.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
 					}

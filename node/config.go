@@ -2,6 +2,7 @@ package node
 
 import (
 	"net"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -18,6 +19,13 @@ type Config struct {
 	Advertise  string `toml:"advertise"` // address other nodes and the operator use; defaults to Listen
 	RedisURL   string `toml:"redis_url"` // empty: the in-process store
 	AdminToken string `toml:"admin_token"`
+	// AdminTokenFile holds the admin token instead, so that it shows in no
+	// process list; AdminReads requires the token for management reads too.
+	AdminTokenFile string `toml:"admin_token_file"`
+	AdminReads     bool   `toml:"admin_reads"`
+	// ManagementListen, when set, serves the management API and /metrics
+	// there; Listen keeps only the checks and /health.
+	ManagementListen string `toml:"management_listen"`
 	// RedisPrefix namespaces every Redis key, so clusters can share a Redis.
 	RedisPrefix  string          `toml:"redis_prefix"`
 	RedisTimeout config.Duration `toml:"redis_timeout"`
@@ -58,6 +66,11 @@ type Config struct {
 	DenyCacheSize int `toml:"deny_cache_size"`
 	MaxBodyBytes  int `toml:"max_body_bytes"`
 	MaxBatch      int `toml:"max_batch"`
+	// MaxLimits and MaxBlocks cap the limits and the live blocks the
+	// management API may create: beyond them a new one is a 409, so no
+	// client can make every node hold and scan an unbounded set.
+	MaxLimits int `toml:"max_limits"`
+	MaxBlocks int `toml:"max_blocks"`
 
 	// GRPCListen, when set, serves Envoy's Rate Limit Service there.
 	GRPCListen string `toml:"grpc_listen"`
@@ -103,6 +116,8 @@ func DefaultConfig() Config {
 
 		KeyFrom:               keyFromQuery,
 		ForwardAuthDenyStatus: fasthttp.StatusTooManyRequests,
+		MaxLimits:             1000,
+		MaxBlocks:             100_000,
 	}
 }
 
@@ -114,6 +129,19 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		p.Add("listen", "must be host:port, got %q", c.Listen)
+	}
+	if c.ManagementListen != "" {
+		if _, _, err := net.SplitHostPort(c.ManagementListen); err != nil {
+			p.Add("management_listen", "must be host:port, got %q", c.ManagementListen)
+		} else if c.ManagementListen == c.Listen && !strings.HasSuffix(c.Listen, ":0") {
+			p.Add("management_listen", "must differ from listen (%q)", c.Listen)
+		}
+	}
+	if c.AdminTokenFile != "" && c.AdminToken != "" {
+		p.Add("admin_token_file", "set either admin_token or admin_token_file, not both")
+	}
+	if c.AdminReads && c.AdminToken == "" && c.AdminTokenFile == "" {
+		p.Add("admin_reads", "requires admin_token or admin_token_file")
 	}
 	if c.Advertise != "" {
 		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
@@ -162,6 +190,12 @@ func (c *Config) Validate() error {
 	}
 	c.validateEnvoy(&p)
 	c.validateForward(&p)
+	if c.MaxLimits < 1 {
+		p.Add("max_limits", "must be at least 1")
+	}
+	if c.MaxBlocks < 1 {
+		p.Add("max_blocks", "must be at least 1")
+	}
 	return p.Err()
 }
 

@@ -60,8 +60,13 @@ func (h *hotKeys) record(key []byte, p *Policy, remaining int64, denied bool, no
 		h.mu.Lock()
 		if e = h.m[string(key)]; e == nil {
 			if len(h.m) >= h.max {
-				h.mu.Unlock()
-				return
+				// Full: evict one entry at random (map order), O(1). A
+				// flood of distinct keys cannot lock out a truly hot
+				// key for long, as that one comes back at each sighting.
+				for k := range h.m {
+					delete(h.m, k)
+					break
+				}
 			}
 			e = &hotEntry{firstSeen: now}
 			h.m[string(key)] = e
@@ -130,10 +135,17 @@ func sortHot(list []HotKey) {
 // without asking the store. An entry only answers requests at least as
 // costly as the one that was denied: a cheaper one might fit. It is cleared
 // whenever limits, blocks or counters change anywhere in the cluster.
+//
+// When full, a new denial evicts the oldest key (a ring of keys in
+// insertion order): O(1) under the lock, where a sweep for expired entries
+// would hold every check for the whole map. An evicted key only costs its
+// next check a store call.
 type denyCache struct {
-	mu sync.RWMutex
-	m  map[string]denial
-	n  int
+	mu   sync.RWMutex
+	m    map[string]denial
+	ring []string // keys of m, oldest at next once full
+	next int
+	n    int
 }
 
 type denial struct {
@@ -144,7 +156,9 @@ type denial struct {
 	nextAt  int64 // node clock, µs: when more quota comes (at or before until)
 }
 
-func newDenyCache(n int) *denyCache { return &denyCache{m: map[string]denial{}, n: n} }
+func newDenyCache(n int) *denyCache {
+	return &denyCache{m: make(map[string]denial, n), ring: make([]string, 0, n), n: n}
+}
 
 func (c *denyCache) get(key []byte, p *Policy, cost, now int64) (denial, bool) {
 	if c.n == 0 {
@@ -159,27 +173,31 @@ func (c *denyCache) get(key []byte, p *Policy, cost, now int64) (denial, bool) {
 	return d, true
 }
 
-func (c *denyCache) put(key string, d denial, now int64) {
+// put remembers key's denial; key must not alias request memory.
+func (c *denyCache) put(key string, d denial, _ int64) {
 	if c.n == 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.m) >= c.n {
-		for k, e := range c.m {
-			if now >= e.until {
-				delete(c.m, k)
-			}
-		}
-		if len(c.m) >= c.n {
-			return
-		}
-	}
+	had := len(c.m)
 	c.m[key] = d
+	if len(c.m) == had {
+		return // an update: the key keeps its place
+	}
+	if len(c.ring) < c.n {
+		c.ring = append(c.ring, key)
+		return
+	}
+	delete(c.m, c.ring[c.next])
+	c.ring[c.next] = key
+	c.next = (c.next + 1) % c.n
 }
 
 func (c *denyCache) clear() {
 	c.mu.Lock()
 	clear(c.m)
+	clear(c.ring)
+	c.ring, c.next = c.ring[:0], 0
 	c.mu.Unlock()
 }

@@ -110,6 +110,10 @@ func (n *Node) handlePutLimit(ctx *fasthttp.RequestCtx) {
 	var created bool
 	rec, err := n.changeLimit(ctx, l.KeyPattern, func(now time.Time, cur *limitRecord) (*limitRecord, error) {
 		created = cur == nil || cur.Deleted
+		if created && n.liveLimits() >= n.cfg.MaxLimits {
+			return nil, &problemError{status: fasthttp.StatusConflict, typ: "too-many-limits",
+				detail: "the cluster has max_limits (" + formatInt(int64(n.cfg.MaxLimits)) + ") limits: delete one first"}
+		}
 		return putLimit(l, "api")(now, cur)
 	})
 	if err != nil {
@@ -122,6 +126,19 @@ func (n *Node) handlePutLimit(ctx *fasthttp.RequestCtx) {
 		status = fasthttp.StatusCreated
 	}
 	writeJSON(ctx, status, rec)
+}
+
+// liveLimits counts the limits in force as of the last sync. Nodes sync
+// within a second, so concurrent creations through several nodes may pass
+// the cap by a few: it bounds memory, it is not an exact quota.
+func (n *Node) liveLimits() int {
+	c := 0
+	for _, r := range n.state.Load().limits {
+		if !r.Deleted {
+			c++
+		}
+	}
+	return c
 }
 
 func (n *Node) handleDeleteLimit(ctx *fasthttp.RequestCtx, pattern string) {

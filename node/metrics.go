@@ -17,6 +17,7 @@ type nodeMetrics struct {
 	allowed, denied           *metrics.Counter
 	shadow, failOpen, failCl  *metrics.Counter
 	localDenials, badRequests *metrics.Counter
+	panics                    *metrics.Counter
 	redisOps, redisErrs       map[string]*metrics.Counter
 	duration, redisLatency    *metrics.PrometheusHistogram
 }
@@ -40,6 +41,7 @@ func newNodeMetrics(n *Node) *nodeMetrics {
 		failCl:       s.NewCounter(`ratelimiter_fail_closed_total{node_id=` + id + `}`),
 		localDenials: s.NewCounter(`ratelimiter_local_denials_total{node_id=` + id + `}`),
 		badRequests:  s.NewCounter(`ratelimiter_bad_requests_total{node_id=` + id + `}`),
+		panics:       s.NewCounter(`ratelimiter_panics_total{node_id=` + id + `}`),
 		redisOps:     map[string]*metrics.Counter{},
 		redisErrs:    map[string]*metrics.Counter{},
 		duration:     s.NewPrometheusHistogramExt(`ratelimiter_request_duration_seconds{node_id=`+id+`}`, latencyBuckets),

@@ -65,6 +65,11 @@ type Node struct {
 	peers       *fasthttp.Client
 	items       sync.Pool // *[1]Item for single checks
 	envoy       envoyRuntime
+	// lastPanicLog is when (UnixNano) a panic's stack was last logged.
+	lastPanicLog atomic.Int64
+	// mgmtLn and mgmtServer serve management_listen; nil without it.
+	mgmtLn     net.Listener
+	mgmtServer *fasthttp.Server
 }
 
 // New checks cfg, binds the listen address and prepares the node; Run
@@ -80,6 +85,13 @@ func New(cfg Config, store Store, log *slog.Logger, now func() time.Time) (*Node
 		return nil, err
 	}
 	cfg.Limits = limits
+	if cfg.AdminTokenFile != "" {
+		tok, err := readAdminToken(cfg.AdminTokenFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.AdminToken = tok
+	}
 	if cfg.ID == "" {
 		host, _ := os.Hostname()
 		cfg.ID = host
@@ -125,7 +137,7 @@ func New(cfg Config, store Store, log *slog.Logger, now func() time.Time) (*Node
 	}
 	n.peers = &fasthttp.Client{ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxConnWaitTimeout: 300 * time.Millisecond}
 	n.server = &fasthttp.Server{
-		Handler:               n.handle,
+		Handler:               n.serve,
 		ErrorHandler:          n.handleServerError,
 		Name:                  "ratelimiter",
 		MaxRequestBodySize:    cfg.MaxBodyBytes,
@@ -135,6 +147,13 @@ func New(cfg Config, store Store, log *slog.Logger, now func() time.Time) (*Node
 		NoDefaultServerHeader: true,
 		CloseOnShutdown:       true,
 		Logger:                fasthttpLogger{n.log},
+	}
+	if err := n.listenManagement(); err != nil {
+		ln.Close()
+		if n.ownStore {
+			n.store.Close()
+		}
+		return nil, err
 	}
 	// Until the first sync the node decides with the file's limits.
 	n.applyLimits(recordsFromConfig(cfg.Limits, n.now()), nil, map[string]string{}, -1)
@@ -150,8 +169,8 @@ func (n *Node) ID() string { return n.id }
 // Run serves until ctx ends, then deregisters and stops. It returns only
 // after every goroutine it started has ended.
 func (n *Node) Run(ctx context.Context) error {
-	if n.cfg.AdminToken == "" && !isLoopback(n.cfg.Listen) {
-		n.log.Warn("NO ADMIN TOKEN: anyone who can reach this address can change limits, blocks and drains; set --admin-token or ADMIN_TOKEN", "listen", n.cfg.Listen)
+	if mgmt := n.ManagementAddr(); n.cfg.AdminToken == "" && !isLoopback(mgmt) {
+		n.log.Warn("NO ADMIN TOKEN: anyone who can reach this address can change limits, blocks and drains; set --admin-token-file, --admin-token or ADMIN_TOKEN", "listen", mgmt)
 	}
 	n.startup(ctx)
 
@@ -166,6 +185,7 @@ func (n *Node) Run(ctx context.Context) error {
 		served.Add(1)
 		go func() { defer served.Done(); serveErr <- n.serveGRPC() }()
 	}
+	n.serveManagementUntilStopped(&served)
 	wg.Add(4)
 	go func() { defer wg.Done(); n.every(loops, n.cfg.HeartbeatInterval.Duration, n.heartbeat) }()
 	go func() { defer wg.Done(); n.every(loops, n.cfg.SyncInterval.Duration, n.syncTick) }()
@@ -223,6 +243,7 @@ func (n *Node) shutdown() {
 	if err := n.server.ShutdownWithContext(ctx); err != nil {
 		n.log.Warn("shutdown", "err", err)
 	}
+	n.stopManagement(ctx)
 	if n.ownStore {
 		n.store.Close()
 	}

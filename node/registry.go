@@ -320,7 +320,7 @@ func (n *Node) handleHotKeys(ctx *fasthttp.RequestCtx) {
 	threshold := n.cfg.HotKeyRatio
 	if r := args.Peek("ratio"); len(r) > 0 {
 		v, err := strconv.ParseFloat(string(r), 64)
-		if err != nil || v <= 0 || v > 1 {
+		if err != nil || !(v > 0 && v <= 1) { // so NaN fails too
 			n.problem(ctx, badRequest("ratio must be a number in (0, 1]"))
 			return
 		}

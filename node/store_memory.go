@@ -29,9 +29,15 @@ type memShard struct {
 	inserts int
 }
 
-// sweepEvery is how many new keys a shard takes before it drops expired
-// state, so memory follows the live key set without a background goroutine.
-const sweepEvery = 4096
+// A shard drops its expired state once it has taken as many new keys as
+// half its size, and at least sweepMin: each sweep then scans at most about
+// twice the keys inserted since the last one (O(1) per insert, amortized),
+// and memory follows the live key set without a background goroutine. A
+// shard holds at most its keys live at its last sweep plus the keys
+// inserted since, so the store holds at most about twice the keys decided
+// within their windows, plus 64 × sweepMin: with 5,000,000 distinct keys
+// through a node, what stays is what is still live, not all of them.
+const sweepMin = 256
 
 // NewMemoryStore returns an empty in-process store reading time from now.
 func NewMemoryStore(now func() time.Time) *MemoryStore {
@@ -66,7 +72,7 @@ func (s *MemoryStore) Decide(_ context.Context, items []Item) error {
 			st = &limiter.State{}
 			if it.Cost > 0 { // a peek must not create state, as on Redis
 				m[strings.Clone(it.Key)] = st
-				if sh.inserts++; sh.inserts >= sweepEvery {
+				if sh.inserts++; sh.inserts >= sweepMin && 2*sh.inserts >= sh.size() {
 					sh.sweep(now)
 				}
 			}
@@ -75,6 +81,10 @@ func (s *MemoryStore) Decide(_ context.Context, items []Item) error {
 		sh.mu.Unlock()
 	}
 	return nil
+}
+
+func (sh *memShard) size() int {
+	return len(sh.states[0]) + len(sh.states[1]) + len(sh.states[2]) + len(sh.states[3])
 }
 
 func (sh *memShard) sweep(now int64) {

@@ -29,3 +29,11 @@ ADMIN_TOKEN=ci docker-compose -f compose.yaml config -q
 # One package at a time: several tests assert timing (p99, propagation),
 # and two packages racing for 2 cores would measure each other.
 go test -p 1 -count=1 -timeout 20m "$@" ./...
+# Fuzz every hostile-input target for a bounded time (the seeds already ran
+# above as ordinary tests): about 20 s each.
+go test -run '^$' -fuzz '^FuzzHTTP$' -fuzztime 20s ./node
+go test -run '^$' -fuzz '^FuzzNodeConfig$' -fuzztime 20s ./node
+go test -run '^$' -fuzz '^FuzzCheckDecoding$' -fuzztime 20s ./node
+go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 20s ./config
+go test -run '^$' -fuzz '^FuzzSubject$' -fuzztime 20s ./operator
+go test -run '^$' -fuzz '^FuzzScenarios$' -fuzztime 20s ./chaos

@@ -171,6 +171,9 @@ func traceParams(alg limiter.Algorithm) []limiter.Params {
 			{Limit: 1, Window: s},
 			{Limit: 10, Window: s + 1},
 			{Limit: 50, Window: 86_400 * s},
+			// Costs up to the largest limit: one entry per request, so as
+			// cheap as cost 1.
+			{Limit: limiter.MaxRequestsLimit, Window: limiter.MaxWindowSeconds * s},
 		}
 	case limiter.TokenBucket:
 		return []limiter.Params{
