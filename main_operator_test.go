@@ -396,3 +396,18 @@ func TestOperatorDiagnoserFlag(t *testing.T) {
 	}
 	mu.Unlock()
 }
+
+// TestOperatorJSONListsEmpty: every --json list prints [] when it has
+// nothing to list, never null.
+func TestOperatorJSONListsEmpty(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "empty.db")
+	for _, args := range [][]string{{"tickets", "list"}, {"tickets", "list", "--all"}, {"actions", "list"}, {"actions", "list", "--all"}} {
+		out, _, err := runOperatorCLI(t, append(args, "--json", "--config", "operator/testdata/queue.toml", "--db", db)...)
+		if err != nil {
+			t.Fatalf("operator %s --json: %v", strings.Join(args, " "), err)
+		}
+		if got := strings.TrimSpace(out); got != "[]" {
+			t.Errorf("operator %s --json on an empty database printed %q; want []", strings.Join(args, " "), got)
+		}
+	}
+}

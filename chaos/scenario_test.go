@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ratelimiter/ratelimiter/operator"
 )
 
 func TestEmbeddedScenarios(t *testing.T) {
@@ -89,4 +91,41 @@ func TestScorecard(t *testing.T) {
 	if got, want := rows["redis-down"], "yes yes no no no yes 1.0s - FAIL"; got != want {
 		t.Errorf("redis-down row = %q; want %q", got, want)
 	}
+}
+
+// TestVerdictNeedsEveryDeadline: a scenario whose columns all came right by
+// the end of the run still fails when a deadline was missed on the way.
+func TestVerdictNeedsEveryDeadline(t *testing.T) {
+	e := Expect{Invariant: "hot_key", Entity: "user:x", Diagnosis: "flooding", Action: "block_key", Remediates: true}
+	ticket := operator.Ticket{ID: 1, Key: "hot_key:user:x", Invariant: "hot_key", Entity: "user:x", Status: operator.StatusResolved,
+		Diagnosis: []byte(`{"diagnoser":"rules","summary":"user:x is flooding"}`)}
+	f := func(status string, escalated bool, missed []string, wantRemediated, wantPass bool) {
+		t.Helper()
+		w := &watcher{tickets: map[int64]operator.Ticket{1: ticket}, opened: map[int64]time.Time{1: time.Now()},
+			proposals: map[int64]operator.Proposal{7: {ID: 7, TicketID: 1, Action: "block_key", Status: status}},
+			failed:    map[int64]string{}}
+		if escalated {
+			w.failed[1] = "remediation_failed"
+		}
+		if err := w.remediated(e); (err == nil) != wantRemediated {
+			t.Errorf("remediated() with proposal %s, escalated %v = %v; want remediated %v", status, escalated, err, wantRemediated)
+		}
+		r := Result{Recovered: true, Missed: missed}
+		w.score(&r, e, time.Now().Add(-time.Second))
+		if r.Passed != wantPass {
+			t.Errorf("score() with proposal %s, missed %q: passed %v; want %v (%+v)", status, missed, r.Passed, wantPass, r)
+		}
+		if got := verdict(r); wantPass != (got == "PASS") || (len(missed) > 0 && !strings.Contains(got, missed[0])) {
+			t.Errorf("verdict = %q; want it to name %q", got, missed)
+		}
+	}
+	f(operator.ProposalVerified, false, nil, true, true)
+	// The ticket resolved, but the operator never ran its fix (it waited
+	// for an approval): the fault went away on its own.
+	f(operator.ProposalPending, false, []string{"remediation before the revert (recover_within 1m0s): the operator has not executed block_key"}, false, false)
+	// The fix ran and failed to clear the violation: escalated, even if
+	// the ticket resolved later.
+	f(operator.ProposalVerifyFailed, true, []string{"remediation before the revert (recover_within 1m0s): escalated"}, false, false)
+	// Every column right by the end, but the ticket came after detect_within.
+	f(operator.ProposalVerified, false, []string{"detect_within (5s): no hot_key ticket"}, true, false)
 }

@@ -130,6 +130,11 @@ type Observation struct {
 	ForEach     string `toml:"for_each"`
 	PromQL      string `toml:"promql"`
 	Expr        string `toml:"expr"`
+	// Fields declares the fields of the value (of each element, for a
+	// list), so that `operator check` rejects an expression naming one it
+	// does not have. Without it the names are checked against a live
+	// sample (--subject-url) and at run time.
+	Fields []string `toml:"fields"`
 }
 
 // Lookup is a read made only on demand, with parameters: the LLM
@@ -474,6 +479,9 @@ func (s *Subject) Validate() error {
 				}
 			}
 		}
+	}
+	if err := s.CheckNames(nil); err != nil {
+		p.Merge("", err)
 	}
 	return p.Err()
 }

@@ -421,7 +421,7 @@ func queryAll[T any](ctx context.Context, db *sql.DB, what, q string, args []any
 		return nil, fmt.Errorf("cannot list %s: %w", what, err)
 	}
 	defer rows.Close()
-	var out []T
+	out := []T{} // a --json list prints [] when empty, never null
 	for rows.Next() {
 		v, err := scan(rows)
 		if err != nil {
@@ -762,7 +762,7 @@ func (s *Store) AuditLog(ctx context.Context, ticketID int64, limit int) ([]Audi
 		return nil, fmt.Errorf("cannot read the audit log: %w", err)
 	}
 	defer rows.Close()
-	var out []AuditEntry
+	out := []AuditEntry{}
 	for rows.Next() {
 		var (
 			e                AuditEntry
