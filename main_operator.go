@@ -31,6 +31,22 @@ func lookup(c *cli.Context, name string) (string, bool) {
 	return "", false
 }
 
+func lookupSlice(c *cli.Context, name string) ([]string, bool) {
+	for _, cc := range c.Lineage() {
+		if cc.IsSet(name) {
+			return cc.StringSlice(name), true
+		}
+	}
+	return nil, false
+}
+
+// prefixed puts prefix before the TOML path of every problem in err.
+func prefixed(prefix string, err error) error {
+	var p config.Problems
+	p.Merge(prefix, err)
+	return p.Err()
+}
+
 func operatorFlags() []cli.Flag {
 	return append(logFlags(),
 		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "TOML file (default: the embedded config.toml)"},
@@ -197,8 +213,20 @@ func operatorCommand() *cli.Command {
 				if v, ok := lookup(c, "subject"); ok {
 					name = v
 				}
-				if _, ok := f.Subjects[name]; !ok {
+				subj, ok := f.Subjects[name]
+				if !ok {
 					return fmt.Errorf("no subject %q in the configuration", name)
+				}
+				if urls, ok := lookupSlice(c, "subject-url"); ok {
+					// Check every expression against what the live subject reports.
+					sample, err := operator.Sample(c.Context, subj, urls)
+					if err != nil {
+						return fmt.Errorf("cannot sample the subject at %v: %w", urls, err)
+					}
+					if err := subj.CheckNames(sample); err != nil {
+						return fmt.Errorf("invalid configuration (against the live subject at %v):\n%w", urls, prefixed("subjects."+name, err))
+					}
+					fmt.Fprintf(c.App.Writer, "expressions checked against the live subject at %s\n", strings.Join(urls, ", "))
 				}
 				fmt.Fprintf(c.App.Writer, "configuration valid: subjects %s\n", strings.Join(subjectNames(f), ", "))
 				return nil

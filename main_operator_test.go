@@ -411,3 +411,45 @@ func TestOperatorJSONListsEmpty(t *testing.T) {
 		}
 	}
 }
+
+// TestOperatorCheckNames: `operator check` rejects an expression naming a
+// field its observation does not declare, with the TOML path; with
+// --subject-url it checks one that declares nothing against the live
+// subject.
+func TestOperatorCheckNames(t *testing.T) {
+	queue, err := os.ReadFile("operator/testdata/queue.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(body string) string {
+		p := filepath.Join(t.TempDir(), "q.toml")
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	typo := strings.Replace(string(queue), "expr = 'stuck'", "expr = 'stuk'", 1)
+	declared := strings.Replace(typo, `field = "workers"`, `field = "workers"`+"\nfields = [\"name\", \"stuck\"]", 1)
+	_, _, err = runOperatorCLI(t, "check", "--config", write(declared))
+	if err == nil || !strings.Contains(err.Error(), `subjects.queue.invariants[0].expr: unknown name "stuk"`) {
+		t.Errorf("check of a typo against declared fields = %v; want subjects.queue.invariants[0].expr: unknown name \"stuk\"", err)
+	}
+
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"workers":[{"name":"w1","stuck":false}]}`)
+	}))
+	defer srv.Close()
+	undeclared := write(typo)
+	if _, _, err := runOperatorCLI(t, "check", "--config", undeclared); err != nil {
+		t.Errorf("check without fields or a sample = %v; want it to pass (nothing to check the name against)", err)
+	}
+	_, _, err = runOperatorCLI(t, "check", "--config", undeclared, "--subject-url", srv.URL)
+	if err == nil || !strings.Contains(err.Error(), `subjects.queue.invariants[0].expr: unknown name "stuk"`) {
+		t.Errorf("check --subject-url of a typo = %v; want subjects.queue.invariants[0].expr: unknown name \"stuk\"", err)
+	}
+	out, _, err := runOperatorCLI(t, "check", "--config", "operator/testdata/queue.toml", "--subject-url", srv.URL)
+	if err != nil || !strings.Contains(out, "checked against the live subject") {
+		t.Errorf("check --subject-url of queue.toml = %q, %v; want it to pass against the live subject", out, err)
+	}
+}

@@ -61,6 +61,12 @@ func newRules(subj *Subject) *rules {
 
 func (r *rules) Diagnose(_ context.Context, t Ticket, obs map[string]any) (Diagnosis, error) {
 	pb, ok := r.playbooks[t.Invariant]
+	if !ok && t.Invariant == OperatorConfig {
+		return Diagnosis{Diagnoser: DiagnoserRules, Summary: t.Message, Confidence: 1, CauseInvariant: t.Invariant, CauseEntity: t.Entity,
+			RootCause: "the operator's own configuration, not the subject: an expression names a field the subject does not report " +
+				"(a typo, or a field the subject renamed); fix " + t.Entity + " and check it with `operator check --subject-url URL`",
+			Evidence: []string{t.Message}}, nil
+	}
 	if !ok {
 		return Diagnosis{Diagnoser: DiagnoserRules, Summary: t.Message, RootCause: "no playbook for " + t.Invariant,
 			CauseInvariant: t.Invariant, CauseEntity: t.Entity, Evidence: []string{t.Message}}, nil

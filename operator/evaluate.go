@@ -3,6 +3,7 @@ package operator
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -23,6 +24,8 @@ type evaluator struct {
 type compiledInvariant struct {
 	Invariant
 	prog *vm.Program
+	path string    // its TOML path under the subject, for configuration tickets
+	used usedNames // the names its expression reads
 }
 
 func newEvaluator(subj *Subject, timers map[string]Timer) (*evaluator, error) {
@@ -30,7 +33,7 @@ func newEvaluator(subj *Subject, timers map[string]Timer) (*evaluator, error) {
 	if e.timers == nil {
 		e.timers = map[string]Timer{}
 	}
-	for _, inv := range subj.Invariants {
+	for i, inv := range subj.Invariants {
 		if inv.Name == SubjectUnreachable {
 			continue
 		}
@@ -38,7 +41,12 @@ func newEvaluator(subj *Subject, timers map[string]Timer) (*evaluator, error) {
 		if err != nil {
 			return nil, fmt.Errorf("invariant %s: %w", inv.Name, err)
 		}
-		e.invariants = append(e.invariants, compiledInvariant{Invariant: inv, prog: prog})
+		used, err := exprNames(inv.Expr)
+		if err != nil {
+			return nil, fmt.Errorf("invariant %s: %w", inv.Name, err)
+		}
+		e.invariants = append(e.invariants, compiledInvariant{Invariant: inv, prog: prog, used: used,
+			path: fmt.Sprintf("invariants[%d].expr", i)})
 	}
 	return e, nil
 }
@@ -49,13 +57,55 @@ type evaluation struct {
 	firing  []Violation
 	holding map[string]bool
 	errs    []error
+	// config are violations of the operator's own configuration: an
+	// expression naming a field that no observed entity has, which would
+	// otherwise be false forever.
+	config []Violation
+}
+
+// OperatorConfig is the built-in invariant of the operator's own
+// configuration: its tickets say an invariant cannot work as written.
+const OperatorConfig = "operator_config"
+
+// unknownFields returns the names inv's expression reads that neither an
+// observation, "entity", nor any of its entities has. With no entity there
+// is nothing to judge by.
+func (inv compiledInvariant) unknownFields(obs map[string]any, cs []candidate) []string {
+	if inv.Over == "" || len(cs) == 0 {
+		return nil
+	}
+	var out []string
+	for _, id := range inv.used.idents {
+		if _, ok := obs[id]; ok || id == "entity" {
+			continue
+		}
+		found := false
+		for _, c := range cs {
+			if m, ok := c.element.(map[string]any); ok {
+				if _, ok := m[id]; ok {
+					found = true
+					break
+				}
+			}
+		}
+		if !found && !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 func (e *evaluator) evaluate(obs map[string]any, now time.Time) evaluation {
 	ev := evaluation{holding: map[string]bool{}}
 	seen := map[string]bool{}
 	for _, inv := range e.invariants {
-		for _, c := range candidates(inv, obs) {
+		cs := candidates(inv, obs)
+		if unknown := inv.unknownFields(obs, cs); len(unknown) > 0 {
+			ev.config = append(ev.config, Violation{Invariant: OperatorConfig, Entity: inv.path, Severity: "warning", Since: now,
+				Message: fmt.Sprintf("invariant %s (%s) names %s, which none of the %d entities of %s has: it cannot fire until the configuration is fixed",
+					inv.Name, inv.path, quoteJoin(unknown), len(cs), inv.Over)})
+		}
+		for _, c := range cs {
 			key := inv.Name + ":" + c.entity
 			seen[key] = true
 			out, err := runExpr(inv.prog, c.env)

@@ -1,9 +1,11 @@
 package operator
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/parser"
@@ -277,4 +279,16 @@ func (s *Subject) CheckNames(sample map[string]any) error {
 		p.Add(e.path, "%v", e.scope.explain(unknown))
 	}
 	return p.Err()
+}
+
+// Sample observes the subject once at urls (its base URLs when empty): the
+// live sample `operator check --subject-url` checks expressions against.
+func Sample(ctx context.Context, subj Subject, urls []string) (map[string]any, error) {
+	if len(urls) == 0 {
+		urls = subj.BaseURLs
+	}
+	if subj.Timeout.Duration == 0 {
+		subj.Timeout.Duration = 2 * time.Second
+	}
+	return newObserver(&subj, urls).observe(ctx)
 }

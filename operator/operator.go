@@ -234,6 +234,10 @@ func (o *Operator) Tick(ctx context.Context) error {
 	for k := range ev.holding {
 		active[k] = true
 	}
+	for _, v := range ev.config {
+		o.log.Error("configuration", "invariant", v.Entity, "problem", v.Message)
+		ev.firing = append(ev.firing, v)
+	}
 	for _, v := range ev.firing {
 		active[v.Key()] = true
 		if err := o.record(ctx, v, now, obs); err != nil {
