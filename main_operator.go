@@ -256,7 +256,8 @@ func operatorCommand() *cli.Command {
 					})
 				})},
 			ticketsCommand(), actionsCommand(),
-			{Name: "act", Usage: "run an action now: act NAME key=value…", ArgsUsage: "NAME key=value…", Flags: operatorFlags(),
+			{Name: "act", Usage: "run an action now: act NAME key=value… (refused in observe mode or past the caps unless --force)", ArgsUsage: "NAME key=value…",
+				Flags: append(operatorFlags(), &cli.BoolFlag{Name: "force", Usage: "run it despite the kill switch and the caps (audited as forced)"}),
 				Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
 					if c.NArg() < 1 {
 						return errors.New("usage: operator act NAME key=value…")
@@ -269,7 +270,7 @@ func operatorCommand() *cli.Command {
 						}
 						params[k] = v
 					}
-					p, err := env.op.Act(c.Context, c.Args().First(), params, "cli")
+					p, err := env.op.Act(c.Context, c.Args().First(), params, "cli", c.Bool("force"))
 					if err != nil {
 						return err
 					}

@@ -38,6 +38,9 @@ type Config struct {
 	// Lease: how long a running operator holds the DB before another may
 	// take over; two operators never act on one DB at once.
 	Lease config.Duration `toml:"lease"`
+	// ApprovalTTL: an approval not executed within this expires; a fresh
+	// one is needed, against the state of then.
+	ApprovalTTL config.Duration `toml:"approval_ttl"`
 	// Diagnoser picks who diagnoses a new ticket: DiagnoserRules,
 	// DiagnoserLLM or DiagnoserBoth. The model ones need LLM.
 	Diagnoser string    `toml:"diagnoser"`
@@ -95,6 +98,7 @@ func DefaultConfig() Config {
 	return Config{Subject: "ratelimiter", DB: "operator.db", Interval: config.Duration{Duration: 5 * time.Second},
 		Mode: ModeObserve, MaxActionsPerTicket: 3, MaxActionsPerHour: 20,
 		VerifyWithin: config.Duration{Duration: time.Minute}, Lease: config.Duration{Duration: 30 * time.Second},
+		ApprovalTTL: config.Duration{Duration: time.Hour},
 		Diagnoser: DiagnoserRules, LLM: DefaultLLMConfig()}
 }
 
@@ -171,8 +175,19 @@ type Action struct {
 	Path             string           `toml:"path"`
 	Body             string           `toml:"body"`
 	Params           map[string]Param `toml:"params"`
-	RiskLevel        string           `toml:"risk_level"` // low, medium, high
-	RequiresApproval bool             `toml:"requires_approval"`
+	RiskLevel string `toml:"risk_level"` // low, medium, high
+	// RequiresApproval unset means: a high-risk action waits for approval,
+	// others do not. Running a high-risk action unapproved in auto mode
+	// takes an explicit requires_approval = false.
+	RequiresApproval *bool `toml:"requires_approval"`
+}
+
+// NeedsApproval says whether the action waits for approval in auto mode.
+func (a *Action) NeedsApproval() bool {
+	if a.RequiresApproval != nil {
+		return *a.RequiresApproval
+	}
+	return a.RiskLevel == "high"
 }
 
 // SLO is an objective evaluated and reported every loop: Expr computes the
@@ -256,6 +271,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Lease.Duration <= 0 {
 		p.Add("lease", "must be positive")
+	}
+	if c.ApprovalTTL.Duration < 0 {
+		p.Add("approval_ttl", "must not be negative (0 means 1h)")
 	}
 	switch c.Diagnoser {
 	case DiagnoserRules, "": // "" for a Config built in Go without DefaultConfig

@@ -326,7 +326,7 @@ func (o *Operator) propose(ctx context.Context, t Ticket, rec Recommendation, so
 	if err != nil {
 		p.Status, p.Result = ProposalSkipped, "rejected by validation: "+err.Error()
 	} else {
-		p.Params, p.RiskLevel, p.RequiresApproval = params, a.RiskLevel, a.RequiresApproval
+		p.Params, p.RiskLevel, p.RequiresApproval = params, a.RiskLevel, a.NeedsApproval()
 		key, _ := json.Marshal([]any{a.Name, params})
 		if seen[string(key)] {
 			return
@@ -427,19 +427,57 @@ func (o *Operator) act(ctx context.Context, now time.Time) error {
 				continue
 			}
 		}
-		perTicket, perHour, err := o.store.Executed(ctx, p.TicketID, now.Add(-time.Hour))
-		if err != nil {
-			return err
+		if p.Status == ProposalApproved {
+			// An approval was given for the state of then: it expires, and
+			// the action must still be valid as the subject defines it now.
+			if why := o.stale(p, now); why != "" {
+				_, _ = o.store.Transition(ctx, p.ID, ProposalApproved, ProposalSkipped, "operator", why, now)
+				continue
+			}
 		}
-		if p.TicketID != 0 && perTicket >= o.cfg.MaxActionsPerTicket || perHour >= o.cfg.MaxActionsPerHour {
-			_, _ = o.store.Transition(ctx, p.ID, p.Status, ProposalSkipped, "operator", fmt.Sprintf(
-				"action limit reached: %d executed for this ticket (max %d), %d in the last hour (max %d)",
-				perTicket, o.cfg.MaxActionsPerTicket, perHour, o.cfg.MaxActionsPerHour), now)
+		if why, err := o.capped(ctx, p.TicketID, now); err != nil {
+			return err
+		} else if why != "" {
+			_, _ = o.store.Transition(ctx, p.ID, p.Status, ProposalSkipped, "operator", why, now)
 			continue
 		}
 		o.run(ctx, p, "operator", now)
 	}
 	return nil
+}
+
+// approvalTTL is [operator] approval_ttl, 1 h when unset.
+func (o *Operator) approvalTTL() time.Duration {
+	if d := o.cfg.ApprovalTTL.Duration; d > 0 {
+		return d
+	}
+	return time.Hour
+}
+
+// stale says why an approved proposal may no longer run: its approval
+// expired, or it no longer validates against the action's definition.
+func (o *Operator) stale(p Proposal, now time.Time) string {
+	if age := now.Sub(p.UpdatedAt); age > o.approvalTTL() {
+		return fmt.Sprintf("the approval expired: given %s ago, approval_ttl is %s; approve a new proposal", age.Round(time.Second), o.approvalTTL())
+	}
+	if _, _, err := o.exec.validate(p.Action, p.Params); err != nil {
+		return "no longer valid: " + err.Error()
+	}
+	return ""
+}
+
+// capped says why the caps forbid one more action (for ticket, when not
+// 0) now, or "" when they allow it.
+func (o *Operator) capped(ctx context.Context, ticket int64, now time.Time) (string, error) {
+	perTicket, perHour, err := o.store.Executed(ctx, ticket, now.Add(-time.Hour))
+	if err != nil {
+		return "", err
+	}
+	if ticket != 0 && perTicket >= o.cfg.MaxActionsPerTicket || perHour >= o.cfg.MaxActionsPerHour {
+		return fmt.Sprintf("action limit reached: %d executed for this ticket (max %d), %d in the last hour (max %d)",
+			perTicket, o.cfg.MaxActionsPerTicket, perHour, o.cfg.MaxActionsPerHour), nil
+	}
+	return "", nil
 }
 
 // run executes one proposal: it claims it (so no other operator can), calls
@@ -496,21 +534,56 @@ func (o *Operator) audit(ctx context.Context, ticket, proposal int64, event stri
 	}
 }
 
-// Act runs a manual action now, through the same validation and audit as
-// the loop's (`operator act NAME key=value…`).
-func (o *Operator) Act(ctx context.Context, name string, params map[string]any, actor string) (Proposal, error) {
+// ErrRefused is returned by Act when the kill switch or a cap forbids the
+// action; --force overrides it.
+var ErrRefused = errors.New("refused")
+
+// Act runs a manual action now (`operator act NAME key=value…`), through
+// the same validation, kill switch, caps and audit as the loop's. force
+// overrides the kill switch and the caps, and is audited as such.
+func (o *Operator) Act(ctx context.Context, name string, params map[string]any, actor string, force bool) (Proposal, error) {
 	now := o.now()
 	a, p, err := o.exec.validate(name, params)
 	if err != nil {
 		return Proposal{}, err
 	}
-	prop, err := o.store.AddProposal(ctx, Proposal{Action: name, Params: p, Source: "manual", RiskLevel: a.RiskLevel,
-		RequiresApproval: a.RequiresApproval, Status: ProposalApproved, CreatedAt: now, Reason: "manual action by " + actor})
+	var refusals []string
+	if mode := o.mode(ctx); mode == ModeObserve {
+		refusals = append(refusals, "the operator is in observe mode (the kill switch)")
+	}
+	why, err := o.capped(ctx, 0, now)
 	if err != nil {
 		return Proposal{}, err
 	}
+	if why != "" {
+		refusals = append(refusals, why)
+	}
+	reason := "manual action by " + actor
+	if len(refusals) > 0 {
+		if !force {
+			o.auditAs(ctx, actor, 0, 0, "manual_refused", map[string]any{"action": name, "params": p, "why": refusals})
+			return Proposal{}, fmt.Errorf("%w: %s: %s (--force overrides, and is audited)", ErrRefused, name, strings.Join(refusals, "; "))
+		}
+		reason += ", forced past: " + strings.Join(refusals, "; ")
+	}
+	prop, err := o.store.AddProposal(ctx, Proposal{Action: name, Params: p, Source: "manual", RiskLevel: a.RiskLevel,
+		RequiresApproval: a.NeedsApproval(), Status: ProposalApproved, CreatedAt: now, Reason: reason})
+	if err != nil {
+		return Proposal{}, err
+	}
+	if len(refusals) > 0 {
+		o.log.Warn("manual action forced", "actor", actor, "action", name, "overrode", refusals)
+		o.auditAs(ctx, actor, 0, prop.ID, "forced", map[string]any{"action": name, "overrode": refusals})
+	}
 	o.run(ctx, prop, actor, now)
 	return o.store.Proposal(ctx, prop.ID)
+}
+
+func (o *Operator) auditAs(ctx context.Context, actor string, ticket, proposal int64, event string, detail any) {
+	raw, _ := json.Marshal(detail)
+	if err := o.store.Audit(ctx, AuditEntry{TicketID: ticket, ProposalID: proposal, Actor: actor, Event: event, Detail: raw}); err != nil {
+		o.log.Error("audit", "err", err)
+	}
 }
 
 // holderDead reports whether a lease holder ("host/pid/nonce") is a process

@@ -1,0 +1,124 @@
+package operator
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestHighRiskNeedsApprovalByDefault: a high-risk action waits for approval
+// unless its definition says requires_approval = false; the shipped
+// configuration relaxes block_key only.
+func TestHighRiskNeedsApprovalByDefault(t *testing.T) {
+	no, yes := false, true
+	f := func(risk string, explicit *bool, want bool) {
+		t.Helper()
+		a := Action{Name: "a", RiskLevel: risk, RequiresApproval: explicit}
+		if got := a.NeedsApproval(); got != want {
+			t.Errorf("risk %s, requires_approval %v: NeedsApproval() = %v; want %v", risk, explicit, got, want)
+		}
+	}
+	f("high", nil, true)
+	f("high", &no, false)
+	f("medium", nil, false)
+	f("low", &yes, true)
+	_, subj := shipped(t)
+	for _, a := range subj.Actions {
+		if a.RiskLevel == "high" && !a.NeedsApproval() && a.Name != "block_key" {
+			t.Errorf("shipped %s is high risk and runs without approval", a.Name)
+		}
+	}
+	for _, name := range []string{"update_limit", "drain_node"} {
+		for _, a := range subj.Actions {
+			if a.Name == name && !a.NeedsApproval() {
+				t.Errorf("shipped %s needs no approval; want it to", name)
+			}
+		}
+	}
+}
+
+// TestActGoesThroughKillSwitchAndCaps: `operator act` is refused in observe
+// mode and past the hourly cap, and audited; --force runs it anyway and is
+// audited as forced.
+func TestActGoesThroughKillSwitchAndCaps(t *testing.T) {
+	t.Parallel()
+	q := startQueue(t, map[string]bool{"w1": false})
+	cfg, subj := queueSubject(t)
+	cfg.Mode = ModeObserve
+	cfg.MaxActionsPerHour = 1
+	e := newOp(t, cfg, subj, []string{q.URL}, time.Now)
+	ctx := context.Background()
+	params := map[string]any{"name": "w1", "attempt": "1"}
+	if _, err := e.op.Act(ctx, "restart_worker", params, "carol", false); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "observe mode") {
+		t.Fatalf("Act in observe mode = %v; want refused by the kill switch", err)
+	}
+	if n := len(q.calls()); n != 0 {
+		t.Fatalf("%d calls after a refused act; want 0", n)
+	}
+	p, err := e.op.Act(ctx, "restart_worker", params, "carol", true)
+	if err != nil || p.Status != ProposalSucceeded {
+		t.Fatalf("Act --force = %+v, %v; want succeeded", p, err)
+	}
+	if !strings.Contains(p.Reason, "forced past: the operator is in observe mode") {
+		t.Errorf("forced proposal's reason %q does not say what it overrode", p.Reason)
+	}
+	// The cap: one action an hour, and the forced one counts.
+	if err := e.store.SetMode(ctx, ModeAuto, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.op.Act(ctx, "restart_worker", params, "carol", false); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "action limit reached") {
+		t.Fatalf("Act past max_actions_per_hour = %v; want refused by the cap", err)
+	}
+	if n := len(q.calls()); n != 1 {
+		t.Errorf("%d calls; want only the forced one", n)
+	}
+	events := map[string]int{}
+	for _, a := range e.audit(t, 0) {
+		events[a.Actor+" "+a.Event]++
+	}
+	if events["carol manual_refused"] != 2 || events["carol forced"] != 1 {
+		t.Errorf("audit events %v; want 2 carol manual_refused and 1 carol forced", events)
+	}
+}
+
+// TestApprovalExpires: an approval not executed within approval_ttl is
+// skipped, never run; a fresh one runs.
+func TestApprovalExpires(t *testing.T) {
+	t.Parallel()
+	q := startQueue(t, map[string]bool{"w1": true})
+	cfg, subj := queueSubject(t)
+	cfg.Mode = ModeApprove
+	cfg.ApprovalTTL.Duration = time.Hour
+	var mu sync.Mutex
+	clock := time.Now()
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	e := newOp(t, cfg, subj, []string{q.URL}, now)
+	ctx := context.Background()
+	e.tick(t)
+	ts := e.tickets(t)
+	if len(ts) != 1 {
+		t.Fatalf("tickets %v; want worker_stuck:w1", keys(ts))
+	}
+	ps := e.proposals(t, ts[0].ID)
+	if len(ps) != 1 || ps[0].Status != ProposalPending {
+		t.Fatalf("proposals %+v; want one pending", ps)
+	}
+	if ok, err := e.store.Transition(ctx, ps[0].ID, ProposalPending, ProposalApproved, "cli", "", now()); !ok || err != nil {
+		t.Fatalf("approve: %v %v", ok, err)
+	}
+	// Nobody switched to auto or ticked for an hour and a minute: the
+	// operator was down, say. The approval is stale.
+	advance(61 * time.Minute)
+	e.tick(t)
+	p, _ := e.store.Proposal(ctx, ps[0].ID)
+	if p.Status != ProposalSkipped || !strings.Contains(p.Result, "approval expired") {
+		t.Fatalf("proposal approved 61 min ago is %s (%s); want skipped: approval expired", p.Status, p.Result)
+	}
+	if n := len(q.calls()); n != 0 {
+		t.Fatalf("%d calls for an expired approval; want 0", n)
+	}
+}
