@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 )
 
 // TestHighRiskNeedsApprovalByDefault: a high-risk action waits for approval
@@ -120,5 +122,52 @@ func TestApprovalExpires(t *testing.T) {
 	}
 	if n := len(q.calls()); n != 0 {
 		t.Fatalf("%d calls for an expired approval; want 0", n)
+	}
+}
+
+// TestDrainStuckHonoursUntil: drain_stuck leaves a drain with an until
+// alone however old it is, and flags one with no until past its grace.
+func TestDrainStuckHonoursUntil(t *testing.T) {
+	t.Parallel()
+	_, nodes := startCluster(t, 2)
+	a := nodes[0]
+	cfg, subj := shipped(t)
+	cfg.Mode = ModeObserve
+	var mu sync.Mutex
+	clock := time.Now()
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	e := newOp(t, cfg, subj, []string{a.URL}, now)
+	waitSeen(t, e, 2)
+	auth := []string{"Authorization", "Bearer " + adminToken}
+	until := time.Now().Add(4 * time.Hour).UTC().Format(time.RFC3339)
+	if st, body := httpDo(t, "POST", a.URL+"/api/v1/nodes/n1/drain", `{"by":"alice","reason":"maintenance","until":"`+until+`"}`, auth...); st != 200 {
+		t.Fatalf("drain n1: %d %s", st, body)
+	}
+	if st, body := httpDo(t, "POST", a.URL+"/api/v1/nodes/n2/drain", `{"by":"deploy-bot","reason":"deploy 42"}`, auth...); st != 200 {
+		t.Fatalf("drain n2: %d %s", st, body)
+	}
+	nodetest.WaitFor(t, 5*time.Second, "both drains seen", func() bool {
+		obs, err := e.op.Observe(context.Background())
+		if err != nil {
+			return false
+		}
+		draining := 0
+		for _, el := range obs["nodes"].([]any) {
+			if el.(map[string]any)["state"] == "draining" {
+				draining++
+			}
+		}
+		return draining == 2
+	})
+	e.tick(t)
+	advance(time.Hour) // far past the 30 s grace, within alice's until
+	e.tick(t)
+	ts := e.tickets(t)
+	if len(ts) != 1 || ts[0].Key != "drain_stuck:n2" {
+		t.Fatalf("tickets %v; want drain_stuck:n2 only (n1's drain has an until 4 h away)", keys(ts))
+	}
+	if msg := e.tickets(t)[0].Message; !strings.Contains(msg, "by deploy-bot: deploy 42") {
+		t.Errorf("ticket message %q does not say who drained and why", msg)
 	}
 }
