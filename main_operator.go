@@ -329,7 +329,7 @@ func ticketsCommand() *cli.Command {
 			return err
 		})
 	}
-	active := []string{operator.StatusOpen, operator.StatusDiagnosed, operator.StatusRemediating, operator.StatusRemediationFailed}
+	active := []string{operator.StatusOpen, operator.StatusDiagnosing, operator.StatusDiagnosed, operator.StatusRemediating, operator.StatusRemediationFailed}
 	return &cli.Command{Name: "tickets", Usage: "list|show|resolve|hold|unhold", Subcommands: []*cli.Command{
 		{Name: "list", Flags: append(operatorFlags(), &cli.BoolFlag{Name: "all", Usage: "include resolved tickets"}),
 			Action: withOperator(func(c *cli.Context, env *operatorEnv) error {

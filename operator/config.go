@@ -223,7 +223,11 @@ type Invariant struct {
 // Playbook is the rule-based diagnosis of one invariant: its texts are Go
 // templates over the violation; its actions' parameters too.
 type Playbook struct {
-	Invariant    string           `toml:"invariant"`
+	Invariant string `toml:"invariant"`
+	// When, an expression, picks among several playbooks of one invariant:
+	// the first whose when holds (or has none) diagnoses. It sees what the
+	// invariant's expression sees, plus began, when the violation began.
+	When         string           `toml:"when"`
 	Summary      string           `toml:"summary"`
 	RootCause    string           `toml:"root_cause"`
 	Confidence   float64          `toml:"confidence"`
@@ -472,6 +476,11 @@ func (s *Subject) Validate() error {
 		at := p.Under(fmt.Sprintf("playbooks[%d]", i))
 		if !invs[pb.Invariant] && pb.Invariant != SubjectUnreachable {
 			at.Add("invariant", "%q is not an invariant of this subject", pb.Invariant)
+		}
+		if pb.When != "" {
+			if err := checkExpr(pb.When); err != nil {
+				at.Add("when", "%v", err)
+			}
 		}
 		if pb.Confidence < 0 || pb.Confidence > 1 {
 			at.Add("confidence", "must be between 0 and 1")

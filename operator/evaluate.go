@@ -19,6 +19,7 @@ import (
 type evaluator struct {
 	invariants []compiledInvariant
 	timers     map[string]Timer
+	hist       *history // recent observations, for at/ago/age
 }
 
 type compiledInvariant struct {
@@ -28,8 +29,8 @@ type compiledInvariant struct {
 	used usedNames // the names its expression reads
 }
 
-func newEvaluator(subj *Subject, timers map[string]Timer) (*evaluator, error) {
-	e := &evaluator{timers: timers}
+func newEvaluator(subj *Subject, timers map[string]Timer, interval time.Duration) (*evaluator, error) {
+	e := &evaluator{timers: timers, hist: newHistory(interval)}
 	if e.timers == nil {
 		e.timers = map[string]Timer{}
 	}
@@ -76,7 +77,7 @@ func (inv compiledInvariant) unknownFields(obs map[string]any, cs []candidate) [
 	}
 	var out []string
 	for _, id := range inv.used.idents {
-		if _, ok := obs[id]; ok || id == "entity" {
+		if _, ok := obs[id]; ok || id == "entity" || slices.Contains(historyNames, id) {
 			continue
 		}
 		found := false
@@ -99,7 +100,7 @@ func (e *evaluator) evaluate(obs map[string]any, now time.Time) evaluation {
 	ev := evaluation{holding: map[string]bool{}}
 	seen := map[string]bool{}
 	for _, inv := range e.invariants {
-		cs := candidates(inv, obs)
+		cs := candidates(inv, obs, e.hist, now)
 		if unknown := inv.unknownFields(obs, cs); len(unknown) > 0 {
 			ev.config = append(ev.config, Violation{Invariant: OperatorConfig, Entity: inv.path, Severity: "warning", Since: now,
 				Message: fmt.Sprintf("invariant %s (%s) names %s, which none of the %d entities of %s has: it cannot fire until the configuration is fixed",
@@ -195,26 +196,26 @@ type candidate struct {
 
 // candidates lists the entities of inv: the elements of its observation,
 // each seen with its own fields on top of the observations by name.
-func candidates(inv compiledInvariant, obs map[string]any) []candidate {
-	base := func() map[string]any {
-		env := make(map[string]any, len(obs)+8)
+func candidates(inv compiledInvariant, obs map[string]any, hist *history, now time.Time) []candidate {
+	base := func(entity string) map[string]any {
+		env := hist.funcs(inv.Over, inv.Entity, entity, now)
 		for k, v := range obs {
 			env[k] = v
 		}
 		return env
 	}
 	if inv.Over == "" {
-		return []candidate{{entity: "", element: obs, env: base()}}
+		return []candidate{{entity: "", element: obs, env: base("")}}
 	}
 	list, _ := obs[inv.Over].([]any)
 	out := make([]candidate, 0, len(list))
 	for _, el := range list {
-		env := base()
 		m, _ := el.(map[string]any)
+		entity := fmt.Sprint(m[inv.Entity])
+		env := base(entity)
 		for k, v := range m {
 			env[k] = v
 		}
-		entity := fmt.Sprint(m[inv.Entity])
 		env["entity"] = entity
 		out = append(out, candidate{entity: entity, element: el, env: env})
 	}

@@ -219,6 +219,18 @@ func (s *Subject) scopes(fields fieldSource) []scopedExpr {
 		}
 		out = append(out, scopedExpr{fmt.Sprintf("invariants[%d].expr", i), inv.Expr, s.invariantScope(inv, fields, withNames(), objFields)})
 	}
+	for i, pb := range s.Playbooks {
+		if pb.When == "" {
+			continue
+		}
+		for _, inv := range s.Invariants {
+			if inv.Name == pb.Invariant {
+				sc := s.invariantScope(inv, fields, withNames(), objFields)
+				sc.names["began"] = true
+				out = append(out, scopedExpr{fmt.Sprintf("playbooks[%d].when", i), pb.When, sc})
+			}
+		}
+	}
 	return out
 }
 
@@ -226,6 +238,9 @@ func (s *Subject) scopes(fields fieldSource) []scopedExpr {
 // the fields of the observation's elements.
 func (s *Subject) invariantScope(inv Invariant, fields fieldSource, names map[string]bool, objFields map[string]map[string]bool) nameScope {
 	sc := nameScope{names: names, fields: objFields}
+	for _, n := range historyNames {
+		sc.names[n] = true
+	}
 	if inv.Over != "" {
 		sc.names["entity"] = true
 		f, ok := fields(inv.Over)

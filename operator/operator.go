@@ -43,6 +43,36 @@ type Operator struct {
 	lastAt  time.Time
 	lastErr error
 	metrics *opMetrics
+	// bg, set by Run, runs model diagnoses beside the loop, which keeps
+	// observing, evaluating and renewing its lease meanwhile.
+	bg *background
+}
+
+// background tracks the diagnoses in flight, one per ticket.
+type background struct {
+	ctx      context.Context
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	inflight map[int64]bool
+}
+
+// start claims ticket for a diagnosis; false when one is under way.
+func (b *background) start(ticket int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.inflight[ticket] {
+		return false
+	}
+	b.inflight[ticket] = true
+	b.wg.Add(1)
+	return true
+}
+
+func (b *background) done(ticket int64) {
+	b.mu.Lock()
+	delete(b.inflight, ticket)
+	b.mu.Unlock()
+	b.wg.Done()
 }
 
 // New prepares an operator. urls, when not empty, replace the subject's
@@ -65,13 +95,13 @@ func New(cfg Config, subj Subject, urls []string, store *Store, log *slog.Logger
 	if err != nil {
 		return nil, fmt.Errorf("cannot read grace timers: %w", err)
 	}
-	eval, err := newEvaluator(&subj, timers)
+	eval, err := newEvaluator(&subj, timers, cfg.Interval.Duration)
 	if err != nil {
 		return nil, err
 	}
 	host, _ := os.Hostname()
 	o := &Operator{cfg: cfg, subj: &subj, store: store, log: log.With("role", "operator", "subject", cfg.Subject),
-		now: now, owner: fmt.Sprintf("%s/%d/%08x", host, os.Getpid(), rand.Uint32()), eval: eval, diag: newRules(&subj), metrics: newOpMetrics(),
+		now: now, owner: fmt.Sprintf("%s/%d/%08x", host, os.Getpid(), rand.Uint32()), eval: eval, metrics: newOpMetrics(),
 		unreachable: Invariant{Name: SubjectUnreachable, Severity: "critical", Message: "the subject did not answer its observations"}}
 	for _, inv := range subj.Invariants {
 		if inv.Name == SubjectUnreachable {
@@ -94,7 +124,7 @@ func New(cfg Config, subj Subject, urls []string, store *Store, log *slog.Logger
 // in the environment is replaced by the playbooks, with a note that Run
 // logs: a missing key must not stop the operator watching.
 func (o *Operator) chooseDiagnoser() error {
-	rules := newRules(o.subj)
+	rules := newRules(o.subj, o.eval.hist, o.now)
 	o.diag, o.diagName = rules, DiagnoserRules
 	if o.cfg.Diagnoser != DiagnoserLLM && o.cfg.Diagnoser != DiagnoserBoth {
 		return nil
@@ -159,6 +189,10 @@ func (o *Operator) Run(ctx context.Context) error {
 		return fmt.Errorf("%w (%s holds its lease)", ErrLeaseHeld, holder)
 	}
 	defer func() { _ = o.store.ReleaseLease(context.Background(), o.owner) }()
+	// Diagnoses in flight end with ctx; the lease is released only after
+	// them, so no write of this operator follows another's taking over.
+	o.bg = &background{ctx: ctx, inflight: map[int64]bool{}}
+	defer o.bg.wg.Wait()
 	if o.subj.CredentialsEnv != "" && o.exec.token == "" {
 		o.log.Warn("the subject's credentials variable is empty; actions go without a token", "env", o.subj.CredentialsEnv)
 	}
@@ -228,6 +262,7 @@ func (o *Operator) Tick(ctx context.Context) error {
 		active[SubjectUnreachable+":"] = true
 	}
 	ev := o.eval.evaluate(obs, now)
+	o.eval.hist.add(obs, now)
 	for _, err := range ev.errs {
 		o.log.Warn("invariant", "err", err)
 	}
@@ -272,15 +307,42 @@ func (o *Operator) record(ctx context.Context, v Violation, now time.Time, obs m
 	if err != nil {
 		return err
 	}
-	// A ticket still open without a diagnosis is one an earlier operator
-	// opened and then died before diagnosing: finish its work.
-	if !opened && !(t.Status == StatusOpen && len(t.Diagnosis) == 0) {
+	// A ticket still open (or diagnosing) without a diagnosis is one an
+	// earlier operator opened and then died before diagnosing: finish its
+	// work.
+	if !opened && !((t.Status == StatusOpen || t.Status == StatusDiagnosing) && len(t.Diagnosis) == 0) {
 		return nil
 	}
 	if opened {
 		o.log.Warn("ticket opened", "ticket", t.ID, "key", t.Key, "severity", t.Severity, "message", t.Message)
 	}
+	if o.bg != nil && o.diagName != DiagnoserRules {
+		// A model may take a minute, longer than the lease: it answers
+		// beside the loop, and the ticket says diagnosing meanwhile.
+		if !o.bg.start(t.ID) {
+			return nil
+		}
+		if _, err := o.store.SetStatus(ctx, t.ID, []string{StatusOpen}, StatusDiagnosing, "operator", "asking the "+o.diagName+" diagnoser"); err != nil {
+			o.bg.done(t.ID)
+			return err
+		}
+		go func() {
+			defer o.bg.done(t.ID)
+			d, err := o.diag.Diagnose(o.bg.ctx, t, obs)
+			if err := o.conclude(o.bg.ctx, t, d, err, o.now()); err != nil && o.bg.ctx.Err() == nil {
+				o.log.Error("cannot store the diagnosis", "ticket", t.ID, "err", err)
+			}
+		}()
+		return nil
+	}
 	d, err := o.diag.Diagnose(ctx, t, obs)
+	return o.conclude(ctx, t, d, err, now)
+}
+
+// conclude stores a diagnosis and its proposals. A ticket that resolved
+// while its diagnosis was under way gets the diagnosis, for the record,
+// and no proposals.
+func (o *Operator) conclude(ctx context.Context, t Ticket, d Diagnosis, err error, now time.Time) error {
 	if err != nil {
 		o.audit(ctx, t.ID, 0, "diagnosis_failed", map[string]any{"error": err.Error()})
 	}
@@ -299,8 +361,15 @@ func (o *Operator) record(ctx context.Context, v Violation, now time.Time, obs m
 	if err := o.store.SetDiagnosis(ctx, t.ID, raw, d.Diagnoser); err != nil {
 		return err
 	}
-	if _, err := o.store.SetStatus(ctx, t.ID, []string{StatusOpen}, StatusDiagnosed, "operator", d.Summary); err != nil {
+	moved, err := o.store.SetStatus(ctx, t.ID, []string{StatusOpen, StatusDiagnosing}, StatusDiagnosed, "operator", d.Summary)
+	if err != nil {
 		return err
+	}
+	if !moved {
+		if cur, err := o.store.Ticket(ctx, t.ID); err == nil && cur.Status == StatusResolved {
+			o.audit(ctx, t.ID, 0, "diagnosis_late", map[string]any{"note": "the ticket resolved before its diagnosis arrived: nothing proposed"})
+			return nil
+		}
 	}
 	seen := map[string]bool{}
 	for _, part := range parts {
@@ -435,6 +504,12 @@ func (o *Operator) act(ctx context.Context, now time.Time) error {
 				continue
 			}
 		}
+		if why, err := o.ranAlready(ctx, p, now); err != nil {
+			return err
+		} else if why != "" {
+			_, _ = o.store.Transition(ctx, p.ID, p.Status, ProposalSkipped, "operator", why, now)
+			continue
+		}
 		if why, err := o.capped(ctx, p.TicketID, now); err != nil {
 			return err
 		} else if why != "" {
@@ -444,6 +519,27 @@ func (o *Operator) act(ctx context.Context, now time.Time) error {
 		o.run(ctx, p, "operator", now)
 	}
 	return nil
+}
+
+// ranAlready says which proposal already executed the same action with
+// the same parameters within verify_within: two tickets of one cause (a
+// bad limit seen by two invariants, or on three nodes) get one execution,
+// not a second that fails and escalates.
+func (o *Operator) ranAlready(ctx context.Context, p Proposal, now time.Time) (string, error) {
+	done, err := o.store.Proposals(ctx, ProposalFilter{Status: []string{ProposalExecuting, ProposalSucceeded, ProposalVerified}, Limit: 100})
+	if err != nil {
+		return "", err
+	}
+	want, _ := json.Marshal(p.Params)
+	for _, q := range done {
+		if q.ID == p.ID || q.Action != p.Action || q.ExecutedAt == nil || now.Sub(*q.ExecutedAt) > o.cfg.VerifyWithin.Duration {
+			continue
+		}
+		if got, _ := json.Marshal(q.Params); string(got) == string(want) {
+			return fmt.Sprintf("the same action already ran as proposal #%d (ticket #%d)", q.ID, q.TicketID), nil
+		}
+	}
+	return "", nil
 }
 
 // approvalTTL is [operator] approval_ttl, 1 h when unset.
@@ -488,7 +584,7 @@ func (o *Operator) run(ctx context.Context, p Proposal, actor string, now time.T
 		return
 	}
 	if p.TicketID != 0 {
-		_, _ = o.store.SetStatus(ctx, p.TicketID, []string{StatusOpen, StatusDiagnosed, StatusRemediating}, StatusRemediating, actor, "executing "+p.Action)
+		_, _ = o.store.SetStatus(ctx, p.TicketID, []string{StatusOpen, StatusDiagnosing, StatusDiagnosed, StatusRemediating}, StatusRemediating, actor, "executing "+p.Action)
 	}
 	result, err := o.exec.execute(ctx, p.Action, p.Params)
 	to := ProposalSucceeded

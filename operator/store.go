@@ -27,6 +27,7 @@ var ErrNotFound = errors.New("not found")
 // Ticket statuses.
 const (
 	StatusOpen              = "open"
+	StatusDiagnosing        = "diagnosing" // a model is on it, beside the loop
 	StatusDiagnosed         = "diagnosed"
 	StatusRemediating       = "remediating"
 	StatusResolved          = "resolved"
@@ -34,7 +35,7 @@ const (
 	StatusRemediationFailed = "remediation_failed"
 )
 
-var ticketStatuses = []string{StatusOpen, StatusDiagnosed, StatusRemediating, StatusResolved, StatusHeld, StatusRemediationFailed}
+var ticketStatuses = []string{StatusOpen, StatusDiagnosing, StatusDiagnosed, StatusRemediating, StatusResolved, StatusHeld, StatusRemediationFailed}
 
 // Proposal statuses.
 const (
