@@ -279,8 +279,11 @@ func (c *Cluster) steady(ctx context.Context) error {
 			if err := c.getJSON(ctx, n.URL()+"/api/v1/nodes/"+n.ID+"/metrics", &m); err != nil {
 				return err
 			}
-			if m.RequestsPerSecond <= 0 {
-				return fmt.Errorf("%s serves no load yet", n.ID)
+			// Half the node's share of the load: its rolling window has
+			// filled, so the operator has seen the steady state a fault is
+			// judged against (limit_denies_traffic compares with it).
+			if want := c.cfg.Load / float64(len(c.Nodes)) / 2; m.RequestsPerSecond < want {
+				return fmt.Errorf("%s serves %.1f checks/s; want at least %.1f", n.ID, m.RequestsPerSecond, want)
 			}
 		}
 	}

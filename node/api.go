@@ -64,6 +64,10 @@ func (n *Node) handle(ctx *fasthttp.RequestCtx) {
 			detail: "this call changes the cluster: send Authorization: Bearer <admin token>"})
 		return
 	}
+	if mutating { // idempotency.go: an Idempotency-Key applies it once across the cluster
+		n.idempotent(ctx, func() { n.route(ctx, method, seg) })
+		return
+	}
 	n.route(ctx, method, seg)
 }
 

@@ -586,7 +586,7 @@ func (o *Operator) run(ctx context.Context, p Proposal, actor string, now time.T
 	if p.TicketID != 0 {
 		_, _ = o.store.SetStatus(ctx, p.TicketID, []string{StatusOpen, StatusDiagnosing, StatusDiagnosed, StatusRemediating}, StatusRemediating, actor, "executing "+p.Action)
 	}
-	result, err := o.exec.execute(ctx, p.Action, p.Params)
+	result, err := o.exec.execute(ctx, p.Action, p.Params, idempotencyKey(p))
 	to := ProposalSucceeded
 	if err != nil {
 		to, result = ProposalFailed, err.Error()
@@ -599,6 +599,12 @@ func (o *Operator) run(ctx context.Context, p Proposal, actor string, now time.T
 	if err != nil && p.TicketID != 0 {
 		_, _ = o.store.SetStatus(ctx, p.TicketID, nil, StatusRemediationFailed, actor, "action "+p.Action+" failed: "+result)
 	}
+}
+
+// idempotencyKey is the Idempotency-Key of a proposal's execution: its id,
+// and its creation time so two operator databases never share one.
+func idempotencyKey(p Proposal) string {
+	return fmt.Sprintf("ratelimiter-operator-proposal-%d-%d", p.ID, p.CreatedAt.UnixMicro())
 }
 
 // verify fails executed actions whose violation did not clear in time:
