@@ -200,7 +200,11 @@ type SLO struct {
 	Target      float64         `toml:"target"`
 	Unit        string          `toml:"unit"`
 	Objective   string          `toml:"objective"`
-	GracePeriod config.Duration `toml:"grace_period"`
+	GracePeriod config.Duration `toml:"grace_period"` // out of target this long before it counts
+	// Goal is the share of Window (percent) the SLO must be met; the rest
+	// is its error budget. Defaults: 99.9 over 30 days.
+	Goal   float64         `toml:"goal"`
+	Window config.Duration `toml:"window"`
 }
 
 // Invariant is a condition that must not hold for long. Over names an
@@ -436,6 +440,15 @@ func (s *Subject) Validate() error {
 		checkName(at, o.Name, map[string]bool{})
 		if err := checkExpr(o.Expr); err != nil {
 			at.Add("expr", "%v", err)
+		}
+		if o.Goal < 0 || o.Goal >= 100 {
+			at.Add("goal", "must be a percentage below 100 (0 means 99.9), got %g", o.Goal)
+		}
+		if o.Window.Duration < 0 || (o.Window.Duration > 0 && o.Window.Duration < 6*time.Hour) {
+			at.Add("window", "must be at least 6h, the longest burn-rate window (0 means 30 days)")
+		}
+		if o.GracePeriod.Duration < 0 {
+			at.Add("grace_period", "must not be negative")
 		}
 		if o.Objective != "max" && o.Objective != "min" {
 			at.Add("objective", "must be max (value <= target) or min (value >= target), got %q", o.Objective)

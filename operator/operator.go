@@ -43,6 +43,7 @@ type Operator struct {
 	lastAt  time.Time
 	lastErr error
 	metrics *opMetrics
+	slo sloTracker
 	// bg, set by Run, runs model diagnoses beside the loop, which keeps
 	// observing, evaluating and renewing its lease meanwhile.
 	bg *background
@@ -269,8 +270,15 @@ func (o *Operator) Tick(ctx context.Context) error {
 	for k := range ev.holding {
 		active[k] = true
 	}
+	burns, err := o.trackSLOs(ctx, obs, now)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	ev.config = append(ev.config, burns...)
 	for _, v := range ev.config {
-		o.log.Error("configuration", "invariant", v.Entity, "problem", v.Message)
+		if v.Invariant == OperatorConfig {
+			o.log.Error("configuration", "invariant", v.Entity, "problem", v.Message)
+		}
 		ev.firing = append(ev.firing, v)
 	}
 	for _, v := range ev.firing {

@@ -53,6 +53,7 @@ func (o *Operator) Status(ctx context.Context) (Status, error) {
 	}
 	if obs != nil {
 		st.SLOs = o.SLOs(obs)
+		o.addBudgets(ctx, st.SLOs)
 		st.Tables = tables(obs)
 	}
 	var err error
@@ -265,6 +266,7 @@ func (o *Operator) writeMetrics(ctx context.Context, w io.Writer) {
 	for _, st := range ticketStatuses {
 		fmt.Fprintf(w, "ratelimiter_operator_tickets{state=%q} %d\n", st, counts[st])
 	}
+	o.writeSLOMetrics(ctx, w)
 	mode := o.mode(ctx)
 	fmt.Fprintln(w, "# TYPE ratelimiter_operator_mode gauge")
 	for _, m := range []string{ModeObserve, ModeApprove, ModeAuto} {

@@ -220,6 +220,14 @@ CREATE TABLE lease (
 `,
 	// The LLM diagnoser's hourly budget sums its audited answers.
 	`CREATE INDEX audit_event_at ON audit(event, at);`,
+	// SLO error budgets: seconds in and out of target per SLO and minute.
+	`CREATE TABLE slo_minutes (
+	slo    TEXT    NOT NULL,
+	minute INTEGER NOT NULL,
+	good   REAL    NOT NULL,
+	bad    REAL    NOT NULL,
+	PRIMARY KEY (slo, minute)
+);`,
 }
 
 // OpenStore opens (creating if needed) the SQLite file at path and brings
