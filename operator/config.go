@@ -45,6 +45,8 @@ type Config struct {
 	// DiagnoserLLM or DiagnoserBoth. The model ones need LLM.
 	Diagnoser string    `toml:"diagnoser"`
 	LLM       LLMConfig `toml:"llm"`
+	// Webhook gets opened, escalated and resolved tickets (notify.go).
+	Webhook WebhookConfig `toml:"webhook"`
 }
 
 // Diagnosers.
@@ -99,7 +101,7 @@ func DefaultConfig() Config {
 		Mode: ModeObserve, MaxActionsPerTicket: 3, MaxActionsPerHour: 20,
 		VerifyWithin: config.Duration{Duration: time.Minute}, Lease: config.Duration{Duration: 30 * time.Second},
 		ApprovalTTL: config.Duration{Duration: time.Hour},
-		Diagnoser: DiagnoserRules, LLM: DefaultLLMConfig()}
+		Diagnoser: DiagnoserRules, LLM: DefaultLLMConfig(), Webhook: DefaultWebhookConfig()}
 }
 
 // Subject is everything the operator knows about one system.
@@ -280,6 +282,7 @@ func (c *Config) Validate() error {
 	if c.Lease.Duration <= 0 {
 		p.Add("lease", "must be positive")
 	}
+	c.Webhook.validate(p.Under("webhook"))
 	if c.ApprovalTTL.Duration < 0 {
 		p.Add("approval_ttl", "must not be negative (0 means 1h)")
 	}

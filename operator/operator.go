@@ -43,7 +43,8 @@ type Operator struct {
 	lastAt  time.Time
 	lastErr error
 	metrics *opMetrics
-	slo sloTracker
+	slo    sloTracker
+	notify *notifier // nil without [operator.webhook] url
 	// bg, set by Run, runs model diagnoses beside the loop, which keeps
 	// observing, evaluating and renewing its lease meanwhile.
 	bg *background
@@ -109,6 +110,7 @@ func New(cfg Config, subj Subject, urls []string, store *Store, log *slog.Logger
 			o.unreachable = inv
 		}
 	}
+	o.notify = newNotifier(cfg.Webhook, cfg.Subject, o.metrics.set, o.log)
 	o.obs = newObserver(o.subj, subj.BaseURLs)
 	token := ""
 	if subj.CredentialsEnv != "" {
@@ -190,6 +192,12 @@ func (o *Operator) Run(ctx context.Context) error {
 		return fmt.Errorf("%w (%s holds its lease)", ErrLeaseHeld, holder)
 	}
 	defer func() { _ = o.store.ReleaseLease(context.Background(), o.owner) }()
+	// Notifications go out beside the loop; the last ones (those of the
+	// diagnoses below included) get a moment after it stops.
+	nctx, stopNotify := context.WithCancel(context.WithoutCancel(ctx))
+	notified := make(chan struct{})
+	go func() { defer close(notified); o.notify.run(nctx) }()
+	defer func() { stopNotify(); <-notified }()
 	// Diagnoses in flight end with ctx; the lease is released only after
 	// them, so no write of this operator follows another's taking over.
 	o.bg = &background{ctx: ctx, inflight: map[int64]bool{}}
@@ -334,23 +342,26 @@ func (o *Operator) record(ctx context.Context, v Violation, now time.Time, obs m
 			o.bg.done(t.ID)
 			return err
 		}
+		if opened {
+			o.notify.notify(EventOpened, t, "diagnosing with the "+o.diagName+" diagnoser", now)
+		}
 		go func() {
 			defer o.bg.done(t.ID)
 			d, err := o.diag.Diagnose(o.bg.ctx, t, obs)
-			if err := o.conclude(o.bg.ctx, t, d, err, o.now()); err != nil && o.bg.ctx.Err() == nil {
+			if err := o.conclude(o.bg.ctx, t, d, err, o.now(), false); err != nil && o.bg.ctx.Err() == nil {
 				o.log.Error("cannot store the diagnosis", "ticket", t.ID, "err", err)
 			}
 		}()
 		return nil
 	}
 	d, err := o.diag.Diagnose(ctx, t, obs)
-	return o.conclude(ctx, t, d, err, now)
+	return o.conclude(ctx, t, d, err, now, opened)
 }
 
 // conclude stores a diagnosis and its proposals. A ticket that resolved
 // while its diagnosis was under way gets the diagnosis, for the record,
 // and no proposals.
-func (o *Operator) conclude(ctx context.Context, t Ticket, d Diagnosis, err error, now time.Time) error {
+func (o *Operator) conclude(ctx context.Context, t Ticket, d Diagnosis, err error, now time.Time, notifyOpened bool) error {
 	if err != nil {
 		o.audit(ctx, t.ID, 0, "diagnosis_failed", map[string]any{"error": err.Error()})
 	}
@@ -378,6 +389,10 @@ func (o *Operator) conclude(ctx context.Context, t Ticket, d Diagnosis, err erro
 			o.audit(ctx, t.ID, 0, "diagnosis_late", map[string]any{"note": "the ticket resolved before its diagnosis arrived: nothing proposed"})
 			return nil
 		}
+	}
+	if notifyOpened {
+		t.Diagnosis = raw
+		o.notify.notify(EventOpened, t, "", now)
 	}
 	seen := map[string]bool{}
 	for _, part := range parts {
@@ -457,6 +472,7 @@ func (o *Operator) resolveCleared(ctx context.Context, active map[string]bool, n
 			return err
 		}
 		o.log.Info("ticket resolved", "ticket", t.ID, "key", t.Key)
+		o.notify.notify(EventResolved, t, "the violation cleared", now)
 		pending, err := o.store.Proposals(ctx, ProposalFilter{TicketID: t.ID, Status: []string{ProposalPending, ProposalApproved}})
 		if err != nil {
 			return err
@@ -605,7 +621,19 @@ func (o *Operator) run(ctx context.Context, p Proposal, actor string, now time.T
 	_, _ = o.store.Transition(ctx, p.ID, ProposalExecuting, to, actor, result, o.now())
 	o.metrics.action(to)
 	if err != nil && p.TicketID != 0 {
-		_, _ = o.store.SetStatus(ctx, p.TicketID, nil, StatusRemediationFailed, actor, "action "+p.Action+" failed: "+result)
+		o.escalate(ctx, p.TicketID, actor, "action "+p.Action+" failed: "+result)
+	}
+}
+
+// escalate marks a ticket remediation_failed and tells the webhook: a
+// person must look now.
+func (o *Operator) escalate(ctx context.Context, ticket int64, actor, why string) {
+	moved, err := o.store.SetStatus(ctx, ticket, nil, StatusRemediationFailed, actor, why)
+	if err != nil || !moved {
+		return
+	}
+	if t, err := o.store.Ticket(ctx, ticket); err == nil {
+		o.notify.notify(EventEscalated, t, why, o.now())
 	}
 }
 
@@ -628,8 +656,7 @@ func (o *Operator) verify(ctx context.Context, now time.Time) error {
 		}
 		if ok, _ := o.store.Transition(ctx, p.ID, ProposalSucceeded, ProposalVerifyFailed, "operator",
 			fmt.Sprintf("the violation did not clear within %s", o.cfg.VerifyWithin.Duration), now); ok {
-			_, _ = o.store.SetStatus(ctx, p.TicketID, nil, StatusRemediationFailed, "operator",
-				"escalated: "+p.Action+" did not clear the violation")
+			o.escalate(ctx, p.TicketID, "operator", "escalated: "+p.Action+" did not clear the violation within "+o.cfg.VerifyWithin.Duration.String())
 			o.metrics.action(ProposalVerifyFailed)
 			o.log.Error("remediation failed: escalating", "ticket", p.TicketID, "action", p.Action)
 		}
