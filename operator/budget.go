@@ -71,6 +71,9 @@ func sloWindow(s SLO) time.Duration {
 // trackSLOs counts the time since the last loop for every SLO and returns
 // the burn-rate violations. A failed observation counts for nothing.
 func (o *Operator) trackSLOs(ctx context.Context, obs map[string]any, now time.Time) ([]Violation, error) {
+	if len(o.subj.SLOs) == 0 {
+		return nil, nil
+	}
 	tr := &o.slo
 	tr.mu.Lock()
 	dt := now.Sub(tr.last)
@@ -79,28 +82,34 @@ func (o *Operator) trackSLOs(ctx context.Context, obs map[string]any, now time.T
 	}
 	tr.last = now
 	tr.mu.Unlock()
-	var out []Violation
+	var times []SLOTime
+	keep := 6 * time.Hour
 	for _, st := range o.SLOs(obs) {
-		slo := o.sloByName(st.Name)
 		if st.Status == "unknown" {
 			continue // the expression failed: neither good nor bad
 		}
-		good, bad := dt.Seconds(), 0.0
+		t := SLOTime{SLO: st.Name, Good: dt.Seconds()}
 		if st.Status == "violated" {
-			good, bad = 0, dt.Seconds()
+			t.Good, t.Bad = 0, dt.Seconds()
 		}
-		if err := o.store.AddSLOTime(ctx, slo.Name, now, good, bad, max(sloWindow(slo), 6*time.Hour)); err != nil {
-			return out, err
-		}
-		burns, err := o.burnRates(ctx, slo, now)
-		if err != nil {
-			return out, err
-		}
+		times = append(times, t)
+		keep = max(keep, sloWindow(o.sloByName(st.Name)))
+	}
+	if err := o.store.AddSLOTimes(ctx, now, times, keep); err != nil {
+		return nil, err
+	}
+	all, err := o.budgets(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	var out []Violation
+	for _, slo := range o.subj.SLOs {
+		b := all[slo.Name]
 		for _, a := range burnAlerts {
-			if burns[a.long] >= a.rate && burns[a.short] >= a.rate {
+			if b.burn[a.long] >= a.rate && b.burn[a.short] >= a.rate {
 				out = append(out, Violation{Invariant: SLOBurn, Entity: slo.Name, Severity: a.severity, Since: now,
 					Message: fmt.Sprintf("SLO %s burns its error budget %s: %.1fx over %s and %.1fx over %s (alert at %gx; goal %g%% over %s)",
-						slo.Name, a.name, burns[a.long], a.long, burns[a.short], a.short, a.rate, goal(slo), sloWindow(slo))})
+						slo.Name, a.name, b.burn[a.long], a.long, b.burn[a.short], a.short, a.rate, goal(slo), sloWindow(slo))})
 				break // the fast alert covers the slow one
 			}
 		}
@@ -117,51 +126,59 @@ func (o *Operator) sloByName(name string) SLO {
 	return SLO{Name: name}
 }
 
-// burnRates are slo's burn rates over every alert and report window: the
-// bad seconds in the window, over the window, over the budget share.
-func (o *Operator) burnRates(ctx context.Context, slo SLO, now time.Time) (map[time.Duration]float64, error) {
-	out := map[time.Duration]float64{}
-	budget := 1 - goal(slo)/100
+// budget is one SLO's error budget left (percent, negative once
+// overspent) and its burn rates by window.
+type budget struct {
+	remaining float64
+	burn      map[time.Duration]float64
+}
+
+// budgets reads every SLO's budget in one query. The burn rate over a
+// window is the bad seconds in it, over the window, over the budget share.
+func (o *Operator) budgets(ctx context.Context, now time.Time) (map[string]budget, error) {
+	since := make([]time.Time, 0, len(burnWindows)+len(o.subj.SLOs))
 	for _, w := range burnWindows {
-		_, bad, err := o.store.SLOTime(ctx, slo.Name, now.Add(-w.d))
-		if err != nil {
-			return nil, err
+		since = append(since, now.Add(-w.d))
+	}
+	for _, slo := range o.subj.SLOs {
+		since = append(since, now.Add(-sloWindow(slo)))
+	}
+	bad, err := o.store.SLOBad(ctx, since)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]budget{}
+	for i, slo := range o.subj.SLOs {
+		vals := bad[slo.Name]
+		if vals == nil {
+			vals = make([]float64, len(since))
 		}
-		out[w.d] = round3(bad / w.d.Seconds() / budget)
+		share := 1 - goal(slo)/100
+		b := budget{burn: map[time.Duration]float64{}}
+		for j, w := range burnWindows {
+			b.burn[w.d] = round3(vals[j] / w.d.Seconds() / share)
+		}
+		b.remaining = round3(100 * (1 - vals[len(burnWindows)+i]/(sloWindow(slo).Seconds()*share)))
+		out[slo.Name] = b
 	}
 	return out, nil
 }
 
-// budgetRemaining is the share of slo's error budget left over its
-// window, in percent (negative once overspent).
-func (o *Operator) budgetRemaining(ctx context.Context, slo SLO, now time.Time) (float64, error) {
-	w := sloWindow(slo)
-	_, bad, err := o.store.SLOTime(ctx, slo.Name, now.Add(-w))
-	if err != nil {
-		return 0, err
-	}
-	allowed := w.Seconds() * (1 - goal(slo)/100)
-	return round3(100 * (1 - bad/allowed)), nil
-}
-
 // addBudgets fills the budget and burn rates of each SLO status.
 func (o *Operator) addBudgets(ctx context.Context, sts []SLOStatus) {
-	now := o.now()
+	all, err := o.budgets(ctx, o.now())
 	for i := range sts {
 		slo := o.sloByName(sts[i].Name)
 		sts[i].Goal, sts[i].Window = goal(slo), sloWindow(slo).String()
-		rem, err := o.budgetRemaining(ctx, slo, now)
-		if err != nil {
+		b, ok := all[slo.Name]
+		if err != nil || !ok {
 			continue
 		}
-		burns, err := o.burnRates(ctx, slo, now)
-		if err != nil {
-			continue
-		}
+		rem := b.remaining
 		sts[i].BudgetRemaining = &rem
 		sts[i].Burn = map[string]float64{}
 		for _, w := range burnWindows {
-			sts[i].Burn[w.name] = burns[w.d]
+			sts[i].Burn[w.name] = b.burn[w.d]
 		}
 	}
 }

@@ -44,7 +44,7 @@ func TestExpressionNamesChecked(t *testing.T) {
 		}
 	}
 	f(inv("nodes", `state == "unhealthy"`))
-	f(inv("nodes", `stat == "unhealthy"`), `invariants[0].expr: unknown name "stat"`, "known: cluster, draining, entity, id, nodes, raw, state")
+	f(inv("nodes", `stat == "unhealthy"`), `invariants[0].expr: unknown name "stat"`, "known: age, ago, at, cluster, draining, entity, id, nodes, raw, state")
 	f(inv("nodes", `let s = state; s == "x" && entity != "" && len(filter(nodes, #.whatever)) > 0 && cluster.node_count > 1`))
 	f(inv("nodes", `cluster.healty_nodes < 1`), `invariants[0].expr: unknown name "cluster.healty_nodes"`)
 	f(inv("", `cluster.healthy_nodes < cluster.node_count && len(nodez) > 0`), `invariants[0].expr: unknown name "nodez"`)

@@ -7,31 +7,63 @@ import (
 	"time"
 )
 
-// AddSLOTime adds seconds in (good) and out of (bad) target to slo's
-// minute at at, and forgets that SLO's minutes older than keep.
-func (s *Store) AddSLOTime(ctx context.Context, slo string, at time.Time, good, bad float64, keep time.Duration) error {
+// SLOTime is one SLO's seconds in (Good) and out of (Bad) target.
+type SLOTime struct {
+	SLO       string
+	Good, Bad float64
+}
+
+// AddSLOTimes adds each SLO's seconds to its minute at at, in one
+// transaction, and forgets the minutes older than keep.
+func (s *Store) AddSLOTimes(ctx context.Context, at time.Time, times []SLOTime, keep time.Duration) error {
 	minute := at.Unix() / 60
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO slo_minutes (slo, minute, good, bad) VALUES (?, ?, ?, ?)
-			ON CONFLICT (slo, minute) DO UPDATE SET good = good + excluded.good, bad = bad + excluded.bad`,
-			slo, minute, good, bad); err != nil {
-			return err
+		for _, t := range times {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO slo_minutes (slo, minute, good, bad) VALUES (?, ?, ?, ?)
+				ON CONFLICT (slo, minute) DO UPDATE SET good = good + excluded.good, bad = bad + excluded.bad`,
+				t.SLO, minute, t.Good, t.Bad); err != nil {
+				return err
+			}
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM slo_minutes WHERE slo = ? AND minute < ?`, slo, minute-int64(keep/time.Minute))
+		_, err := tx.ExecContext(ctx, `DELETE FROM slo_minutes WHERE minute < ?`, minute-int64(keep/time.Minute))
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("cannot record SLO %s: %w", slo, err)
+		return fmt.Errorf("cannot record SLO time: %w", err)
 	}
 	return nil
 }
 
-// SLOTime sums slo's good and bad seconds from the minute of since on.
-func (s *Store) SLOTime(ctx context.Context, slo string, since time.Time) (good, bad float64, err error) {
-	err = s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(good), 0), COALESCE(SUM(bad), 0) FROM slo_minutes WHERE slo = ? AND minute >= ?`,
-		slo, since.Unix()/60).Scan(&good, &bad)
-	if err != nil {
-		return 0, 0, fmt.Errorf("cannot read SLO %s: %w", slo, err)
+// SLOBad sums each SLO's bad seconds from the minute of each of since on,
+// in one query: out[slo][i] is the sum since since[i].
+func (s *Store) SLOBad(ctx context.Context, since []time.Time) (map[string][]float64, error) {
+	q := `SELECT slo`
+	args := make([]any, 0, len(since))
+	for _, t := range since {
+		q += `, COALESCE(SUM(CASE WHEN minute >= ? THEN bad END), 0)`
+		args = append(args, t.Unix()/60)
 	}
-	return good, bad, nil
+	q += ` FROM slo_minutes GROUP BY slo`
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read SLO time: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][]float64{}
+	for rows.Next() {
+		var name string
+		vals := make([]float64, len(since))
+		dst := []any{&name}
+		for i := range vals {
+			dst = append(dst, &vals[i])
+		}
+		if err := rows.Scan(dst...); err != nil {
+			return nil, fmt.Errorf("cannot read SLO time: %w", err)
+		}
+		out[name] = vals
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("cannot read SLO time: %w", err)
+	}
+	return out, nil
 }
