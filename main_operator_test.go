@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
+	"github.com/ratelimiter/ratelimiter/internal/redistest"
 	"github.com/ratelimiter/ratelimiter/operator"
 )
 
@@ -451,5 +452,16 @@ func TestOperatorCheckNames(t *testing.T) {
 	out, _, err := runOperatorCLI(t, "check", "--config", "operator/testdata/queue.toml", "--subject-url", srv.URL)
 	if err != nil || !strings.Contains(out, "checked against the live subject") {
 		t.Errorf("check --subject-url of queue.toml = %q, %v; want it to pass against the live subject", out, err)
+	}
+}
+
+// TestOperatorCheckShippedAgainstLiveNode: every expression of the shipped
+// configuration names only fields a real node reports.
+func TestOperatorCheckShippedAgainstLiveNode(t *testing.T) {
+	srv := redistest.Start(t)
+	n := nodetest.Start(t, nodetest.Config("n1", srv))
+	out, _, err := runOperatorCLI(t, "check", "--subject-url", n.URL)
+	if err != nil || !strings.Contains(out, "checked against the live subject") {
+		t.Fatalf("check --subject-url of the shipped config against a live node = %q, %v", out, err)
 	}
 }

@@ -144,32 +144,31 @@ func (s *Subject) declaredFields(obs string) ([]string, bool) {
 }
 
 // sampledFields is a fieldSource from one observation of the subject: the
-// union of the keys of its elements (or of the object itself), plus the
-// declared ones. An empty list is not known: it says nothing of fields.
+// union of the keys of its elements (or of the object itself). What the
+// subject really reports wins over what the TOML declares, so a declared
+// field the subject lacks is caught too; an empty list says nothing of
+// fields, and the declared ones stand in.
 func (s *Subject) sampledFields(obs map[string]any) fieldSource {
 	return func(name string) ([]string, bool) {
-		declared, ok := s.declaredFields(name)
 		set := map[string]bool{}
-		for _, f := range declared {
-			set[f] = true
-		}
 		switch v := obs[name].(type) {
 		case []any:
 			for _, el := range v {
 				if m, isMap := el.(map[string]any); isMap {
-					ok = true
 					for k := range m {
 						set[k] = true
 					}
 				}
 			}
 		case map[string]any:
-			ok = true
 			for k := range v {
 				set[k] = true
 			}
 		}
-		return sortedKeys(set), ok
+		if len(set) == 0 {
+			return s.declaredFields(name)
+		}
+		return sortedKeys(set), true
 	}
 }
 
