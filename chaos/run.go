@@ -45,10 +45,10 @@ type Result struct {
 	// the remediation before the revert, recover_within), with what was
 	// still lacking. A scenario with a missed deadline fails, whatever the
 	// columns say by the end of the run.
-	Missed []string `json:"missed,omitempty"`
-	Error  string   `json:"error,omitempty"`
-	Skipped        string   `json:"skipped,omitempty"` // why the scenario did not run
-	control        bool
+	Missed  []string `json:"missed,omitempty"`
+	Error   string   `json:"error,omitempty"`
+	Skipped string   `json:"skipped,omitempty"` // why the scenario did not run
+	control bool
 }
 
 // Run plays the scenarios one after another, each on a fresh cluster, and

@@ -100,8 +100,8 @@ func DefaultConfig() Config {
 	return Config{Subject: "ratelimiter", DB: "operator.db", Interval: config.Duration{Duration: 5 * time.Second},
 		Mode: ModeObserve, MaxActionsPerTicket: 3, MaxActionsPerHour: 20,
 		VerifyWithin: config.Duration{Duration: time.Minute}, Lease: config.Duration{Duration: 30 * time.Second},
-		ApprovalTTL: config.Duration{Duration: time.Hour},
-		Diagnoser: DiagnoserRules, LLM: DefaultLLMConfig(), Webhook: DefaultWebhookConfig()}
+		ApprovalTTL: config.Duration{Duration: time.Hour}, Diagnoser: DiagnoserRules, LLM: DefaultLLMConfig(),
+		Webhook: DefaultWebhookConfig()}
 }
 
 // Subject is everything the operator knows about one system.
@@ -171,13 +171,13 @@ type Param struct {
 // Path and Body are Go templates over the validated parameters; in Path
 // every value is URL-escaped, in Body JSON-encoded (use {{json .x}}).
 type Action struct {
-	Name             string           `toml:"name"`
-	Description      string           `toml:"description"`
-	Method           string           `toml:"method"`
-	Path             string           `toml:"path"`
-	Body             string           `toml:"body"`
-	Params           map[string]Param `toml:"params"`
-	RiskLevel string `toml:"risk_level"` // low, medium, high
+	Name        string           `toml:"name"`
+	Description string           `toml:"description"`
+	Method      string           `toml:"method"`
+	Path        string           `toml:"path"`
+	Body        string           `toml:"body"`
+	Params      map[string]Param `toml:"params"`
+	RiskLevel   string           `toml:"risk_level"` // low, medium, high
 	// RequiresApproval unset means: a high-risk action waits for approval,
 	// others do not. Running a high-risk action unapproved in auto mode
 	// takes an explicit requires_approval = false.

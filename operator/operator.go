@@ -43,8 +43,8 @@ type Operator struct {
 	lastAt  time.Time
 	lastErr error
 	metrics *opMetrics
-	slo    sloTracker
-	notify *notifier // nil without [operator.webhook] url
+	slo     sloTracker
+	notify  *notifier // nil without [operator.webhook] url
 	// bg, set by Run, runs model diagnoses beside the loop, which keeps
 	// observing, evaluating and renewing its lease meanwhile.
 	bg *background
