@@ -123,6 +123,27 @@ func TestApprovalExpires(t *testing.T) {
 	if n := len(q.calls()); n != 0 {
 		t.Fatalf("%d calls for an expired approval; want 0", n)
 	}
+	// A fresh approval of a proposal the subject's definition no longer
+	// allows (attempt 1 when the action now starts at 2) is not run either.
+	p2, err := e.store.AddProposal(ctx, Proposal{TicketID: ts[0].ID, Action: "restart_worker", Params: ps[0].Params,
+		Source: "rules", RiskLevel: "low", Status: ProposalPending, CreatedAt: now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := e.store.Transition(ctx, p2.ID, ProposalPending, ProposalApproved, "cli", "", now()); !ok || err != nil {
+		t.Fatalf("approve: %v %v", ok, err)
+	}
+	two := 2.0
+	pdef := e.op.exec.actions["restart_worker"].Params["attempt"]
+	pdef.Min = &two
+	e.op.exec.actions["restart_worker"].Params["attempt"] = pdef
+	e.tick(t)
+	if p, _ := e.store.Proposal(ctx, p2.ID); p.Status != ProposalSkipped || !strings.Contains(p.Result, "no longer valid") {
+		t.Fatalf("approved proposal against a changed definition is %s (%s); want skipped: no longer valid", p.Status, p.Result)
+	}
+	if n := len(q.calls()); n != 0 {
+		t.Fatalf("%d calls; want 0", n)
+	}
 }
 
 // TestDrainStuckHonoursUntil: drain_stuck leaves a drain with an until
