@@ -68,12 +68,14 @@ func TestScorecard(t *testing.T) {
 		{Scenario: "none", Passed: true, Recovered: true, control: true},
 		{Scenario: "node-kill", Passed: true, Detected: true, RightInvariant: true, RightEntity: true, RightDiagnosis: true,
 			RightAction: true, Recovered: true, DetectSeconds: 2.5, RecoverSeconds: 13.1},
-		{Scenario: "redis-down", Detected: true, RightInvariant: true, RightEntity: false, Recovered: true, DetectSeconds: 1},
+		{Scenario: "redis-down", Detected: true, RightInvariant: true, RightEntity: false, Recovered: true, DetectSeconds: 1,
+			Missed: []string{"detect_within (20s): no redis_disconnected ticket for \"node-*\" yet"}},
 	}, 95*time.Second)
 	out := b.String()
 	for _, want := range []string{
 		"SCENARIO", "none (ok)",
 		"TOTAL 2/3 passed; of 2 faults: detected 2, right invariant 2, entity 1, diagnosis 1, action 1; recovered 3/3; 1m35s",
+		"redis-down: missed detect_within (20s): no redis_disconnected ticket",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("scorecard lacks %q:\n%s", want, out)
