@@ -95,3 +95,23 @@ func TestSLOGraceBudgetAndBurn(t *testing.T) {
 		t.Errorf("SLO after the fix: %+v; want met, with the budget still spent", s)
 	}
 }
+
+// TestStatusJSONEmptyLists: before anything happened, every list in the
+// status JSON is [], never null.
+func TestStatusJSONEmptyLists(t *testing.T) {
+	cfg, subj := queueSubject(t)
+	e := newOp(t, cfg, subj, []string{"http://127.0.0.1:9"}, time.Now)
+	srv := httptest.NewServer(e.op.StatusHandler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/api/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`"slos":[]`, `"tables":[]`, `"tickets":[]`, `"actions":[]`} {
+		if !strings.Contains(strings.ReplaceAll(strings.ReplaceAll(string(body), " ", ""), "\n", ""), want) {
+			t.Errorf("status JSON lacks %s: %s", want, body)
+		}
+	}
+}
