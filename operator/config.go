@@ -255,6 +255,10 @@ const SubjectUnreachable = "subject_unreachable"
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 
+// reservedNames mean something in every expression; an observation by one
+// of these names would hide it.
+var reservedNames = map[string]bool{"at": true, "ago": true, "age": true, "entity": true, "began": true, "it": true}
+
 // Validate reports every problem of the [operator] section.
 func (c *Config) Validate() error {
 	var p config.Problems
@@ -375,6 +379,9 @@ func (s *Subject) Validate() error {
 	for i, o := range s.Observations {
 		at := p.Under(fmt.Sprintf("observations[%d]", i))
 		checkName(at, o.Name, obs)
+		if reservedNames[o.Name] {
+			at.Add("name", "%q is reserved in expressions (at, ago, age, entity, began, it)", o.Name)
+		}
 		switch {
 		case (o.Path == "") == (o.PromQL == ""):
 			at.Add("path", "give exactly one of path and promql")

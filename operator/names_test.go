@@ -58,6 +58,9 @@ func TestExpressionNamesChecked(t *testing.T) {
 			Observation{Name: "later", Path: "/later"})
 	}, `observations[3].expr: unknown name "later"`)
 
+	f(func(s *Subject) { s.Observations = append(s.Observations, Observation{Name: "age", Path: "/age"}) },
+		`observations[3].name: "age" is reserved`)
+
 	// A live sample knows the fields nothing declared.
 	s := base()
 	inv("raw", `stuk`)(&s)
