@@ -487,7 +487,7 @@ func (w *watcher) score(r *Result, e Expect, t0 time.Time) {
 	if r.control {
 		r.Detected = len(w.tickets) > 0 // a false alarm
 		if r.Detected && r.Error == "" {
-			r.Error = "a ticket opened with no fault injected"
+			r.Error = "a ticket opened during a control, which expects none"
 		}
 		r.Passed = !r.Detected && r.Recovered && len(r.Missed) == 0 && r.Error == ""
 		return

@@ -18,13 +18,13 @@ func TestEmbeddedScenarios(t *testing.T) {
 	}
 	// The list: each must ship with an expectation.
 	for _, name := range []string{"node-kill", "node-pause", "redis-down", "redis-latency", "redis-blackhole",
-		"hot-key", "misconfigured-limit", "drain-stuck", "none"} {
+		"hot-key", "misconfigured-limit", "drain-stuck", "none", "maintenance-drain"} {
 		sc, err := Select(all, []string{name})
 		if err != nil {
 			t.Fatal(err)
 		}
 		e := sc[0].Expect
-		if name != "none" && (e.Invariant == "" || e.Entity == "" || e.Diagnosis == "") {
+		if name != "none" && name != "maintenance-drain" && (e.Invariant == "" || e.Entity == "" || e.Diagnosis == "") {
 			t.Errorf("%s: expect %+v lacks invariant, entity or diagnosis", name, e)
 		}
 	}
