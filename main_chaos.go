@@ -172,6 +172,9 @@ func chaosRun(c *cli.Context) error {
 
 func printResults(w io.Writer, asJSON bool, results []chaos.Result, took time.Duration) error {
 	if asJSON {
+		if results == nil {
+			results = []chaos.Result{} // [] when empty, never null
+		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(map[string]any{"results": results, "took_s": took.Seconds()})

@@ -51,8 +51,8 @@ func TestChaosRunAll(t *testing.T) {
 	if err != nil {
 		t.Fatalf("chaos run --all: %v\nstderr:\n%s", err, stderr.String())
 	}
-	if !strings.Contains(stdout.String(), "TOTAL 10/10 passed") {
-		t.Fatalf("scorecard does not say 9/9 passed:\n%s", stdout.String())
+	if !strings.Contains(stdout.String(), "TOTAL 11/11 passed") {
+		t.Fatalf("scorecard does not say 11/11 passed:\n%s", stdout.String())
 	}
 	steps := readJournal(t, filepath.Join(dir, "journal.jsonl"))
 	want := map[string]bool{}
@@ -451,5 +451,48 @@ func TestChaosProxyCommand(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("chaos proxy did not stop within 10 s of its context ending")
+	}
+}
+
+// TestChaosNegativeScenariosFail plays scenarios the operator cannot meet
+// (chaos/testdata/negative.toml): a remediation it cannot make, and a
+// detect_within shorter than the invariant's grace period. Each must FAIL,
+// naming the deadline it missed, and the run must exit 2.
+func TestChaosNegativeScenariosFail(t *testing.T) {
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	start := time.Now()
+	err := run(ctx, []string{"ratelimiter", "chaos", "run", "--all", "--json", "--scenarios", "chaos/testdata/negative.toml", "--dir", dir}, &stdout, &stderr)
+	t.Logf("negative scenarios took %v:\n%s", time.Since(start).Round(time.Second), stdout.String())
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 2 {
+		t.Fatalf("chaos run of the negative scenarios = %v; want exit status 2\nstderr:\n%s", err, tail(stderr.String(), 40))
+	}
+	var doc struct {
+		Results []chaos.Result `json:"results"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
+		t.Fatalf("--json output: %v", err)
+	}
+	want := map[string][2]string{ // the missed deadline, and what was lacking
+		"cannot-remediate":    {"remediation before the revert (recover_within 40s): ", "the operator has not executed drain_node (proposal #1 pending)"},
+		"detect-before-grace": {"detect_within (10s): ", "no drain_stuck ticket"},
+	}
+	if len(doc.Results) != len(want) {
+		t.Fatalf("got %d results; want %d", len(doc.Results), len(want))
+	}
+	for _, r := range doc.Results {
+		if r.Passed {
+			t.Errorf("%s passed; want FAIL: %+v", r.Scenario, r)
+		}
+		if !r.Recovered {
+			t.Errorf("%s did not recover after the revert (%v): the failure must come from the missed deadline alone", r.Scenario, r.Missed)
+		}
+		w := want[r.Scenario]
+		if len(r.Missed) != 1 || !strings.HasPrefix(r.Missed[0], w[0]) || !strings.Contains(r.Missed[0], w[1]) {
+			t.Errorf("%s missed %q; want one entry starting %q and naming %q", r.Scenario, r.Missed, w[0], w[1])
+		}
 	}
 }

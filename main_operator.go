@@ -31,6 +31,22 @@ func lookup(c *cli.Context, name string) (string, bool) {
 	return "", false
 }
 
+func lookupSlice(c *cli.Context, name string) ([]string, bool) {
+	for _, cc := range c.Lineage() {
+		if cc.IsSet(name) {
+			return cc.StringSlice(name), true
+		}
+	}
+	return nil, false
+}
+
+// prefixed puts prefix before the TOML path of every problem in err.
+func prefixed(prefix string, err error) error {
+	var p config.Problems
+	p.Merge(prefix, err)
+	return p.Err()
+}
+
 func operatorFlags() []cli.Flag {
 	return append(logFlags(),
 		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "TOML file (default: the embedded config.toml)"},
@@ -197,8 +213,20 @@ func operatorCommand() *cli.Command {
 				if v, ok := lookup(c, "subject"); ok {
 					name = v
 				}
-				if _, ok := f.Subjects[name]; !ok {
+				subj, ok := f.Subjects[name]
+				if !ok {
 					return fmt.Errorf("no subject %q in the configuration", name)
+				}
+				if urls, ok := lookupSlice(c, "subject-url"); ok {
+					// Check every expression against what the live subject reports.
+					sample, err := operator.Sample(c.Context, subj, urls)
+					if err != nil {
+						return fmt.Errorf("cannot sample the subject at %v: %w", urls, err)
+					}
+					if err := subj.CheckNames(sample); err != nil {
+						return fmt.Errorf("invalid configuration (against the live subject at %v):\n%w", urls, prefixed("subjects."+name, err))
+					}
+					fmt.Fprintf(c.App.Writer, "expressions checked against the live subject at %s\n", strings.Join(urls, ", "))
 				}
 				fmt.Fprintf(c.App.Writer, "configuration valid: subjects %s\n", strings.Join(subjectNames(f), ", "))
 				return nil
@@ -228,7 +256,8 @@ func operatorCommand() *cli.Command {
 					})
 				})},
 			ticketsCommand(), actionsCommand(),
-			{Name: "act", Usage: "run an action now: act NAME key=value…", ArgsUsage: "NAME key=value…", Flags: operatorFlags(),
+			{Name: "act", Usage: "run an action now: act NAME key=value… (refused in observe mode or past the caps unless --force)", ArgsUsage: "NAME key=value…",
+				Flags: append(operatorFlags(), &cli.BoolFlag{Name: "force", Usage: "run it despite the kill switch and the caps (audited as forced)"}),
 				Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
 					if c.NArg() < 1 {
 						return errors.New("usage: operator act NAME key=value…")
@@ -241,7 +270,7 @@ func operatorCommand() *cli.Command {
 						}
 						params[k] = v
 					}
-					p, err := env.op.Act(c.Context, c.Args().First(), params, "cli")
+					p, err := env.op.Act(c.Context, c.Args().First(), params, "cli", c.Bool("force"))
 					if err != nil {
 						return err
 					}
@@ -300,7 +329,7 @@ func ticketsCommand() *cli.Command {
 			return err
 		})
 	}
-	active := []string{operator.StatusOpen, operator.StatusDiagnosed, operator.StatusRemediating, operator.StatusRemediationFailed}
+	active := []string{operator.StatusOpen, operator.StatusDiagnosing, operator.StatusDiagnosed, operator.StatusRemediating, operator.StatusRemediationFailed}
 	return &cli.Command{Name: "tickets", Usage: "list|show|resolve|hold|unhold", Subcommands: []*cli.Command{
 		{Name: "list", Flags: append(operatorFlags(), &cli.BoolFlag{Name: "all", Usage: "include resolved tickets"}),
 			Action: withOperator(func(c *cli.Context, env *operatorEnv) error {

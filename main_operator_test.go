@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
+	"github.com/ratelimiter/ratelimiter/internal/redistest"
 	"github.com/ratelimiter/ratelimiter/operator"
 	"github.com/ratelimiter/ratelimiter/operator/llm/llmtest"
 )
@@ -402,4 +403,72 @@ func TestOperatorDiagnoserFlag(t *testing.T) {
 		t.Errorf("the model was asked without a key")
 	}
 	mu.Unlock()
+}
+
+// TestOperatorJSONListsEmpty: every --json list prints [] when it has
+// nothing to list, never null.
+func TestOperatorJSONListsEmpty(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "empty.db")
+	for _, args := range [][]string{{"tickets", "list"}, {"tickets", "list", "--all"}, {"actions", "list"}, {"actions", "list", "--all"}} {
+		out, _, err := runOperatorCLI(t, append(args, "--json", "--config", "operator/testdata/queue.toml", "--db", db)...)
+		if err != nil {
+			t.Fatalf("operator %s --json: %v", strings.Join(args, " "), err)
+		}
+		if got := strings.TrimSpace(out); got != "[]" {
+			t.Errorf("operator %s --json on an empty database printed %q; want []", strings.Join(args, " "), got)
+		}
+	}
+}
+
+// TestOperatorCheckNames: `operator check` rejects an expression naming a
+// field its observation does not declare, with the TOML path; with
+// --subject-url it checks one that declares nothing against the live
+// subject.
+func TestOperatorCheckNames(t *testing.T) {
+	queue, err := os.ReadFile("operator/testdata/queue.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(body string) string {
+		p := filepath.Join(t.TempDir(), "q.toml")
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	typo := strings.Replace(string(queue), "expr = 'stuck'", "expr = 'stuk'", 1)
+	declared := strings.Replace(typo, `field = "workers"`, `field = "workers"`+"\nfields = [\"name\", \"stuck\"]", 1)
+	_, _, err = runOperatorCLI(t, "check", "--config", write(declared))
+	if err == nil || !strings.Contains(err.Error(), `subjects.queue.invariants[0].expr: unknown name "stuk"`) {
+		t.Errorf("check of a typo against declared fields = %v; want subjects.queue.invariants[0].expr: unknown name \"stuk\"", err)
+	}
+
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"workers":[{"name":"w1","stuck":false}]}`)
+	}))
+	defer srv.Close()
+	undeclared := write(typo)
+	if _, _, err := runOperatorCLI(t, "check", "--config", undeclared); err != nil {
+		t.Errorf("check without fields or a sample = %v; want it to pass (nothing to check the name against)", err)
+	}
+	_, _, err = runOperatorCLI(t, "check", "--config", undeclared, "--subject-url", srv.URL)
+	if err == nil || !strings.Contains(err.Error(), `subjects.queue.invariants[0].expr: unknown name "stuk"`) {
+		t.Errorf("check --subject-url of a typo = %v; want subjects.queue.invariants[0].expr: unknown name \"stuk\"", err)
+	}
+	out, _, err := runOperatorCLI(t, "check", "--config", "operator/testdata/queue.toml", "--subject-url", srv.URL)
+	if err != nil || !strings.Contains(out, "checked against the live subject") {
+		t.Errorf("check --subject-url of queue.toml = %q, %v; want it to pass against the live subject", out, err)
+	}
+}
+
+// TestOperatorCheckShippedAgainstLiveNode: every expression of the shipped
+// configuration names only fields a real node reports.
+func TestOperatorCheckShippedAgainstLiveNode(t *testing.T) {
+	srv := redistest.Start(t)
+	n := nodetest.Start(t, nodetest.Config("n1", srv))
+	out, _, err := runOperatorCLI(t, "check", "--subject-url", n.URL)
+	if err != nil || !strings.Contains(out, "checked against the live subject") {
+		t.Fatalf("check --subject-url of the shipped config against a live node = %q, %v", out, err)
+	}
 }

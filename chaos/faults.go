@@ -223,13 +223,14 @@ func (f *nodePause) Revert(context.Context) (string, error) {
 // nodeDrain drains a node through the API, as a deploy would, and leaves
 // it drained until the revert.
 type nodeDrain struct {
-	c *Cluster
-	n *Node
+	c        *Cluster
+	n        *Node
+	drainFor time.Duration
 }
 
 func makeNodeDrain(s FaultSpec, c *Cluster) (Fault, error) {
 	n, err := c.Node(s.Node)
-	return &nodeDrain{c: c, n: n}, err
+	return &nodeDrain{c: c, n: n, drainFor: s.DrainFor.Duration}, err
 }
 
 func (f *nodeDrain) url() string {
@@ -237,10 +238,14 @@ func (f *nodeDrain) url() string {
 }
 
 func (f *nodeDrain) Inject(ctx context.Context) (string, error) {
-	if err := f.c.send(ctx, "POST", f.url(), `{"reason":"chaos: a drain left behind"}`); err != nil {
+	body := `{"by":"chaos","reason":"a drain left behind"}`
+	if d := f.drainFor; d > 0 {
+		body = fmt.Sprintf(`{"by":"chaos","reason":"planned maintenance","duration_seconds":%d}`, int64(d.Seconds()))
+	}
+	if err := f.c.send(ctx, "POST", f.url(), body); err != nil {
 		return "", err
 	}
-	return "POST /api/v1/nodes/" + f.n.ID + "/drain", nil
+	return "POST /api/v1/nodes/" + f.n.ID + "/drain " + body, nil
 }
 
 func (f *nodeDrain) Revert(ctx context.Context) (string, error) {

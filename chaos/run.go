@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,9 +41,14 @@ type Result struct {
 	DetectSeconds  float64  `json:"time_to_detect_s,omitempty"`
 	RecoverSeconds float64  `json:"time_to_recover_s,omitempty"`
 	Tickets        []string `json:"tickets,omitempty"` // invariant:entity of every ticket opened
-	Error          string   `json:"error,omitempty"`
-	Skipped        string   `json:"skipped,omitempty"` // why the scenario did not run
-	control        bool
+	// Missed names every deadline the operator missed (detect_within,
+	// the remediation before the revert, recover_within), with what was
+	// still lacking. A scenario with a missed deadline fails, whatever the
+	// columns say by the end of the run.
+	Missed  []string `json:"missed,omitempty"`
+	Error   string   `json:"error,omitempty"`
+	Skipped string   `json:"skipped,omitempty"` // why the scenario did not run
+	control bool
 }
 
 // Run plays the scenarios one after another, each on a fresh cluster, and
@@ -86,10 +92,14 @@ func verdict(r Result) string {
 	if r.Passed {
 		return "PASS"
 	}
+	why := append([]string(nil), r.Missed...)
 	if r.Error != "" {
-		return "FAIL: " + r.Error
+		why = append(why, r.Error)
 	}
-	return "FAIL"
+	if len(why) == 0 {
+		return "FAIL"
+	}
+	return "FAIL: " + strings.Join(why, "; ")
 }
 
 // runFresh is one scenario from cluster start to cluster stop.
@@ -161,25 +171,32 @@ func play(ctx context.Context, cfg Config, c *Cluster, sc Scenario, j *journal) 
 	}
 	j.step(sc.Name, "inject", map[string]any{"what": what, "fault": sc.Fault}, "injected: %s", what)
 
+	miss := func(deadline string, err error) {
+		res.Missed = append(res.Missed, deadline+": "+err.Error())
+		j.step(sc.Name, "missed", map[string]any{"deadline": deadline, "error": err.Error()}, "MISSED %s: %v", deadline, err)
+	}
 	if res.control {
 		err = sleep(ctx, sc.Hold.Duration, func() { w.poll(ctx) })
 	} else {
-		err = waitFor(ctx, sc.DetectWithin.Duration, "the expected outcome", func() error {
+		err = waitFor(ctx, sc.DetectWithin.Duration, "the ticket, its diagnosis and its proposal", func() error {
 			w.poll(ctx)
 			return w.outcome(sc.Expect)
 		})
+		if err != nil && ctx.Err() == nil {
+			miss(fmt.Sprintf("detect_within (%v)", sc.DetectWithin.Duration), err)
+		}
 		if err == nil && sc.Expect.Remediates {
-			err = waitFor(ctx, sc.RecoverWithin.Duration, "the operator's remediation", func() error {
+			err = waitFor(ctx, sc.RecoverWithin.Duration, "the operator's own fix", func() error {
 				w.poll(ctx)
 				return w.remediated(sc.Expect)
 			})
+			if err != nil && ctx.Err() == nil {
+				miss(fmt.Sprintf("remediation before the revert (recover_within %v)", sc.RecoverWithin.Duration), err)
+			}
 		}
 	}
 	if ctx.Err() != nil {
 		return fail(errInterrupted)
-	}
-	if err != nil {
-		res.Error = err.Error()
 	}
 	revert()
 
@@ -193,8 +210,8 @@ func play(ctx context.Context, cfg Config, c *Cluster, sc Scenario, j *journal) 
 		j.step(sc.Name, "recovered", map[string]any{"after_s": res.RecoverSeconds}, "steady state back %.1f s after the injection", res.RecoverSeconds)
 	} else if ctx.Err() != nil {
 		res.Error = errInterrupted.Error()
-	} else if res.Error == "" {
-		res.Error = errSteady.Error()
+	} else {
+		miss(fmt.Sprintf("recover_within (%v)", sc.RecoverWithin.Duration), errSteady)
 	}
 	w.score(&res, sc.Expect, t0)
 	return res
@@ -262,8 +279,11 @@ func (c *Cluster) steady(ctx context.Context) error {
 			if err := c.getJSON(ctx, n.URL()+"/api/v1/nodes/"+n.ID+"/metrics", &m); err != nil {
 				return err
 			}
-			if m.RequestsPerSecond <= 0 {
-				return fmt.Errorf("%s serves no load yet", n.ID)
+			// Half the node's share of the load: its rolling window has
+			// filled, so the operator has seen the steady state a fault is
+			// judged against (limit_denies_traffic compares with it).
+			if want := c.cfg.Load / float64(len(c.Nodes)) / 2; m.RequestsPerSecond < want {
+				return fmt.Errorf("%s serves %.1f checks/s; want at least %.1f", n.ID, m.RequestsPerSecond, want)
 			}
 		}
 	}
@@ -288,11 +308,15 @@ type watcher struct {
 	tickets   map[int64]operator.Ticket
 	opened    map[int64]time.Time // when the watcher first saw each ticket
 	proposals map[int64]operator.Proposal
+	// failed holds why each ticket was escalated (remediation_failed), as
+	// soon as the watcher saw it: a later resolution does not undo it.
+	failed map[int64]string
 }
 
 func (w *watcher) poll(ctx context.Context) {
 	if w.tickets == nil {
 		w.tickets, w.proposals, w.opened = map[int64]operator.Ticket{}, map[int64]operator.Proposal{}, map[int64]time.Time{}
+		w.failed = map[int64]string{}
 	}
 	ts, err := w.c.Store.Tickets(ctx, operator.TicketFilter{})
 	if err != nil {
@@ -311,6 +335,9 @@ func (w *watcher) poll(ctx context.Context) {
 		if len(t.Diagnosis) > 0 && len(old.Diagnosis) == 0 {
 			summary, cause := diagnosisText(t.Diagnosis)
 			w.j.step(w.scenario, "diagnosis", json.RawMessage(t.Diagnosis), "operator concluded on #%d: %s — %s", t.ID, summary, cause)
+		}
+		if t.Status == operator.StatusRemediationFailed && w.failed[t.ID] == "" {
+			w.failed[t.ID] = "remediation_failed"
 		}
 		if t.Status == operator.StatusResolved && old.Status != operator.StatusResolved && seen {
 			w.j.step(w.scenario, "resolved", map[string]any{"ticket": t.ID, "key": t.Key}, "ticket #%d %s resolved", t.ID, t.Key)
@@ -378,14 +405,50 @@ func (w *watcher) outcome(e Expect) error {
 	return errors.New("no diagnosis yet")
 }
 
-// remediated is nil once every expected ticket has resolved.
+// remediated is nil once the operator itself executed the expected action
+// and every expected ticket has resolved. A ticket that resolved without
+// the operator's action (the fault cleared on its own) or after its
+// action failed is not a remediation.
 func (w *watcher) remediated(e Expect) error {
-	for _, t := range w.matching(e) {
+	ts := w.matching(e)
+	if len(ts) == 0 {
+		return fmt.Errorf("no %s ticket for %q", e.Invariant, e.Entity)
+	}
+	for _, t := range ts {
+		if w.failed[t.ID] != "" {
+			return fmt.Errorf("ticket #%d %s was escalated: %s", t.ID, t.Key, w.failed[t.ID])
+		}
+		for _, p := range w.proposals {
+			if p.TicketID == t.ID && (p.Status == operator.ProposalFailed || p.Status == operator.ProposalVerifyFailed) {
+				return fmt.Errorf("ticket #%d %s: action #%d %s %s: %s", t.ID, t.Key, p.ID, p.Action, p.Status, p.Result)
+			}
+		}
+	}
+	fixed := false
+	for _, t := range ts {
+		if p := w.proposed(t.ID, e); p != nil && (p.Status == operator.ProposalSucceeded || p.Status == operator.ProposalVerified) {
+			fixed = true
+		}
+	}
+	if !fixed {
+		return fmt.Errorf("the operator has not executed %s (proposal %s)", e.Action, w.proposalStatus(ts, e))
+	}
+	for _, t := range ts {
 		if t.Status != operator.StatusResolved {
 			return fmt.Errorf("ticket #%d %s is %s", t.ID, t.Key, t.Status)
 		}
 	}
 	return nil
+}
+
+// proposalStatus says where the expected proposal of the tickets stands.
+func (w *watcher) proposalStatus(ts []operator.Ticket, e Expect) string {
+	for _, t := range ts {
+		if p := w.proposed(t.ID, e); p != nil {
+			return fmt.Sprintf("#%d %s", p.ID, p.Status)
+		}
+	}
+	return "none"
 }
 
 // proposed returns the ticket's proposal of the expected action and
@@ -423,10 +486,10 @@ func (w *watcher) score(r *Result, e Expect, t0 time.Time) {
 	}
 	if r.control {
 		r.Detected = len(w.tickets) > 0 // a false alarm
-		r.Passed = !r.Detected && r.Recovered
 		if r.Detected && r.Error == "" {
-			r.Error = "a ticket opened with no fault injected"
+			r.Error = "a ticket opened during a control, which expects none"
 		}
+		r.Passed = !r.Detected && r.Recovered && len(r.Missed) == 0 && r.Error == ""
 		return
 	}
 	r.Detected = len(w.tickets) > 0
@@ -452,10 +515,15 @@ func (w *watcher) score(r *Result, e Expect, t0 time.Time) {
 			r.RightAction = true
 		}
 	}
-	r.Passed = r.Detected && r.RightInvariant && r.RightEntity && r.RightDiagnosis && r.RightAction && r.Recovered
-	if r.Passed {
-		r.Error = ""
-	}
+	r.Passed = passed(r)
+}
+
+// passed is the verdict: every column right and no deadline missed. A
+// column that came right only after its deadline (a diagnosis that arrived
+// once the fault was reverted) does not make a pass.
+func passed(r *Result) bool {
+	return r.Detected && r.RightInvariant && r.RightEntity && r.RightDiagnosis && r.RightAction && r.Recovered &&
+		len(r.Missed) == 0 && r.Error == ""
 }
 
 func (w *watcher) anyAction(ticket int64) bool {

@@ -57,6 +57,9 @@ type FaultSpec struct {
 	KeyPattern    string `toml:"key_pattern" json:"key_pattern,omitempty"`
 	MaxRequests   int64  `toml:"max_requests" json:"max_requests,omitempty"`
 	WindowSeconds int64  `toml:"window_seconds" json:"window_seconds,omitempty"`
+	// DrainFor, for node_drain, gives the drain an end that far away (a
+	// planned maintenance); without it the drain has none (a deploy's).
+	DrainFor config.Duration `toml:"drain_for" json:"drain_for,omitzero"`
 }
 
 // Scenarios is the TOML file of scenarios: [[scenario]] tables.
@@ -80,6 +83,9 @@ func (s *Scenarios) Validate() error {
 		seen[sc.Name] = true
 		if err := sc.Fault.validate(); err != nil {
 			sp.Merge("fault", err)
+		}
+		if sc.Fault.DrainFor.Duration < 0 || (sc.Fault.DrainFor.Duration > 0 && sc.Fault.Kind != "node_drain") {
+			sp.Add("fault.drain_for", "a positive duration, for node_drain only")
 		}
 		if sc.Expect.Entity != "" {
 			if _, err := path.Match(sc.Expect.Entity, ""); err != nil {

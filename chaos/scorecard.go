@@ -42,6 +42,18 @@ func WriteScorecard(w io.Writer, results []Result, took time.Duration) {
 			secs(r.Detected, r.DetectSeconds), secs(r.Recovered && r.RecoverSeconds > 0, r.RecoverSeconds), result(r))
 	}
 	tw.Flush()
+	// Why each failure failed: the deadline it missed, or the error.
+	for _, r := range results {
+		if r.Passed || r.Skipped != "" {
+			continue
+		}
+		for _, m := range r.Missed {
+			fmt.Fprintf(w, "%s: missed %s\n", r.Scenario, m)
+		}
+		if r.Error != "" {
+			fmt.Fprintf(w, "%s: %s\n", r.Scenario, r.Error)
+		}
+	}
 	ran := len(results) - skipped
 	fmt.Fprintf(w, "TOTAL %d/%d passed", passed, ran)
 	if skipped > 0 {

@@ -74,6 +74,10 @@ func (n *Node) handle(ctx *fasthttp.RequestCtx) {
 		n.problem(ctx, &problemError{status: fasthttp.StatusUnauthorized, typ: "unauthorized", detail: detail})
 		return
 	}
+	if mutating { // idempotency.go: an Idempotency-Key applies it once across the cluster
+		n.idempotent(ctx, func() { n.route(ctx, method, seg) })
+		return
+	}
 	n.route(ctx, method, seg)
 }
 

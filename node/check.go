@@ -262,8 +262,9 @@ func (n *Node) account(d *decision, key []byte, start, now time.Time) {
 	}
 	n.keys[n.keysCur.Load()].add(key)
 	// Blocked keys are already handled; failure-mode answers say nothing of
-	// the key. Neither makes a key hot.
-	if d.policy != nil && d.reason != reasonFailOpen && d.reason != reasonFailClosed && d.reason != reasonBlocked {
+	// the key; a shadow limit is a dry run, and none of its decisions may
+	// get a key hard-blocked. None of them makes a key hot.
+	if d.policy != nil && d.reason != reasonFailOpen && d.reason != reasonFailClosed && d.reason != reasonBlocked && !d.policy.Shadow {
 		n.hot.record(key, d.policy, d.res.Remaining, d.reason != reasonWithin, now.UnixMicro())
 	}
 }

@@ -225,13 +225,3 @@ func TestTrustedProxiesTOML(t *testing.T) {
 	f(`trusted_proxies = "10.0.0.0/8"`, TrustedProxies{}, "trusted_proxies must be a count of proxy hops or a list of CIDRs")
 	f(`trusted_proxies = -1`, TrustedProxies{}, "node.trusted_proxies: must not be negative")
 }
-
-type nodeFile struct {
-	Node Config `toml:"node"`
-}
-
-func (f *nodeFile) Validate() error {
-	var p config.Problems
-	p.Merge("node", f.Node.Validate())
-	return p.Err()
-}

@@ -34,6 +34,15 @@ type NodeInfo struct {
 	HeartbeatAgeMs int64     `json:"heartbeat_age_ms"`
 	StartedAt      time.Time `json:"started_at"`
 	Draining       bool      `json:"draining"`
+	// The drain, when draining (drain.go): since when, by whom, why, until
+	// when (null: no end given), how long ago it began and how far past its
+	// until it is (negative before; 0 without until).
+	DrainedAt      *time.Time `json:"drained_at"`
+	DrainBy        string     `json:"drain_by"`
+	DrainReason    string     `json:"drain_reason"`
+	DrainUntil     *time.Time `json:"drain_until"`
+	DrainAgeMs     int64      `json:"drain_age_ms"`
+	DrainOverdueMs int64      `json:"drain_overdue_ms"`
 	record         nodeRecord
 }
 
@@ -103,8 +112,8 @@ func (n *Node) nodes(ctx context.Context) clusterView {
 			continue
 		}
 		info := NodeInfo{ID: id, Address: rec.Address, RedisConnected: rec.RedisConnected,
-			LastHeartbeat: time.UnixMicro(beat).UTC(), HeartbeatAgeMs: age / 1000, StartedAt: rec.StartedAt,
-			Draining: snap.Hashes[2][id] != "", record: rec}
+			LastHeartbeat: time.UnixMicro(beat).UTC(), HeartbeatAgeMs: age / 1000, StartedAt: rec.StartedAt, record: rec}
+		info.setDrain(snap.Hashes[2][id], snap.Now)
 		switch {
 		case age > n.cfg.UnhealthyAfter.Microseconds():
 			info.State = stateUnhealthy
@@ -253,15 +262,19 @@ func (n *Node) handleDrain(ctx *fasthttp.RequestCtx, id string, on bool) {
 	if _, ok := n.findNode(ctx, id); !ok {
 		return
 	}
+	var rec drainRecord
+	if on {
+		var p *problemError
+		if rec, p = parseDrain(ctx, n.now()); p != nil {
+			n.problem(ctx, p)
+			return
+		}
+	}
 	err := n.changeShared(ctx, hashDrain, id, func(now int64, raw string) (string, error) {
 		if !on {
 			return "", nil
 		}
-		if raw != "" {
-			return raw, nil // already draining: keep the original time
-		}
-		enc, _ := json.Marshal(map[string]any{"since": time.UnixMicro(now).UTC()})
-		return string(enc), nil
+		return rec.merge(raw, time.UnixMicro(now)), nil
 	})
 	if err != nil {
 		n.storeProblem(ctx, err)

@@ -8,11 +8,14 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // executor performs validated actions over HTTP with the subject's
-// credentials, failing over between base URLs only when a URL could not be
-// reached at all (never after a node answered: the action may have run).
+// credentials, failing over between base URLs when a URL could not be
+// reached or its answer was lost (never after a node answered). The
+// Idempotency-Key makes that safe: the action runs once however many nodes
+// are asked.
 type executor struct {
 	subj    *Subject
 	urls    []string
@@ -61,8 +64,11 @@ func (x *executor) request(a *Action, params map[string]any) (path, body string,
 	return path, body, nil
 }
 
-// execute performs the action and returns a short result for the audit log.
-func (x *executor) execute(ctx context.Context, name string, params map[string]any) (string, error) {
+// execute performs the action and returns a short result for the audit
+// log. Every attempt carries idemKey as its Idempotency-Key, so a node
+// that already applied the call (its answer lost to a timeout) answers a
+// repeat, to it or to the next base URL, without applying it again.
+func (x *executor) execute(ctx context.Context, name string, params map[string]any, idemKey string) (string, error) {
 	a, p, err := x.validate(name, params)
 	if err != nil {
 		return "", err
@@ -73,28 +79,45 @@ func (x *executor) execute(ctx context.Context, name string, params map[string]a
 	}
 	var lastErr error
 	for _, base := range x.urls {
-		req, err := http.NewRequestWithContext(ctx, a.Method, base+path, strings.NewReader(body))
-		if err != nil {
-			return "", err
+		for attempt := 0; ; attempt++ {
+			req, err := http.NewRequestWithContext(ctx, a.Method, base+path, strings.NewReader(body))
+			if err != nil {
+				return "", err
+			}
+			if body != "" {
+				req.Header.Set("Content-Type", "application/json")
+			}
+			if x.token != "" {
+				req.Header.Set("Authorization", "Bearer "+x.token)
+			}
+			if idemKey != "" {
+				req.Header.Set("Idempotency-Key", idemKey)
+			}
+			resp, err := x.client.Do(req)
+			if err != nil {
+				lastErr = err
+				break // not reached, or the answer was lost: the next base URL, same key
+			}
+			out, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusConflict && bytes.Contains(out, []byte("idempotency-in-progress")) && attempt < 8 {
+				// Another node is applying this very call: wait for its answer.
+				select {
+				case <-ctx.Done():
+					return "", ctx.Err()
+				case <-time.After(250 * time.Millisecond):
+				}
+				continue
+			}
+			result := fmt.Sprintf("%s %s: HTTP %d %s", a.Method, path, resp.StatusCode, bytes.TrimSpace(out))
+			if resp.Header.Get("Idempotent-Replayed") == "true" {
+				result += " (the answer of an earlier attempt that had applied it: not applied again)"
+			}
+			if resp.StatusCode < 200 || resp.StatusCode > 299 {
+				return result, fmt.Errorf("%s", result)
+			}
+			return result, nil
 		}
-		if body != "" {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		if x.token != "" {
-			req.Header.Set("Authorization", "Bearer "+x.token)
-		}
-		resp, err := x.client.Do(req)
-		if err != nil {
-			lastErr = err
-			continue // not reached: try the next base URL
-		}
-		out, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		resp.Body.Close()
-		result := fmt.Sprintf("%s %s: HTTP %d %s", a.Method, path, resp.StatusCode, bytes.TrimSpace(out))
-		if resp.StatusCode < 200 || resp.StatusCode > 299 {
-			return result, fmt.Errorf("%s", result)
-		}
-		return result, nil
 	}
 	return "", fmt.Errorf("no base URL answered: %w", lastErr)
 }

@@ -38,10 +38,15 @@ type Config struct {
 	// Lease: how long a running operator holds the DB before another may
 	// take over; two operators never act on one DB at once.
 	Lease config.Duration `toml:"lease"`
+	// ApprovalTTL: an approval not executed within this expires; a fresh
+	// one is needed, against the state of then.
+	ApprovalTTL config.Duration `toml:"approval_ttl"`
 	// Diagnoser picks who diagnoses a new ticket: DiagnoserRules,
 	// DiagnoserLLM or DiagnoserBoth. The model ones need LLM.
 	Diagnoser string    `toml:"diagnoser"`
 	LLM       LLMConfig `toml:"llm"`
+	// Webhook gets opened, escalated and resolved tickets (notify.go).
+	Webhook WebhookConfig `toml:"webhook"`
 }
 
 // Diagnosers.
@@ -95,7 +100,8 @@ func DefaultConfig() Config {
 	return Config{Subject: "ratelimiter", DB: "operator.db", Interval: config.Duration{Duration: 5 * time.Second},
 		Mode: ModeObserve, MaxActionsPerTicket: 3, MaxActionsPerHour: 20,
 		VerifyWithin: config.Duration{Duration: time.Minute}, Lease: config.Duration{Duration: 30 * time.Second},
-		Diagnoser: DiagnoserRules, LLM: DefaultLLMConfig()}
+		ApprovalTTL: config.Duration{Duration: time.Hour}, Diagnoser: DiagnoserRules, LLM: DefaultLLMConfig(),
+		Webhook: DefaultWebhookConfig()}
 }
 
 // Subject is everything the operator knows about one system.
@@ -130,6 +136,11 @@ type Observation struct {
 	ForEach     string `toml:"for_each"`
 	PromQL      string `toml:"promql"`
 	Expr        string `toml:"expr"`
+	// Fields declares the fields of the value (of each element, for a
+	// list), so that `operator check` rejects an expression naming one it
+	// does not have. Without it the names are checked against a live
+	// sample (--subject-url) and at run time.
+	Fields []string `toml:"fields"`
 }
 
 // Lookup is a read made only on demand, with parameters: the LLM
@@ -160,14 +171,25 @@ type Param struct {
 // Path and Body are Go templates over the validated parameters; in Path
 // every value is URL-escaped, in Body JSON-encoded (use {{json .x}}).
 type Action struct {
-	Name             string           `toml:"name"`
-	Description      string           `toml:"description"`
-	Method           string           `toml:"method"`
-	Path             string           `toml:"path"`
-	Body             string           `toml:"body"`
-	Params           map[string]Param `toml:"params"`
-	RiskLevel        string           `toml:"risk_level"` // low, medium, high
-	RequiresApproval bool             `toml:"requires_approval"`
+	Name        string           `toml:"name"`
+	Description string           `toml:"description"`
+	Method      string           `toml:"method"`
+	Path        string           `toml:"path"`
+	Body        string           `toml:"body"`
+	Params      map[string]Param `toml:"params"`
+	RiskLevel   string           `toml:"risk_level"` // low, medium, high
+	// RequiresApproval unset means: a high-risk action waits for approval,
+	// others do not. Running a high-risk action unapproved in auto mode
+	// takes an explicit requires_approval = false.
+	RequiresApproval *bool `toml:"requires_approval"`
+}
+
+// NeedsApproval says whether the action waits for approval in auto mode.
+func (a *Action) NeedsApproval() bool {
+	if a.RequiresApproval != nil {
+		return *a.RequiresApproval
+	}
+	return a.RiskLevel == "high"
 }
 
 // SLO is an objective evaluated and reported every loop: Expr computes the
@@ -180,7 +202,11 @@ type SLO struct {
 	Target      float64         `toml:"target"`
 	Unit        string          `toml:"unit"`
 	Objective   string          `toml:"objective"`
-	GracePeriod config.Duration `toml:"grace_period"`
+	GracePeriod config.Duration `toml:"grace_period"` // out of target this long before it counts
+	// Goal is the share of Window (percent) the SLO must be met; the rest
+	// is its error budget. Defaults: 99.9 over 30 days.
+	Goal   float64         `toml:"goal"`
+	Window config.Duration `toml:"window"`
 }
 
 // Invariant is a condition that must not hold for long. Over names an
@@ -203,7 +229,11 @@ type Invariant struct {
 // Playbook is the rule-based diagnosis of one invariant: its texts are Go
 // templates over the violation; its actions' parameters too.
 type Playbook struct {
-	Invariant    string           `toml:"invariant"`
+	Invariant string `toml:"invariant"`
+	// When, an expression, picks among several playbooks of one invariant:
+	// the first whose when holds (or has none) diagnoses. It sees what the
+	// invariant's expression sees, plus began, when the violation began.
+	When         string           `toml:"when"`
 	Summary      string           `toml:"summary"`
 	RootCause    string           `toml:"root_cause"`
 	Confidence   float64          `toml:"confidence"`
@@ -224,6 +254,10 @@ type PlaybookAction struct {
 const SubjectUnreachable = "subject_unreachable"
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+
+// reservedNames mean something in every expression; an observation by one
+// of these names would hide it.
+var reservedNames = map[string]bool{"at": true, "ago": true, "age": true, "entity": true, "began": true, "it": true}
 
 // Validate reports every problem of the [operator] section.
 func (c *Config) Validate() error {
@@ -251,6 +285,10 @@ func (c *Config) Validate() error {
 	}
 	if c.Lease.Duration <= 0 {
 		p.Add("lease", "must be positive")
+	}
+	c.Webhook.validate(p.Under("webhook"))
+	if c.ApprovalTTL.Duration < 0 {
+		p.Add("approval_ttl", "must not be negative (0 means 1h)")
 	}
 	switch c.Diagnoser {
 	case DiagnoserRules, "": // "" for a Config built in Go without DefaultConfig
@@ -341,6 +379,9 @@ func (s *Subject) Validate() error {
 	for i, o := range s.Observations {
 		at := p.Under(fmt.Sprintf("observations[%d]", i))
 		checkName(at, o.Name, obs)
+		if reservedNames[o.Name] {
+			at.Add("name", "%q is reserved in expressions (at, ago, age, entity, began, it)", o.Name)
+		}
 		switch {
 		case (o.Path == "") == (o.PromQL == ""):
 			at.Add("path", "give exactly one of path and promql")
@@ -410,6 +451,15 @@ func (s *Subject) Validate() error {
 		if err := checkExpr(o.Expr); err != nil {
 			at.Add("expr", "%v", err)
 		}
+		if o.Goal < 0 || o.Goal >= 100 {
+			at.Add("goal", "must be a percentage below 100 (0 means 99.9), got %g", o.Goal)
+		}
+		if o.Window.Duration < 0 || (o.Window.Duration > 0 && o.Window.Duration < 6*time.Hour) {
+			at.Add("window", "must be at least 6h, the longest burn-rate window (0 means 30 days)")
+		}
+		if o.GracePeriod.Duration < 0 {
+			at.Add("grace_period", "must not be negative")
+		}
 		if o.Objective != "max" && o.Objective != "min" {
 			at.Add("objective", "must be max (value <= target) or min (value >= target), got %q", o.Objective)
 		}
@@ -450,6 +500,11 @@ func (s *Subject) Validate() error {
 		if !invs[pb.Invariant] && pb.Invariant != SubjectUnreachable {
 			at.Add("invariant", "%q is not an invariant of this subject", pb.Invariant)
 		}
+		if pb.When != "" {
+			if err := checkExpr(pb.When); err != nil {
+				at.Add("when", "%v", err)
+			}
+		}
 		if pb.Confidence < 0 || pb.Confidence > 1 {
 			at.Add("confidence", "must be between 0 and 1")
 		}
@@ -474,6 +529,9 @@ func (s *Subject) Validate() error {
 				}
 			}
 		}
+	}
+	if err := s.CheckNames(nil); err != nil {
+		p.Merge("", err)
 	}
 	return p.Err()
 }

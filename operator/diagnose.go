@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
+
+	"github.com/expr-lang/expr/vm"
 )
 
 // Diagnosis is the seed's structured diagnosis of a ticket.
@@ -48,27 +51,95 @@ type Diagnoser interface {
 
 // rules is the default diagnoser: the subject's playbooks.
 type rules struct {
-	playbooks map[string]Playbook
+	playbooks map[string][]compiledPlaybook // by invariant, in file order
+	invs      map[string]Invariant
+	hist      *history
+	now       func() time.Time
 }
 
-func newRules(subj *Subject) *rules {
-	r := &rules{playbooks: map[string]Playbook{}}
+type compiledPlaybook struct {
+	Playbook
+	when *vm.Program // nil: always
+}
+
+func newRules(subj *Subject, hist *history, now func() time.Time) *rules {
+	r := &rules{playbooks: map[string][]compiledPlaybook{}, invs: map[string]Invariant{}, hist: hist, now: now}
+	for _, inv := range subj.Invariants {
+		r.invs[inv.Name] = inv
+	}
 	for _, pb := range subj.Playbooks {
-		r.playbooks[pb.Invariant] = pb
+		c := compiledPlaybook{Playbook: pb}
+		if pb.When != "" {
+			c.when, _ = compileExpr(pb.When) // Validate compiled it already
+		}
+		r.playbooks[pb.Invariant] = append(r.playbooks[pb.Invariant], c)
 	}
 	return r
 }
 
+// choose returns the first playbook of t's invariant whose when holds.
+// when sees what the invariant's expression saw (the entity's fields, the
+// observations by name, at/ago/age) and began, when the violation began.
+func (r *rules) choose(t Ticket, obs map[string]any) (Playbook, bool, error) {
+	var env map[string]any
+	for _, pb := range r.playbooks[t.Invariant] {
+		if pb.when == nil {
+			return pb.Playbook, true, nil
+		}
+		if env == nil {
+			env = r.whenEnv(t, obs)
+		}
+		out, err := runExpr(pb.when, env)
+		if err != nil {
+			return Playbook{}, false, fmt.Errorf("playbook %s when: %w", pb.Invariant, err)
+		}
+		if ok, _ := out.(bool); ok {
+			return pb.Playbook, true, nil
+		}
+	}
+	return Playbook{}, false, nil
+}
+
+func (r *rules) whenEnv(t Ticket, obs map[string]any) map[string]any {
+	now := time.Now
+	if r.now != nil {
+		now = r.now
+	}
+	inv := r.invs[t.Invariant]
+	env := r.hist.funcs(inv.Over, inv.Entity, t.Entity, now())
+	for k, v := range obs {
+		env[k] = v
+	}
+	var el map[string]any
+	if json.Unmarshal(t.Observation, &el) == nil {
+		for k, v := range el {
+			env[k] = v
+		}
+	}
+	env["entity"] = t.Entity
+	env["began"] = t.FirstSeen
+	return env
+}
+
 func (r *rules) Diagnose(_ context.Context, t Ticket, obs map[string]any) (Diagnosis, error) {
-	pb, ok := r.playbooks[t.Invariant]
+	pb, ok, err := r.choose(t, obs)
+	if err != nil {
+		return Diagnosis{Diagnoser: DiagnoserRules, Summary: t.Message, RootCause: err.Error(),
+			CauseInvariant: t.Invariant, CauseEntity: t.Entity, Evidence: []string{t.Message}}, err
+	}
+	if !ok && t.Invariant == OperatorConfig {
+		return Diagnosis{Diagnoser: DiagnoserRules, Summary: t.Message, Confidence: 1, CauseInvariant: t.Invariant, CauseEntity: t.Entity,
+			RootCause: "the operator's own configuration, not the subject: an expression names a field the subject does not report " +
+				"(a typo, or a field the subject renamed); fix " + t.Entity + " and check it with `operator check --subject-url URL`",
+			Evidence: []string{t.Message}}, nil
+	}
 	if !ok {
-		return Diagnosis{Diagnoser: DiagnoserRules, Summary: t.Message, RootCause: "no playbook for " + t.Invariant,
+		return Diagnosis{Diagnoser: DiagnoserRules, Summary: t.Message, RootCause: "no playbook (or none whose when holds) for " + t.Invariant,
 			CauseInvariant: t.Invariant, CauseEntity: t.Entity, Evidence: []string{t.Message}}, nil
 	}
 	data := templateData(t, obs)
 	d := Diagnosis{Diagnoser: DiagnoserRules, Confidence: pb.Confidence, Alternatives: pb.Alternatives,
 		CauseInvariant: t.Invariant, CauseEntity: t.Entity}
-	var err error
 	if d.Summary, err = render(pb.Summary, data); err != nil {
 		return d, fmt.Errorf("playbook %s summary: %w", pb.Invariant, err)
 	}

@@ -424,7 +424,7 @@ func (m *llmDiagnoser) prompt(t Ticket, obs map[string]any) string {
 			params[n] = ps
 		}
 		actions = append(actions, map[string]any{"name": a.Name, "description": a.Description, "risk_level": a.RiskLevel,
-			"requires_approval": a.RequiresApproval, "params": params})
+			"requires_approval": a.NeedsApproval(), "params": params})
 	}
 	doc := map[string]any{"ticket": ticket, "invariants": invariants, "actions": actions}
 	if obs != nil {

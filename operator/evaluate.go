@@ -3,6 +3,7 @@ package operator
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -18,19 +19,22 @@ import (
 type evaluator struct {
 	invariants []compiledInvariant
 	timers     map[string]Timer
+	hist       *history // recent observations, for at/ago/age
 }
 
 type compiledInvariant struct {
 	Invariant
 	prog *vm.Program
+	path string    // its TOML path under the subject, for configuration tickets
+	used usedNames // the names its expression reads
 }
 
-func newEvaluator(subj *Subject, timers map[string]Timer) (*evaluator, error) {
-	e := &evaluator{timers: timers}
+func newEvaluator(subj *Subject, timers map[string]Timer, interval time.Duration) (*evaluator, error) {
+	e := &evaluator{timers: timers, hist: newHistory(interval)}
 	if e.timers == nil {
 		e.timers = map[string]Timer{}
 	}
-	for _, inv := range subj.Invariants {
+	for i, inv := range subj.Invariants {
 		if inv.Name == SubjectUnreachable {
 			continue
 		}
@@ -38,7 +42,12 @@ func newEvaluator(subj *Subject, timers map[string]Timer) (*evaluator, error) {
 		if err != nil {
 			return nil, fmt.Errorf("invariant %s: %w", inv.Name, err)
 		}
-		e.invariants = append(e.invariants, compiledInvariant{Invariant: inv, prog: prog})
+		used, err := exprNames(inv.Expr)
+		if err != nil {
+			return nil, fmt.Errorf("invariant %s: %w", inv.Name, err)
+		}
+		e.invariants = append(e.invariants, compiledInvariant{Invariant: inv, prog: prog, used: used,
+			path: fmt.Sprintf("invariants[%d].expr", i)})
 	}
 	return e, nil
 }
@@ -49,13 +58,55 @@ type evaluation struct {
 	firing  []Violation
 	holding map[string]bool
 	errs    []error
+	// config are violations of the operator's own configuration: an
+	// expression naming a field that no observed entity has, which would
+	// otherwise be false forever.
+	config []Violation
+}
+
+// OperatorConfig is the built-in invariant of the operator's own
+// configuration: its tickets say an invariant cannot work as written.
+const OperatorConfig = "operator_config"
+
+// unknownFields returns the names inv's expression reads that neither an
+// observation, "entity", nor any of its entities has. With no entity there
+// is nothing to judge by.
+func (inv compiledInvariant) unknownFields(obs map[string]any, cs []candidate) []string {
+	if inv.Over == "" || len(cs) == 0 {
+		return nil
+	}
+	var out []string
+	for _, id := range inv.used.idents {
+		if _, ok := obs[id]; ok || id == "entity" || slices.Contains(historyNames, id) {
+			continue
+		}
+		found := false
+		for _, c := range cs {
+			if m, ok := c.element.(map[string]any); ok {
+				if _, ok := m[id]; ok {
+					found = true
+					break
+				}
+			}
+		}
+		if !found && !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 func (e *evaluator) evaluate(obs map[string]any, now time.Time) evaluation {
 	ev := evaluation{holding: map[string]bool{}}
 	seen := map[string]bool{}
 	for _, inv := range e.invariants {
-		for _, c := range candidates(inv, obs) {
+		cs := candidates(inv, obs, e.hist, now)
+		if unknown := inv.unknownFields(obs, cs); len(unknown) > 0 {
+			ev.config = append(ev.config, Violation{Invariant: OperatorConfig, Entity: inv.path, Severity: "warning", Since: now,
+				Message: fmt.Sprintf("invariant %s (%s) names %s, which none of the %d entities of %s has: it cannot fire until the configuration is fixed",
+					inv.Name, inv.path, quoteJoin(unknown), len(cs), inv.Over)})
+		}
+		for _, c := range cs {
 			key := inv.Name + ":" + c.entity
 			seen[key] = true
 			out, err := runExpr(inv.prog, c.env)
@@ -145,26 +196,26 @@ type candidate struct {
 
 // candidates lists the entities of inv: the elements of its observation,
 // each seen with its own fields on top of the observations by name.
-func candidates(inv compiledInvariant, obs map[string]any) []candidate {
-	base := func() map[string]any {
-		env := make(map[string]any, len(obs)+8)
+func candidates(inv compiledInvariant, obs map[string]any, hist *history, now time.Time) []candidate {
+	base := func(entity string) map[string]any {
+		env := hist.funcs(inv.Over, inv.Entity, entity, now)
 		for k, v := range obs {
 			env[k] = v
 		}
 		return env
 	}
 	if inv.Over == "" {
-		return []candidate{{entity: "", element: obs, env: base()}}
+		return []candidate{{entity: "", element: obs, env: base("")}}
 	}
 	list, _ := obs[inv.Over].([]any)
 	out := make([]candidate, 0, len(list))
 	for _, el := range list {
-		env := base()
 		m, _ := el.(map[string]any)
+		entity := fmt.Sprint(m[inv.Entity])
+		env := base(entity)
 		for k, v := range m {
 			env[k] = v
 		}
-		entity := fmt.Sprint(m[inv.Entity])
 		env["entity"] = entity
 		out = append(out, candidate{entity: entity, element: el, env: env})
 	}

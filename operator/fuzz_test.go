@@ -2,6 +2,7 @@ package operator
 
 import (
 	"os"
+	"time"
 	"testing"
 
 	"github.com/ratelimiter/ratelimiter/config"
@@ -26,10 +27,11 @@ func FuzzSubject(f *testing.F) {
 			if s.Validate() != nil {
 				continue
 			}
-			if _, err := newEvaluator(&s, nil); err != nil {
+			e, err := newEvaluator(&s, nil, tf.Operator.Interval.Duration)
+			if err != nil {
 				t.Fatalf("subject %s validates but does not compile: %v", name, err)
 			}
-			newRules(&s)
+			newRules(&s, e.hist, time.Now)
 		}
 	})
 }

@@ -43,6 +43,38 @@ type Operator struct {
 	lastAt  time.Time
 	lastErr error
 	metrics *opMetrics
+	slo     sloTracker
+	notify  *notifier // nil without [operator.webhook] url
+	// bg, set by Run, runs model diagnoses beside the loop, which keeps
+	// observing, evaluating and renewing its lease meanwhile.
+	bg *background
+}
+
+// background tracks the diagnoses in flight, one per ticket.
+type background struct {
+	ctx      context.Context
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	inflight map[int64]bool
+}
+
+// start claims ticket for a diagnosis; false when one is under way.
+func (b *background) start(ticket int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.inflight[ticket] {
+		return false
+	}
+	b.inflight[ticket] = true
+	b.wg.Add(1)
+	return true
+}
+
+func (b *background) done(ticket int64) {
+	b.mu.Lock()
+	delete(b.inflight, ticket)
+	b.mu.Unlock()
+	b.wg.Done()
 }
 
 // New prepares an operator. urls, when not empty, replace the subject's
@@ -65,19 +97,20 @@ func New(cfg Config, subj Subject, urls []string, store *Store, log *slog.Logger
 	if err != nil {
 		return nil, fmt.Errorf("cannot read grace timers: %w", err)
 	}
-	eval, err := newEvaluator(&subj, timers)
+	eval, err := newEvaluator(&subj, timers, cfg.Interval.Duration)
 	if err != nil {
 		return nil, err
 	}
 	host, _ := os.Hostname()
 	o := &Operator{cfg: cfg, subj: &subj, store: store, log: log.With("role", "operator", "subject", cfg.Subject),
-		now: now, owner: fmt.Sprintf("%s/%d/%08x", host, os.Getpid(), rand.Uint32()), eval: eval, diag: newRules(&subj), metrics: newOpMetrics(),
+		now: now, owner: fmt.Sprintf("%s/%d/%08x", host, os.Getpid(), rand.Uint32()), eval: eval, metrics: newOpMetrics(),
 		unreachable: Invariant{Name: SubjectUnreachable, Severity: "critical", Message: "the subject did not answer its observations"}}
 	for _, inv := range subj.Invariants {
 		if inv.Name == SubjectUnreachable {
 			o.unreachable = inv
 		}
 	}
+	o.notify = newNotifier(cfg.Webhook, cfg.Subject, o.metrics.set, o.log)
 	o.obs = newObserver(o.subj, subj.BaseURLs)
 	token := ""
 	if subj.CredentialsEnv != "" {
@@ -94,7 +127,7 @@ func New(cfg Config, subj Subject, urls []string, store *Store, log *slog.Logger
 // in the environment is replaced by the playbooks, with a note that Run
 // logs: a missing key must not stop the operator watching.
 func (o *Operator) chooseDiagnoser() error {
-	rules := newRules(o.subj)
+	rules := newRules(o.subj, o.eval.hist, o.now)
 	o.diag, o.diagName = rules, DiagnoserRules
 	if o.cfg.Diagnoser != DiagnoserLLM && o.cfg.Diagnoser != DiagnoserBoth {
 		return nil
@@ -159,6 +192,16 @@ func (o *Operator) Run(ctx context.Context) error {
 		return fmt.Errorf("%w (%s holds its lease)", ErrLeaseHeld, holder)
 	}
 	defer func() { _ = o.store.ReleaseLease(context.Background(), o.owner) }()
+	// Notifications go out beside the loop; the last ones (those of the
+	// diagnoses below included) get a moment after it stops.
+	nctx, stopNotify := context.WithCancel(context.WithoutCancel(ctx))
+	notified := make(chan struct{})
+	go func() { defer close(notified); o.notify.run(nctx) }()
+	defer func() { stopNotify(); <-notified }()
+	// Diagnoses in flight end with ctx; the lease is released only after
+	// them, so no write of this operator follows another's taking over.
+	o.bg = &background{ctx: ctx, inflight: map[int64]bool{}}
+	defer o.bg.wg.Wait()
 	if o.subj.CredentialsEnv != "" && o.exec.token == "" {
 		o.log.Warn("the subject's credentials variable is empty; actions go without a token", "env", o.subj.CredentialsEnv)
 	}
@@ -228,11 +271,23 @@ func (o *Operator) Tick(ctx context.Context) error {
 		active[SubjectUnreachable+":"] = true
 	}
 	ev := o.eval.evaluate(obs, now)
+	o.eval.hist.add(obs, now)
 	for _, err := range ev.errs {
 		o.log.Warn("invariant", "err", err)
 	}
 	for k := range ev.holding {
 		active[k] = true
+	}
+	burns, err := o.trackSLOs(ctx, obs, now)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	ev.config = append(ev.config, burns...)
+	for _, v := range ev.config {
+		if v.Invariant == OperatorConfig {
+			o.log.Error("configuration", "invariant", v.Entity, "problem", v.Message)
+		}
+		ev.firing = append(ev.firing, v)
 	}
 	for _, v := range ev.firing {
 		active[v.Key()] = true
@@ -268,15 +323,45 @@ func (o *Operator) record(ctx context.Context, v Violation, now time.Time, obs m
 	if err != nil {
 		return err
 	}
-	// A ticket still open without a diagnosis is one an earlier operator
-	// opened and then died before diagnosing: finish its work.
-	if !opened && !(t.Status == StatusOpen && len(t.Diagnosis) == 0) {
+	// A ticket still open (or diagnosing) without a diagnosis is one an
+	// earlier operator opened and then died before diagnosing: finish its
+	// work.
+	if !opened && !((t.Status == StatusOpen || t.Status == StatusDiagnosing) && len(t.Diagnosis) == 0) {
 		return nil
 	}
 	if opened {
 		o.log.Warn("ticket opened", "ticket", t.ID, "key", t.Key, "severity", t.Severity, "message", t.Message)
 	}
+	if o.bg != nil && o.diagName != DiagnoserRules {
+		// A model may take a minute, longer than the lease: it answers
+		// beside the loop, and the ticket says diagnosing meanwhile.
+		if !o.bg.start(t.ID) {
+			return nil
+		}
+		if _, err := o.store.SetStatus(ctx, t.ID, []string{StatusOpen}, StatusDiagnosing, "operator", "asking the "+o.diagName+" diagnoser"); err != nil {
+			o.bg.done(t.ID)
+			return err
+		}
+		if opened {
+			o.notify.notify(EventOpened, t, "diagnosing with the "+o.diagName+" diagnoser", now)
+		}
+		go func() {
+			defer o.bg.done(t.ID)
+			d, err := o.diag.Diagnose(o.bg.ctx, t, obs)
+			if err := o.conclude(o.bg.ctx, t, d, err, o.now(), false); err != nil && o.bg.ctx.Err() == nil {
+				o.log.Error("cannot store the diagnosis", "ticket", t.ID, "err", err)
+			}
+		}()
+		return nil
+	}
 	d, err := o.diag.Diagnose(ctx, t, obs)
+	return o.conclude(ctx, t, d, err, now, opened)
+}
+
+// conclude stores a diagnosis and its proposals. A ticket that resolved
+// while its diagnosis was under way gets the diagnosis, for the record,
+// and no proposals.
+func (o *Operator) conclude(ctx context.Context, t Ticket, d Diagnosis, err error, now time.Time, notifyOpened bool) error {
 	if err != nil {
 		o.audit(ctx, t.ID, 0, "diagnosis_failed", map[string]any{"error": err.Error()})
 	}
@@ -295,8 +380,19 @@ func (o *Operator) record(ctx context.Context, v Violation, now time.Time, obs m
 	if err := o.store.SetDiagnosis(ctx, t.ID, raw, d.Diagnoser); err != nil {
 		return err
 	}
-	if _, err := o.store.SetStatus(ctx, t.ID, []string{StatusOpen}, StatusDiagnosed, "operator", d.Summary); err != nil {
+	moved, err := o.store.SetStatus(ctx, t.ID, []string{StatusOpen, StatusDiagnosing}, StatusDiagnosed, "operator", d.Summary)
+	if err != nil {
 		return err
+	}
+	if !moved {
+		if cur, err := o.store.Ticket(ctx, t.ID); err == nil && cur.Status == StatusResolved {
+			o.audit(ctx, t.ID, 0, "diagnosis_late", map[string]any{"note": "the ticket resolved before its diagnosis arrived: nothing proposed"})
+			return nil
+		}
+	}
+	if notifyOpened {
+		t.Diagnosis = raw
+		o.notify.notify(EventOpened, t, "", now)
 	}
 	seen := map[string]bool{}
 	for _, part := range parts {
@@ -322,7 +418,7 @@ func (o *Operator) propose(ctx context.Context, t Ticket, rec Recommendation, so
 	if err != nil {
 		p.Status, p.Result = ProposalSkipped, "rejected by validation: "+err.Error()
 	} else {
-		p.Params, p.RiskLevel, p.RequiresApproval = params, a.RiskLevel, a.RequiresApproval
+		p.Params, p.RiskLevel, p.RequiresApproval = params, a.RiskLevel, a.NeedsApproval()
 		key, _ := json.Marshal([]any{a.Name, params})
 		if seen[string(key)] {
 			return
@@ -376,6 +472,7 @@ func (o *Operator) resolveCleared(ctx context.Context, active map[string]bool, n
 			return err
 		}
 		o.log.Info("ticket resolved", "ticket", t.ID, "key", t.Key)
+		o.notify.notify(EventResolved, t, "the violation cleared", now)
 		pending, err := o.store.Proposals(ctx, ProposalFilter{TicketID: t.ID, Status: []string{ProposalPending, ProposalApproved}})
 		if err != nil {
 			return err
@@ -423,19 +520,84 @@ func (o *Operator) act(ctx context.Context, now time.Time) error {
 				continue
 			}
 		}
-		perTicket, perHour, err := o.store.Executed(ctx, p.TicketID, now.Add(-time.Hour))
-		if err != nil {
-			return err
+		if p.Status == ProposalApproved {
+			// An approval was given for the state of then: it expires, and
+			// the action must still be valid as the subject defines it now.
+			if why := o.stale(p, now); why != "" {
+				_, _ = o.store.Transition(ctx, p.ID, ProposalApproved, ProposalSkipped, "operator", why, now)
+				continue
+			}
 		}
-		if p.TicketID != 0 && perTicket >= o.cfg.MaxActionsPerTicket || perHour >= o.cfg.MaxActionsPerHour {
-			_, _ = o.store.Transition(ctx, p.ID, p.Status, ProposalSkipped, "operator", fmt.Sprintf(
-				"action limit reached: %d executed for this ticket (max %d), %d in the last hour (max %d)",
-				perTicket, o.cfg.MaxActionsPerTicket, perHour, o.cfg.MaxActionsPerHour), now)
+		if why, err := o.ranAlready(ctx, p, now); err != nil {
+			return err
+		} else if why != "" {
+			_, _ = o.store.Transition(ctx, p.ID, p.Status, ProposalSkipped, "operator", why, now)
+			continue
+		}
+		if why, err := o.capped(ctx, p.TicketID, now); err != nil {
+			return err
+		} else if why != "" {
+			_, _ = o.store.Transition(ctx, p.ID, p.Status, ProposalSkipped, "operator", why, now)
 			continue
 		}
 		o.run(ctx, p, "operator", now)
 	}
 	return nil
+}
+
+// ranAlready says which proposal already executed the same action with
+// the same parameters within verify_within: two tickets of one cause (a
+// bad limit seen by two invariants, or on three nodes) get one execution,
+// not a second that fails and escalates.
+func (o *Operator) ranAlready(ctx context.Context, p Proposal, now time.Time) (string, error) {
+	done, err := o.store.Proposals(ctx, ProposalFilter{Status: []string{ProposalExecuting, ProposalSucceeded, ProposalVerified}, Limit: 100})
+	if err != nil {
+		return "", err
+	}
+	want, _ := json.Marshal(p.Params)
+	for _, q := range done {
+		if q.ID == p.ID || q.Action != p.Action || q.ExecutedAt == nil || now.Sub(*q.ExecutedAt) > o.cfg.VerifyWithin.Duration {
+			continue
+		}
+		if got, _ := json.Marshal(q.Params); string(got) == string(want) {
+			return fmt.Sprintf("the same action already ran as proposal #%d (ticket #%d)", q.ID, q.TicketID), nil
+		}
+	}
+	return "", nil
+}
+
+// approvalTTL is [operator] approval_ttl, 1 h when unset.
+func (o *Operator) approvalTTL() time.Duration {
+	if d := o.cfg.ApprovalTTL.Duration; d > 0 {
+		return d
+	}
+	return time.Hour
+}
+
+// stale says why an approved proposal may no longer run: its approval
+// expired, or it no longer validates against the action's definition.
+func (o *Operator) stale(p Proposal, now time.Time) string {
+	if age := now.Sub(p.UpdatedAt); age > o.approvalTTL() {
+		return fmt.Sprintf("the approval expired: given %s ago, approval_ttl is %s; approve a new proposal", age.Round(time.Second), o.approvalTTL())
+	}
+	if _, _, err := o.exec.validate(p.Action, p.Params); err != nil {
+		return "no longer valid: " + err.Error()
+	}
+	return ""
+}
+
+// capped says why the caps forbid one more action (for ticket, when not
+// 0) now, or "" when they allow it.
+func (o *Operator) capped(ctx context.Context, ticket int64, now time.Time) (string, error) {
+	perTicket, perHour, err := o.store.Executed(ctx, ticket, now.Add(-time.Hour))
+	if err != nil {
+		return "", err
+	}
+	if ticket != 0 && perTicket >= o.cfg.MaxActionsPerTicket || perHour >= o.cfg.MaxActionsPerHour {
+		return fmt.Sprintf("action limit reached: %d executed for this ticket (max %d), %d in the last hour (max %d)",
+			perTicket, o.cfg.MaxActionsPerTicket, perHour, o.cfg.MaxActionsPerHour), nil
+	}
+	return "", nil
 }
 
 // run executes one proposal: it claims it (so no other operator can), calls
@@ -446,9 +608,9 @@ func (o *Operator) run(ctx context.Context, p Proposal, actor string, now time.T
 		return
 	}
 	if p.TicketID != 0 {
-		_, _ = o.store.SetStatus(ctx, p.TicketID, []string{StatusOpen, StatusDiagnosed, StatusRemediating}, StatusRemediating, actor, "executing "+p.Action)
+		_, _ = o.store.SetStatus(ctx, p.TicketID, []string{StatusOpen, StatusDiagnosing, StatusDiagnosed, StatusRemediating}, StatusRemediating, actor, "executing "+p.Action)
 	}
-	result, err := o.exec.execute(ctx, p.Action, p.Params)
+	result, err := o.exec.execute(ctx, p.Action, p.Params, idempotencyKey(p))
 	to := ProposalSucceeded
 	if err != nil {
 		to, result = ProposalFailed, err.Error()
@@ -459,8 +621,26 @@ func (o *Operator) run(ctx context.Context, p Proposal, actor string, now time.T
 	_, _ = o.store.Transition(ctx, p.ID, ProposalExecuting, to, actor, result, o.now())
 	o.metrics.action(to)
 	if err != nil && p.TicketID != 0 {
-		_, _ = o.store.SetStatus(ctx, p.TicketID, nil, StatusRemediationFailed, actor, "action "+p.Action+" failed: "+result)
+		o.escalate(ctx, p.TicketID, actor, "action "+p.Action+" failed: "+result)
 	}
+}
+
+// escalate marks a ticket remediation_failed and tells the webhook: a
+// person must look now.
+func (o *Operator) escalate(ctx context.Context, ticket int64, actor, why string) {
+	moved, err := o.store.SetStatus(ctx, ticket, nil, StatusRemediationFailed, actor, why)
+	if err != nil || !moved {
+		return
+	}
+	if t, err := o.store.Ticket(ctx, ticket); err == nil {
+		o.notify.notify(EventEscalated, t, why, o.now())
+	}
+}
+
+// idempotencyKey is the Idempotency-Key of a proposal's execution: its id,
+// and its creation time so two operator databases never share one.
+func idempotencyKey(p Proposal) string {
+	return fmt.Sprintf("ratelimiter-operator-proposal-%d-%d", p.ID, p.CreatedAt.UnixMicro())
 }
 
 // verify fails executed actions whose violation did not clear in time:
@@ -476,8 +656,7 @@ func (o *Operator) verify(ctx context.Context, now time.Time) error {
 		}
 		if ok, _ := o.store.Transition(ctx, p.ID, ProposalSucceeded, ProposalVerifyFailed, "operator",
 			fmt.Sprintf("the violation did not clear within %s", o.cfg.VerifyWithin.Duration), now); ok {
-			_, _ = o.store.SetStatus(ctx, p.TicketID, nil, StatusRemediationFailed, "operator",
-				"escalated: "+p.Action+" did not clear the violation")
+			o.escalate(ctx, p.TicketID, "operator", "escalated: "+p.Action+" did not clear the violation within "+o.cfg.VerifyWithin.Duration.String())
 			o.metrics.action(ProposalVerifyFailed)
 			o.log.Error("remediation failed: escalating", "ticket", p.TicketID, "action", p.Action)
 		}
@@ -492,21 +671,56 @@ func (o *Operator) audit(ctx context.Context, ticket, proposal int64, event stri
 	}
 }
 
-// Act runs a manual action now, through the same validation and audit as
-// the loop's (`operator act NAME key=value…`).
-func (o *Operator) Act(ctx context.Context, name string, params map[string]any, actor string) (Proposal, error) {
+// ErrRefused is returned by Act when the kill switch or a cap forbids the
+// action; --force overrides it.
+var ErrRefused = errors.New("refused")
+
+// Act runs a manual action now (`operator act NAME key=value…`), through
+// the same validation, kill switch, caps and audit as the loop's. force
+// overrides the kill switch and the caps, and is audited as such.
+func (o *Operator) Act(ctx context.Context, name string, params map[string]any, actor string, force bool) (Proposal, error) {
 	now := o.now()
 	a, p, err := o.exec.validate(name, params)
 	if err != nil {
 		return Proposal{}, err
 	}
-	prop, err := o.store.AddProposal(ctx, Proposal{Action: name, Params: p, Source: "manual", RiskLevel: a.RiskLevel,
-		RequiresApproval: a.RequiresApproval, Status: ProposalApproved, CreatedAt: now, Reason: "manual action by " + actor})
+	var refusals []string
+	if mode := o.mode(ctx); mode == ModeObserve {
+		refusals = append(refusals, "the operator is in observe mode (the kill switch)")
+	}
+	why, err := o.capped(ctx, 0, now)
 	if err != nil {
 		return Proposal{}, err
 	}
+	if why != "" {
+		refusals = append(refusals, why)
+	}
+	reason := "manual action by " + actor
+	if len(refusals) > 0 {
+		if !force {
+			o.auditAs(ctx, actor, 0, 0, "manual_refused", map[string]any{"action": name, "params": p, "why": refusals})
+			return Proposal{}, fmt.Errorf("%w: %s: %s (--force overrides, and is audited)", ErrRefused, name, strings.Join(refusals, "; "))
+		}
+		reason += ", forced past: " + strings.Join(refusals, "; ")
+	}
+	prop, err := o.store.AddProposal(ctx, Proposal{Action: name, Params: p, Source: "manual", RiskLevel: a.RiskLevel,
+		RequiresApproval: a.NeedsApproval(), Status: ProposalApproved, CreatedAt: now, Reason: reason})
+	if err != nil {
+		return Proposal{}, err
+	}
+	if len(refusals) > 0 {
+		o.log.Warn("manual action forced", "actor", actor, "action", name, "overrode", refusals)
+		o.auditAs(ctx, actor, 0, prop.ID, "forced", map[string]any{"action": name, "overrode": refusals})
+	}
 	o.run(ctx, prop, actor, now)
 	return o.store.Proposal(ctx, prop.ID)
+}
+
+func (o *Operator) auditAs(ctx context.Context, actor string, ticket, proposal int64, event string, detail any) {
+	raw, _ := json.Marshal(detail)
+	if err := o.store.Audit(ctx, AuditEntry{TicketID: ticket, ProposalID: proposal, Actor: actor, Event: event, Detail: raw}); err != nil {
+		o.log.Error("audit", "err", err)
+	}
 }
 
 // holderDead reports whether a lease holder ("host/pid/nonce") is a process

@@ -580,16 +580,18 @@ func TestHealthyClusterOpensNothing(t *testing.T) {
 	waitSeen(t, e, 3)
 	// Warm up (script loads), and keep enough requests in each node's
 	// 10 s window that its p99 is not simply its slowest request: the
-	// injected minute passes in about a second of real time.
+	// injected ten minutes pass in seconds of real time.
 	for i, n := range nodes {
 		for j := range 30 {
 			flood(t, n.URL, fmt.Sprintf("user:%d", i*30+j), 1)
 		}
 	}
+	// Ten minutes of injected time: every invariant, the ones relative to
+	// their own past included, sees a long steady run.
 	const step = 2 * time.Second
 	start := clk.Now()
 	ticks := 0
-	for clk.Now().Sub(start) <= time.Minute {
+	for clk.Now().Sub(start) <= 10*time.Minute {
 		for j := range 9 {
 			n := nodes[j%len(nodes)]
 			flood(t, n.URL, fmt.Sprintf("user:%d", (ticks*9+j)%90), 1)
@@ -1004,7 +1006,10 @@ func TestBadLimitChangeRolledBack(t *testing.T) {
 	cfg, subj := shipped(t)
 	cfg.Mode = ModeAuto
 	grace := invariant(t, &subj, "high_block_rate").GracePeriod.Duration
+	// The clock starts at the real time: the limit's updated_at comes from
+	// the store's clock, and the rollback must see the change as recent.
 	clk := nodetest.NewClock()
+	clk.Add(time.Since(clk.Now()))
 	e := newOp(t, cfg, subj, []string{a.URL}, clk.Now)
 	waitSeen(t, e, 1)
 	e.tick(t)

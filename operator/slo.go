@@ -3,6 +3,7 @@ package operator
 import (
 	"fmt"
 	"math"
+	"time"
 )
 
 // SLOStatus is one objective as evaluated now.
@@ -12,8 +13,15 @@ type SLOStatus struct {
 	Target float64 `json:"target"`
 	Unit   string  `json:"unit"`
 	Met    bool    `json:"met"`
-	Status string  `json:"status"` // met, violated, unknown
+	Status string  `json:"status"` // met, in_grace (out of target within its grace_period), violated, unknown
 	Error  string  `json:"error,omitempty"`
+	// The error budget (budget.go), where the store has it: the goal (the
+	// share of the window the SLO must be met, percent), the window, the
+	// share of the budget left (percent) and the burn rate by window.
+	Goal            float64            `json:"goal,omitzero"`
+	Window          string             `json:"window,omitempty"`
+	BudgetRemaining *float64           `json:"budget_remaining,omitempty"`
+	Burn            map[string]float64 `json:"burn_rate,omitempty"`
 }
 
 // SLOs evaluates the subject's objectives against observations.
@@ -37,6 +45,26 @@ func (o *Operator) SLOs(obs map[string]any) []SLOStatus {
 		if st.Met {
 			st.Status = "met"
 		}
+		// grace_period: out of target only this long is not yet a
+		// violation, and costs no error budget.
+		o.slo.mu.Lock()
+		since, seen := o.slo.since[slo.Name]
+		switch {
+		case st.Met:
+			delete(o.slo.since, slo.Name)
+		case !seen:
+			if o.slo.since == nil {
+				o.slo.since = map[string]time.Time{}
+			}
+			o.slo.since[slo.Name] = o.now()
+			since = o.now()
+			fallthrough
+		default:
+			if o.now().Sub(since) < slo.GracePeriod.Duration {
+				st.Status = "in_grace"
+			}
+		}
+		o.slo.mu.Unlock()
 		out = append(out, st)
 	}
 	return out

@@ -45,7 +45,8 @@ const recentActions = 20
 // Status gathers the page's content: the last observation and SLOs, the
 // unresolved tickets and the most recent actions.
 func (o *Operator) Status(ctx context.Context) (Status, error) {
-	st := Status{Subject: o.cfg.Subject, Mode: o.mode(ctx), Counts: map[string]int{}}
+	// Lists are [] when empty, never null, for whoever reads the JSON.
+	st := Status{Subject: o.cfg.Subject, Mode: o.mode(ctx), Counts: map[string]int{}, SLOs: []SLOStatus{}, Tables: []Table{}}
 	st.Diagnoser, _ = o.Diagnoser()
 	obs, at, obsErr := o.lastObservation()
 	if !at.IsZero() {
@@ -56,6 +57,7 @@ func (o *Operator) Status(ctx context.Context) (Status, error) {
 	}
 	if obs != nil {
 		st.SLOs = o.SLOs(obs)
+		o.addBudgets(ctx, st.SLOs)
 		st.Tables = tables(obs)
 	}
 	var err error
@@ -75,7 +77,7 @@ func (o *Operator) Status(ctx context.Context) (Status, error) {
 // are the union of keys, identifying ones first; nested values are shown
 // as JSON.
 func tables(obs map[string]any) []Table {
-	var out []Table
+	out := []Table{}
 	for name, v := range obs {
 		list, ok := v.([]any)
 		if !ok || len(list) == 0 {
@@ -275,6 +277,7 @@ func (o *Operator) writeMetricsText(ctx context.Context, w io.Writer) {
 	for _, st := range ticketStatuses {
 		fmt.Fprintf(w, "ratelimiter_operator_tickets{state=%q} %d\n", st, counts[st])
 	}
+	o.writeSLOMetrics(ctx, w)
 	mode := o.mode(ctx)
 	fmt.Fprintln(w, "# TYPE ratelimiter_operator_mode gauge")
 	for _, m := range []string{ModeObserve, ModeApprove, ModeAuto} {

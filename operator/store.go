@@ -27,6 +27,7 @@ var ErrNotFound = errors.New("not found")
 // Ticket statuses.
 const (
 	StatusOpen              = "open"
+	StatusDiagnosing        = "diagnosing" // a model is on it, beside the loop
 	StatusDiagnosed         = "diagnosed"
 	StatusRemediating       = "remediating"
 	StatusResolved          = "resolved"
@@ -34,7 +35,7 @@ const (
 	StatusRemediationFailed = "remediation_failed"
 )
 
-var ticketStatuses = []string{StatusOpen, StatusDiagnosed, StatusRemediating, StatusResolved, StatusHeld, StatusRemediationFailed}
+var ticketStatuses = []string{StatusOpen, StatusDiagnosing, StatusDiagnosed, StatusRemediating, StatusResolved, StatusHeld, StatusRemediationFailed}
 
 // Proposal statuses.
 const (
@@ -219,6 +220,14 @@ CREATE TABLE lease (
 `,
 	// The LLM diagnoser's hourly budget sums its audited answers.
 	`CREATE INDEX audit_event_at ON audit(event, at);`,
+	// SLO error budgets: seconds in and out of target per SLO and minute.
+	`CREATE TABLE slo_minutes (
+	slo    TEXT    NOT NULL,
+	minute INTEGER NOT NULL,
+	good   REAL    NOT NULL,
+	bad    REAL    NOT NULL,
+	PRIMARY KEY (slo, minute)
+);`,
 }
 
 // OpenStore opens (creating if needed) the SQLite file at path and brings
@@ -421,7 +430,7 @@ func queryAll[T any](ctx context.Context, db *sql.DB, what, q string, args []any
 		return nil, fmt.Errorf("cannot list %s: %w", what, err)
 	}
 	defer rows.Close()
-	var out []T
+	out := []T{} // a --json list prints [] when empty, never null
 	for rows.Next() {
 		v, err := scan(rows)
 		if err != nil {
@@ -762,7 +771,7 @@ func (s *Store) AuditLog(ctx context.Context, ticketID int64, limit int) ([]Audi
 		return nil, fmt.Errorf("cannot read the audit log: %w", err)
 	}
 	defer rows.Close()
-	var out []AuditEntry
+	out := []AuditEntry{}
 	for rows.Next() {
 		var (
 			e                AuditEntry

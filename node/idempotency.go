@@ -1,0 +1,161 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Idempotency-Key on mutating management calls: a client that lost the
+// answer to a call (a timeout, a node that died after applying it) may send
+// it again, to any node, and the cluster applies it once. The first node
+// claims the key in the shared store before it applies the call and keeps
+// the answer there; a repeat within idempotencyTTL gets that answer back
+// (with Idempotent-Replayed: true) and changes nothing.
+
+const (
+	hashIdempotency = "idempotency"
+	// idempotencyTTL is how long a key is honoured.
+	idempotencyTTL = 10 * time.Minute
+	// idempotencyPending is how long a claim without an answer stands: the
+	// node holding it is applying the call. After that the node is taken
+	// for dead before it applied anything it could answer for, and a repeat
+	// may apply the call.
+	idempotencyPending = 30 * time.Second
+	maxIdempotencyKey  = 255
+)
+
+// idemRecord is one key in the shared idempotency hash.
+type idemRecord struct {
+	Fingerprint string `json:"fp"` // method, path and body of the first call
+	At          int64  `json:"at"` // store clock (µs) of the claim, or of the answer
+	Node        string `json:"node"`
+	Done        bool   `json:"done"`
+	Status      int    `json:"status,omitempty"`
+	Type        string `json:"type,omitempty"`
+	Body        string `json:"body,omitempty"`
+}
+
+// idempotent runs apply at most once per Idempotency-Key across the
+// cluster; without the header it just runs it.
+func (n *Node) idempotent(ctx *fasthttp.RequestCtx, apply func()) {
+	key := string(ctx.Request.Header.Peek("Idempotency-Key"))
+	if key == "" {
+		apply()
+		return
+	}
+	if len(key) > maxIdempotencyKey {
+		n.problem(ctx, badRequest("Idempotency-Key is longer than "+strconv.Itoa(maxIdempotencyKey)+" bytes"))
+		return
+	}
+	h := sha256.New()
+	h.Write(ctx.Method())
+	h.Write([]byte{0})
+	h.Write(ctx.URI().RequestURI())
+	h.Write([]byte{0})
+	h.Write(ctx.PostBody())
+	fp := hex.EncodeToString(h.Sum(nil))
+
+	sctx, cancel := context.WithTimeout(ctx, n.mgmtTimeout())
+	raw, p := n.claimIdempotency(sctx, ctx, key, fp)
+	cancel()
+	if p != nil {
+		n.problem(ctx, p)
+		return
+	}
+	if raw == "" { // answered from the first call
+		return
+	}
+	apply()
+
+	// Keep the answer for repeats; a 5xx (the store was away) is not an
+	// answer: the claim goes, so a repeat applies the call.
+	status := ctx.Response.StatusCode()
+	next := ""
+	if status < 500 {
+		rec := idemRecord{Fingerprint: fp, At: n.now().UnixMicro(), Node: n.id, Done: true, Status: status,
+			Type: string(ctx.Response.Header.ContentType()), Body: string(ctx.Response.Body())}
+		b, _ := json.Marshal(rec)
+		next = string(b)
+	}
+	sctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), n.mgmtTimeout())
+	defer cancel()
+	if _, err := n.store.Swap(sctx, hashIdempotency, key, raw, next); err != nil {
+		n.log.Warn("cannot store the answer of an idempotent call: a repeat within 30 s gets 409, later ones apply it again",
+			"key", key, "err", err)
+	}
+}
+
+// claimIdempotency claims key for this node, or answers rctx from an
+// earlier call. It returns the stored claim (to swap for the answer), ""
+// when it answered, or a problem.
+func (n *Node) claimIdempotency(ctx context.Context, rctx *fasthttp.RequestCtx, key, fp string) (string, *problemError) {
+	for range 8 {
+		snap, err := n.store.Read(ctx, hashIdempotency)
+		if err != nil {
+			n.storeFailed("write", err)
+			return "", &problemError{status: fasthttp.StatusServiceUnavailable, typ: "store-unavailable",
+				detail: "cannot check the Idempotency-Key in the shared store: " + err.Error()}
+		}
+		n.pruneIdempotency(ctx, snap)
+		old := snap.Hashes[0][key]
+		var rec idemRecord
+		if old != "" && json.Unmarshal([]byte(old), &rec) == nil && !rec.expired(snap.Now) {
+			if rec.Fingerprint != fp {
+				return "", &problemError{status: fasthttp.StatusUnprocessableEntity, typ: "idempotency-key-reused",
+					detail: "this Idempotency-Key was used for a different request (method, path or body) in the last " + idempotencyTTL.String()}
+			}
+			if !rec.Done {
+				return "", &problemError{status: fasthttp.StatusConflict, typ: "idempotency-in-progress",
+					detail: "a request with this Idempotency-Key is being applied by node " + rec.Node + "; repeat it shortly for its answer"}
+			}
+			rctx.SetStatusCode(rec.Status)
+			rctx.SetContentType(rec.Type)
+			rctx.Response.Header.Set("Idempotent-Replayed", "true")
+			rctx.SetBodyString(rec.Body)
+			return "", nil
+		}
+		claim := idemRecord{Fingerprint: fp, At: snap.Now, Node: n.id}
+		b, _ := json.Marshal(claim)
+		ok, err := n.store.Swap(ctx, hashIdempotency, key, old, string(b))
+		if err != nil {
+			n.storeFailed("write", err)
+			return "", &problemError{status: fasthttp.StatusServiceUnavailable, typ: "store-unavailable",
+				detail: "cannot claim the Idempotency-Key in the shared store: " + err.Error()}
+		}
+		if ok {
+			return string(b), nil
+		}
+	}
+	return "", &problemError{status: fasthttp.StatusConflict, typ: "idempotency-in-progress",
+		detail: "the Idempotency-Key is contended; repeat the request"}
+}
+
+func (r idemRecord) expired(now int64) bool {
+	ttl := idempotencyTTL
+	if !r.Done {
+		ttl = idempotencyPending
+	}
+	return now-r.At > ttl.Microseconds()
+}
+
+// pruneIdempotency drops expired keys, a few per call, so the hash stays
+// about as large as the mutating calls of the last ten minutes.
+func (n *Node) pruneIdempotency(ctx context.Context, snap Snapshot) {
+	dropped := 0
+	for k, v := range snap.Hashes[0] {
+		var rec idemRecord
+		if json.Unmarshal([]byte(v), &rec) == nil && !rec.expired(snap.Now) {
+			continue
+		}
+		_, _ = n.store.Swap(ctx, hashIdempotency, k, v, "")
+		if dropped++; dropped >= 16 {
+			return
+		}
+	}
+}

@@ -1,0 +1,75 @@
+package node
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestIdempotencyKeyAcrossNodes: a mutating call repeated with its
+// Idempotency-Key, to the same node or another, gets the first answer and
+// changes nothing; the key is honoured for ten minutes; reusing it for
+// another request is a 422.
+func TestIdempotencyKeyAcrossNodes(t *testing.T) {
+	clock := newFakeClock()
+	store := NewMemoryStore(clock.Now)
+	a := startNode(t, testConfig("a", nil), store, clock.Now)
+	b := startNode(t, testConfig("b", nil), store, clock.Now)
+	send := func(base, method, path, body, key string) (int, string, http.Header) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		if key != "" {
+			req.Header.Set("Idempotency-Key", key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(out), resp.Header
+	}
+	// A rollback is not idempotent by nature: applied twice, it undoes
+	// itself. log:* goes 10 -> 3, then one rollback must leave 10.
+	if st, body, _ := send(a.URL, "POST", "/api/v1/limits", `{"key_pattern":"log:*","max_requests":3,"window_seconds":10}`, ""); st != 200 {
+		t.Fatalf("set log:*: %d %s", st, body)
+	}
+	st1, body1, h1 := send(a.URL, "POST", "/api/v1/limits/log:%2A/rollback", "", "k-1")
+	if st1 != 200 || h1.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("first rollback: %d %s (replayed %q); want 200, applied", st1, body1, h1.Get("Idempotent-Replayed"))
+	}
+	st2, body2, h2 := send(b.URL, "POST", "/api/v1/limits/log:%2A/rollback", "", "k-1")
+	if st2 != st1 || body2 != body1 || h2.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("repeat on b: %d %s (replayed %q); want a's answer, replayed", st2, body2, h2.Get("Idempotent-Replayed"))
+	}
+	maxOf := func() string {
+		_, body, _ := send(b.URL, "GET", "/api/v1/limits", "", "")
+		i := strings.Index(body, `"key_pattern":"log:*","max_requests":`)
+		if i < 0 {
+			return body
+		}
+		rest := body[i+len(`"key_pattern":"log:*","max_requests":`):]
+		return rest[:strings.IndexByte(rest, ',')]
+	}
+	if got := maxOf(); got != "10" {
+		t.Errorf("log:* max_requests after one rollback and a repeat = %s; want 10 (rolled back once)", got)
+	}
+	// The same key for another request: refused, nothing changed.
+	if st, body, _ := send(b.URL, "POST", "/api/v1/blocks/x", `{"duration_seconds":60}`, "k-1"); st != 422 || !strings.Contains(body, "idempotency-key-reused") {
+		t.Errorf("k-1 reused for a block: %d %s; want 422 idempotency-key-reused", st, body)
+	}
+	if st, body, _ := send(a.URL, "POST", "/api/v1/blocks/x", `{"duration_seconds":60}`, strings.Repeat("k", 300)); st != 400 {
+		t.Errorf("a 300-byte key: %d %s; want 400", st, body)
+	}
+	// Ten minutes on, the key is forgotten: the same call applies again.
+	clock.Add(10*time.Minute + time.Second)
+	st3, _, h3 := send(b.URL, "POST", "/api/v1/limits/log:%2A/rollback", "", "k-1")
+	if st3 != 200 || h3.Get("Idempotent-Replayed") != "" {
+		t.Errorf("k-1 after 10 min: %d (replayed %q); want applied", st3, h3.Get("Idempotent-Replayed"))
+	}
+	if got := maxOf(); got != "3" {
+		t.Errorf("log:* after a second rollback = %s; want 3", got)
+	}
+}
