@@ -2,8 +2,8 @@ package operator
 
 import (
 	"os"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/ratelimiter/ratelimiter/config"
 )
