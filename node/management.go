@@ -24,7 +24,7 @@ func isDataPlane(path []byte) bool {
 		path = path[:i]
 	}
 	switch string(path) {
-	case "/api/v1/check", "/api/v1/check/batch", "/health":
+	case "/api/v1/check", "/api/v1/check/batch", "/json", "/health":
 		return true
 	}
 	return false

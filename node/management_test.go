@@ -8,7 +8,7 @@ import (
 )
 
 // TestManagementListen: with management_listen, the data plane answers
-// only the checks and /health; the management API and /metrics answer on
+// only the checks (envoyproxy/ratelimit's /json included) and /health; the management API and /metrics answer on
 // their own address, which serves no checks.
 func TestManagementListen(t *testing.T) {
 	cfg := testConfig("split", nil)
@@ -30,6 +30,7 @@ func TestManagementListen(t *testing.T) {
 	f(n.URL, "POST", "/api/v1/check", `{"key":"log:a"}`, 200)
 	f(n.URL, "GET", "/api/v1/check?key=log:a", "", 200)
 	f(n.URL, "POST", "/api/v1/check/batch", `{"checks":[{"key":"log:a"}]}`, 200)
+	f(n.URL, "POST", "/json", envoyJSON, 200)
 	f(n.URL, "GET", "/health", "", 200)
 	for _, p := range []string{"/api/v1/limits", "/api/v1/nodes", "/api/v1/blocks", "/api/v1/hot-keys", "/metrics", "/api/v1/counters/log:a"} {
 		f(n.URL, "GET", p, "", 404)
@@ -45,7 +46,12 @@ func TestManagementListen(t *testing.T) {
 	f(mgmt, "POST", "/api/v1/blocks/log:b", `{"duration_seconds":5}`, 401)
 	f(mgmt, "POST", "/api/v1/check", `{"key":"log:a"}`, 404)
 	f(mgmt, "POST", "/api/v1/check/batch", `{"checks":[{"key":"log:a"}]}`, 404)
+	f(mgmt, "POST", "/json", envoyJSON, 404)
 }
+
+// envoyJSON is envoyproxy/ratelimit's POST /json body, for a domain with no
+// descriptors configured: OK, as envoyproxy/ratelimit answers it.
+const envoyJSON = `{"domain":"none","descriptors":[{"entries":[{"key":"k","value":"v"}]}]}`
 
 // TestAdminTokenFileAndReads: the token comes from a file (whitespace
 // around it ignored); with admin_reads, reads need it too, while the
