@@ -7,8 +7,8 @@ import "testing"
 // windows (about 100,000 live), and reports the keys it still holds and
 // its heap growth after a GC. Without reclaiming, all 5,000,000 would stay.
 //
-// Reference, 2-vCPU VM shared with four other builds, 2026-12-04: see the
-// closing note of issue 12.
+// Reference, 2-vCPU VM shared with four other builds, 2026-12-04, one run:
+// 118,588 keys held, heap +19.6 MB after 5,000,000 keys (9.7 s).
 func BenchmarkMemoryStoreDistinctKeys(b *testing.B) {
 	for b.Loop() {
 		held, heap := distinctKeys(b, 5_000_000, 100)
