@@ -183,22 +183,19 @@ func (o *Operator) addBudgets(ctx context.Context, sts []SLOStatus) {
 	}
 }
 
-// writeSLOMetrics writes the budgets and burn rates for /metrics.
+// writeSLOMetrics writes the budgets and burn rates for /metrics (their
+// HELP and TYPE are in metricsMeta).
 func (o *Operator) writeSLOMetrics(ctx context.Context, w io.Writer) {
 	sts := make([]SLOStatus, len(o.subj.SLOs))
 	for i, s := range o.subj.SLOs {
 		sts[i].Name = s.Name
 	}
 	o.addBudgets(ctx, sts)
-	fmt.Fprintln(w, "# HELP ratelimiter_operator_slo_error_budget_remaining Share of the SLO's error budget left over its window, percent.")
-	fmt.Fprintln(w, "# TYPE ratelimiter_operator_slo_error_budget_remaining gauge")
 	for _, s := range sts {
 		if s.BudgetRemaining != nil {
 			fmt.Fprintf(w, "ratelimiter_operator_slo_error_budget_remaining{slo=%q} %g\n", s.Name, *s.BudgetRemaining)
 		}
 	}
-	fmt.Fprintln(w, "# HELP ratelimiter_operator_slo_burn_rate How fast the SLO spends its error budget over the window (1 = exactly the budget over the SLO's window).")
-	fmt.Fprintln(w, "# TYPE ratelimiter_operator_slo_burn_rate gauge")
 	for _, s := range sts {
 		for _, bw := range burnWindows {
 			if v, ok := s.Burn[bw.name]; ok {
