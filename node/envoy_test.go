@@ -122,7 +122,7 @@ func (n *envoyNode) ask(t *testing.T, domain string, hits uint32, ds ...*rlcommo
 	return resp
 }
 
-// codes1 sends one descriptor count times and returns the codes, as a
+// codes sends one descriptor count times and returns the codes, as a
 // string like "OK OK OVER_LIMIT".
 func (n *envoyNode) codes(t *testing.T, domain string, count int, pairs ...string) string {
 	t.Helper()
