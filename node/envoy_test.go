@@ -373,31 +373,22 @@ descriptors:
 		startEnvoyNode(t, "c", srv, dir, clock, slow),
 	}
 	for window := range 2 {
-		var next, ok, over atomic.Int64
+		var ok, over atomic.Int64
 		var errs sync.Map
-		var wg sync.WaitGroup
-		deadline := time.Now().Add(20 * time.Second)
-		for w := range clients {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				n := nodes[w%len(nodes)]
-				for next.Add(1) <= requests && time.Now().Before(deadline) {
-					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					r, err := n.rls.ShouldRateLimit(ctx, rlsRequest("race", "tenant=t1"))
-					cancel()
-					switch {
-					case err != nil:
-						errs.Store(err.Error(), true)
-					case r.OverallCode == rls.RateLimitResponse_OK:
-						ok.Add(1)
-					default:
-						over.Add(1)
-					}
-				}
-			}()
-		}
-		wg.Wait()
+		concurrently(clients, requests, func(w int) bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			r, err := nodes[w%len(nodes)].rls.ShouldRateLimit(ctx, rlsRequest("race", "tenant=t1"))
+			switch {
+			case err != nil:
+				errs.Store(err.Error(), true)
+			case r.OverallCode == rls.RateLimitResponse_OK:
+				ok.Add(1)
+			default:
+				over.Add(1)
+			}
+			return true
+		})
 		errs.Range(func(k, _ any) bool { t.Errorf("window %d: %v", window, k); return true })
 		if ok.Load() != limit || ok.Load()+over.Load() != requests {
 			t.Errorf("window %d: %d OK and %d OVER_LIMIT of %d; want exactly %d OK", window, ok.Load(), over.Load(), requests, limit)
