@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"os"
@@ -26,12 +25,7 @@ func TestRunNodeEnvoyFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr, grpcAddr := nodetest.FreeAddr(t), nodetest.FreeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"ratelimiter", "node", "--listen", addr, "--node-id", "envoy", "--log-level", "warn",
-			"--grpc-listen", grpcAddr, "--envoy-config", dir}, &bytes.Buffer{}, &bytes.Buffer{})
-	}()
+	stop := startNodeCLI(t, "--listen", addr, "--node-id", "envoy", "--grpc-listen", grpcAddr, "--envoy-config", dir)
 	nodetest.WaitFor(t, 5*time.Second, "the node to serve on "+addr, func() bool {
 		r, err := http.Get("http://" + addr + "/health")
 		if err != nil {
@@ -62,13 +56,5 @@ func TestRunNodeEnvoyFlags(t *testing.T) {
 	if r.StatusCode != http.StatusTooManyRequests {
 		t.Errorf("POST /json = %d; want 429 (the same counter as gRPC)", r.StatusCode)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("node did not stop with its context")
-	}
+	stop()
 }

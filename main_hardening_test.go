@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -24,12 +22,8 @@ func TestNodeManagementFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("ADMIN_TOKEN", "")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"ratelimiter", "node", "--listen", data, "--management-listen", mgmt,
-			"--admin-token-file", token, "--admin-reads", "--node-id", "flags", "--log-level", "warn"}, &bytes.Buffer{}, &bytes.Buffer{})
-	}()
+	stop := startNodeCLI(t, "--listen", data, "--management-listen", mgmt,
+		"--admin-token-file", token, "--admin-reads", "--node-id", "flags")
 	get := func(url string, auth bool) int {
 		req, _ := http.NewRequest("GET", url, nil)
 		if auth {
@@ -64,13 +58,5 @@ func TestNodeManagementFlags(t *testing.T) {
 	if err != nil || r.StatusCode != 401 {
 		t.Errorf("POST block without the token: %v %v; want 401", r, err)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("node did not stop with its context")
-	}
+	stop()
 }

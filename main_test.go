@@ -88,11 +88,7 @@ func TestPrecedence(t *testing.T) {
 // and stops it with the context.
 func TestRunNode(t *testing.T) {
 	addr := nodetest.FreeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"ratelimiter", "node", "--listen", addr, "--node-id", "inproc", "--log-level", "warn"}, &bytes.Buffer{}, &bytes.Buffer{})
-	}()
+	stop := startNodeCLI(t, "--listen", addr, "--node-id", "inproc")
 	var resp *http.Response
 	nodetest.WaitFor(t, 5*time.Second, "the node to serve on "+addr, func() bool {
 		r, err := http.Post("http://"+addr+"/api/v1/check", "application/json", strings.NewReader(`{"key":"user:1"}`))
@@ -106,13 +102,29 @@ func TestRunNode(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("RateLimit-Policy") != `"user:*";q=100;w=60` {
 		t.Fatalf("check: %d %q", resp.StatusCode, resp.Header.Get("RateLimit-Policy"))
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v", err)
+	stop()
+}
+
+// startNodeCLI runs `ratelimiter node --log-level warn args...` in
+// process; stop cancels its context and fails the test unless run
+// returns nil within 5 s.
+func startNodeCLI(t *testing.T, args ...string) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"ratelimiter", "node", "--log-level", "warn"}, args...), &bytes.Buffer{}, &bytes.Buffer{})
+	}()
+	return func() {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("node did not stop with its context")
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("node did not stop with its context")
 	}
 }

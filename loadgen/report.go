@@ -160,7 +160,7 @@ type Report struct {
 	Failed []string `json:"failed_thresholds"`
 }
 
-func (a *aggregate) report(cfg Config, start time.Time, sendEnd time.Duration) *Report {
+func (a *aggregate) report(cfg Config, sendEnd time.Duration) *Report {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	r := &Report{Targets: cfg.Targets, DurationS: round2(sendEnd.Seconds()), Completed: a.done, Allowed: a.allowed,

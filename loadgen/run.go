@@ -156,7 +156,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer, tty bool, log *slo
 	close(stopProgress)
 	<-progressDone
 
-	r := agg.report(cfg, start, sendEnd)
+	r := agg.report(cfg, sendEnd)
 	// Dropped are the requests left when the generator gave up, hopelessly
 	// behind. A run stopped from outside drops nothing: it is interrupted,
 	// which fails it as well (checkThresholds).

@@ -396,6 +396,27 @@ func testLimitChangesSurviveRestart(t *testing.T, red backend) {
 	}
 }
 
+// concurrently runs clients goroutines that make requests calls of one in
+// all, one(w) being a call by client w, within 20 s; a client whose call
+// returns false stops. It returns when every client has.
+func concurrently(clients int, requests int64, one func(w int) bool) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(20 * time.Second)
+	for w := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= requests && time.Now().Before(deadline) {
+				if !one(w) {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 func testConcurrentClientsAdmitExactlyTheLimit(t *testing.T, red backend) {
 	const (
 		limit    = 50
@@ -427,33 +448,24 @@ func testConcurrentClientsAdmitExactlyTheLimit(t *testing.T, red backend) {
 		})
 	}
 
-	var next, allowed, denied atomic.Int64
+	var allowed, denied atomic.Int64
 	var errs sync.Map
-	var wg sync.WaitGroup
-	deadline := time.Now().Add(20 * time.Second)
-	for w := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			base := nodes[w%len(nodes)].URL
-			for next.Add(1) <= requests && time.Now().Before(deadline) {
-				r, status, err := tryCheck(base, key)
-				switch {
-				case err != nil:
-					errs.Store(w, err)
-					return
-				case status == http.StatusOK && r.Allowed && r.Reason == reasonWithin:
-					allowed.Add(1)
-				case status == http.StatusTooManyRequests && !r.Allowed && r.Reason == reasonLimit:
-					denied.Add(1)
-				default:
-					errs.Store(w, fmt.Errorf("unexpected answer %d %+v", status, r))
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	concurrently(clients, requests, func(w int) bool {
+		r, status, err := tryCheck(nodes[w%len(nodes)].URL, key)
+		switch {
+		case err != nil:
+			errs.Store(w, err)
+			return false
+		case status == http.StatusOK && r.Allowed && r.Reason == reasonWithin:
+			allowed.Add(1)
+		case status == http.StatusTooManyRequests && !r.Allowed && r.Reason == reasonLimit:
+			denied.Add(1)
+		default:
+			errs.Store(w, fmt.Errorf("unexpected answer %d %+v", status, r))
+			return false
+		}
+		return true
+	})
 	errs.Range(func(k, v any) bool { t.Errorf("client %v: %v", k, v); return true })
 	if got := allowed.Load(); got != limit {
 		t.Errorf("%d clients on %d nodes: %d of %d checks allowed; want exactly %d", clients, len(nodes), got, allowed.Load()+denied.Load(), limit)

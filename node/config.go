@@ -24,7 +24,7 @@ type Config struct {
 	AdminTokenFile string `toml:"admin_token_file"`
 	AdminReads     bool   `toml:"admin_reads"`
 	// ManagementListen, when set, serves the management API and /metrics
-	// there; Listen keeps only the checks and /health.
+	// there; Listen keeps only the checks (POST /json too) and /health.
 	ManagementListen string `toml:"management_listen"`
 	// RedisPrefix namespaces every Redis key, so clusters can share a Redis.
 	RedisPrefix  string          `toml:"redis_prefix"`

@@ -53,12 +53,44 @@ func startEnvoyNode(t *testing.T, id string, srv *redistest.Server, dir string, 
 	store.now = clock.Now
 	t.Cleanup(store.Close)
 	n := startNode(t, cfg, store, clock.Now)
-	conn, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn := dialGRPC(t, n.GRPCAddr())
+	return &envoyNode{testNode: n, rls: rls.NewRateLimitServiceClient(conn), conn: conn, dir: dir}
+}
+
+// envoyDir is a fresh directory holding one descriptor file, a.yaml.
+func envoyDir(t *testing.T, content string) string {
+	t.Helper()
+	dir := t.TempDir()
+	writeYAML(t, dir, "a.yaml", content)
+	return dir
+}
+
+// dialGRPC connects to a node's gRPC listener, closed with the test.
+func dialGRPC(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &envoyNode{testNode: n, rls: rls.NewRateLimitServiceClient(conn), conn: conn, dir: dir}
+	return conn
+}
+
+// startLocalEnvoyNode starts a node with the in-process store serving
+// gRPC with the descriptor files of dir; edit adjusts the config first.
+func startLocalEnvoyNode(t *testing.T, dir string, edit func(*Config)) *testNode {
+	t.Helper()
+	cfg := testConfig("a", nil)
+	cfg.GRPCListen, cfg.EnvoyConfigDir = "127.0.0.1:0", dir
+	if edit != nil {
+		edit(&cfg)
+	}
+	return startNode(t, cfg, nil, nil)
+}
+
+// rlsRequest is a request of one descriptor built from "k=v" entries.
+func rlsRequest(domain string, pairs ...string) *rls.RateLimitRequest {
+	return &rls.RateLimitRequest{Domain: domain, Descriptors: []*rlcommon.RateLimitDescriptor{desc(pairs...)}}
 }
 
 // writeYAML writes one descriptor file into dir.
@@ -90,7 +122,7 @@ func (n *envoyNode) ask(t *testing.T, domain string, hits uint32, ds ...*rlcommo
 	return resp
 }
 
-// codes1 sends one descriptor count times and returns the codes, as a
+// codes sends one descriptor count times and returns the codes, as a
 // string like "OK OK OVER_LIMIT".
 func (n *envoyNode) codes(t *testing.T, domain string, count int, pairs ...string) string {
 	t.Helper()
@@ -245,8 +277,7 @@ descriptors:
 // own, where 0 reads without consuming.
 func TestEnvoyHitsAddend(t *testing.T) {
 	srv := redistest.Start(t)
-	dir := t.TempDir()
-	writeYAML(t, dir, "a.yaml", `
+	dir := envoyDir(t, `
 domain: d
 descriptors:
   - key: k
@@ -290,8 +321,7 @@ descriptors:
 // its last write set.)
 func TestEnvoySecondWindowEdges(t *testing.T) {
 	srv := redistest.Start(t)
-	dir := t.TempDir()
-	writeYAML(t, dir, "a.yaml", `
+	dir := envoyDir(t, `
 domain: d
 descriptors:
   - key: k
@@ -329,8 +359,7 @@ func TestEnvoyConcurrentClientsAdmitExactlyTheLimit(t *testing.T) {
 		requests = 6 * limit
 	)
 	srv := redistest.Start(t)
-	dir := t.TempDir()
-	writeYAML(t, dir, "a.yaml", fmt.Sprintf(`
+	dir := envoyDir(t, fmt.Sprintf(`
 domain: race
 descriptors:
   - key: tenant
@@ -344,31 +373,22 @@ descriptors:
 		startEnvoyNode(t, "c", srv, dir, clock, slow),
 	}
 	for window := range 2 {
-		var next, ok, over atomic.Int64
+		var ok, over atomic.Int64
 		var errs sync.Map
-		var wg sync.WaitGroup
-		deadline := time.Now().Add(20 * time.Second)
-		for w := range clients {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				n := nodes[w%len(nodes)]
-				for next.Add(1) <= requests && time.Now().Before(deadline) {
-					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					r, err := n.rls.ShouldRateLimit(ctx, &rls.RateLimitRequest{Domain: "race", Descriptors: []*rlcommon.RateLimitDescriptor{desc("tenant=t1")}})
-					cancel()
-					switch {
-					case err != nil:
-						errs.Store(err.Error(), true)
-					case r.OverallCode == rls.RateLimitResponse_OK:
-						ok.Add(1)
-					default:
-						over.Add(1)
-					}
-				}
-			}()
-		}
-		wg.Wait()
+		concurrently(clients, requests, func(w int) bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			r, err := nodes[w%len(nodes)].rls.ShouldRateLimit(ctx, rlsRequest("race", "tenant=t1"))
+			switch {
+			case err != nil:
+				errs.Store(err.Error(), true)
+			case r.OverallCode == rls.RateLimitResponse_OK:
+				ok.Add(1)
+			default:
+				over.Add(1)
+			}
+			return true
+		})
 		errs.Range(func(k, _ any) bool { t.Errorf("window %d: %v", window, k); return true })
 		if ok.Load() != limit || ok.Load()+over.Load() != requests {
 			t.Errorf("window %d: %d OK and %d OVER_LIMIT of %d; want exactly %d OK", window, ok.Load(), over.Load(), requests, limit)
@@ -380,8 +400,7 @@ descriptors:
 // Blocks and drains apply to gRPC as to HTTP checks.
 func TestEnvoyBlocksAndDrain(t *testing.T) {
 	srv := redistest.Start(t)
-	dir := t.TempDir()
-	writeYAML(t, dir, "a.yaml", `
+	dir := envoyDir(t, `
 domain: d
 descriptors:
   - key: user
@@ -411,7 +430,7 @@ descriptors:
 		t.Errorf("health %v; want SERVING", s)
 	}
 	mustCall(t, "POST", n.URL+"/api/v1/nodes/a/drain", "", http.StatusOK, nil)
-	_, err := n.rls.ShouldRateLimit(context.Background(), &rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{desc("user=alice")}})
+	_, err := n.rls.ShouldRateLimit(context.Background(), rlsRequest("d", "user=alice"))
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("draining node answered %v; want Unavailable", err)
 	}
@@ -424,8 +443,7 @@ descriptors:
 // gRPC error unless envoy_store_errors asks for one.
 func TestEnvoyRedisOutage(t *testing.T) {
 	srv := redistest.Start(t)
-	dir := t.TempDir()
-	writeYAML(t, dir, "a.yaml", `
+	dir := envoyDir(t, `
 domain: d
 descriptors:
   - key: user
@@ -447,7 +465,7 @@ descriptors:
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		start := time.Now()
-		r, err := n.rls.ShouldRateLimit(ctx, &rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{desc("user=u")}})
+		r, err := n.rls.ShouldRateLimit(ctx, rlsRequest("d", "user=u"))
 		took := time.Since(start)
 		if status.Code(err) != wantErr || (err == nil && r.OverallCode != wantCode) {
 			t.Errorf("%s: %v, %v; want %v, %v", n.ID(), r.GetOverallCode(), err, wantCode, wantErr)
@@ -472,8 +490,7 @@ descriptors:
 // counts the error.
 func TestEnvoyReload(t *testing.T) {
 	srv := redistest.Start(t)
-	dir := t.TempDir()
-	writeYAML(t, dir, "a.yaml", `
+	dir := envoyDir(t, `
 domain: d
 descriptors:
   - key: k
@@ -498,7 +515,7 @@ descriptors:
 					return
 				default:
 				}
-				_, err := n.rls.ShouldRateLimit(context.Background(), &rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{desc("k=traffic")}})
+				_, err := n.rls.ShouldRateLimit(context.Background(), rlsRequest("d", "k=traffic"))
 				sent.Add(1)
 				if err != nil {
 					failed.Add(1)
@@ -566,8 +583,7 @@ descriptors:
 // POST /json is the same decision in proto3 JSON, 200 or 429.
 func TestEnvoyJSON(t *testing.T) {
 	srv := redistest.Start(t)
-	dir := t.TempDir()
-	writeYAML(t, dir, "a.yaml", `
+	dir := envoyDir(t, `
 domain: web
 descriptors:
   - key: user
@@ -599,8 +615,7 @@ descriptors:
 // Headers, shadow modes, metrics and the limits listing.
 func TestEnvoyHeadersShadowMetricsListing(t *testing.T) {
 	srv := redistest.Start(t)
-	dir := t.TempDir()
-	writeYAML(t, dir, "a.yaml", `
+	dir := envoyDir(t, `
 domain: web
 descriptors:
   - key: user
@@ -676,16 +691,9 @@ descriptors:
 
 // The gRPC server offers reflection, and stops with the node.
 func TestEnvoyReflectionAndShutdown(t *testing.T) {
-	dir := t.TempDir()
-	writeYAML(t, dir, "a.yaml", "domain: d\n")
-	cfg := testConfig("a", nil)
-	cfg.GRPCListen, cfg.EnvoyConfigDir = "127.0.0.1:0", dir
-	n := startNode(t, cfg, nil, nil)
-	conn, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	dir := envoyDir(t, "domain: d\n")
+	n := startLocalEnvoyNode(t, dir, nil)
+	conn := dialGRPC(t, n.GRPCAddr())
 	stream, err := reflectpb.NewServerReflectionClient(conn).ServerReflectionInfo(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -719,7 +727,7 @@ func TestEnvoyReflectionAndShutdown(t *testing.T) {
 		t.Fatal("node did not stop within 10s")
 	}
 	_, err = rls.NewRateLimitServiceClient(conn).ShouldRateLimit(context.Background(),
-		&rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{desc("k=v")}})
+		rlsRequest("d", "k=v"))
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("after stop: %v; want Unavailable", err)
 	}
@@ -783,17 +791,9 @@ func grepLines(s string, subs ...string) string {
 
 // Hostile requests get INVALID_ARGUMENT and change nothing.
 func TestEnvoyBadRequests(t *testing.T) {
-	dir := t.TempDir()
-	writeYAML(t, dir, "a.yaml", "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 5}\n")
-	cfg := testConfig("a", nil)
-	cfg.GRPCListen, cfg.EnvoyConfigDir, cfg.MaxBatch = "127.0.0.1:0", dir, 10
-	n := startNode(t, cfg, nil, nil)
-	conn, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := rls.NewRateLimitServiceClient(conn)
+	dir := envoyDir(t, "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 5}\n")
+	n := startLocalEnvoyNode(t, dir, func(c *Config) { c.MaxBatch = 10 })
+	client := rls.NewRateLimitServiceClient(dialGRPC(t, n.GRPCAddr()))
 	many := make([]*rlcommon.RateLimitDescriptor, 11)
 	for i := range many {
 		many[i] = desc("k=v")
@@ -813,10 +813,10 @@ func TestEnvoyBadRequests(t *testing.T) {
 	f("no descriptors", &rls.RateLimitRequest{Domain: "d"}, "descriptor list must not be empty")
 	f("empty descriptor", &rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{{}}}, "descriptors[0]: want 1 to 32 entries")
 	f("too many descriptors", &rls.RateLimitRequest{Domain: "d", Descriptors: many}, "at most 10 descriptors")
-	f("too many entries", &rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{desc(long...)}}, "want 1 to 32 entries, got 33")
-	f("long value", &rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{desc("k=" + strings.Repeat("x", 513))}}, "at most 512 bytes")
+	f("too many entries", rlsRequest("d", long...), "want 1 to 32 entries, got 33")
+	f("long value", rlsRequest("d", "k="+strings.Repeat("x", 513)), "at most 512 bytes")
 	// Nothing was consumed by the refused requests.
-	r, err := client.ShouldRateLimit(context.Background(), &rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{desc("k=v")}})
+	r, err := client.ShouldRateLimit(context.Background(), rlsRequest("d", "k=v"))
 	if err != nil || r.Statuses[0].LimitRemaining != 4 {
 		t.Errorf("after the refused requests: %v, %v; want 4 left", r, err)
 	}
@@ -825,28 +825,20 @@ func TestEnvoyBadRequests(t *testing.T) {
 // grpc_max_connection_age ends a client's connection after that long, so
 // Envoys reconnect (and spread over new nodes); no call fails for it.
 func TestEnvoyMaxConnectionAge(t *testing.T) {
-	dir := t.TempDir()
-	writeYAML(t, dir, "a.yaml", "domain: d\n")
-	cfg := testConfig("a", nil)
-	cfg.GRPCListen, cfg.EnvoyConfigDir = "127.0.0.1:0", dir
-	cfg.GRPCMaxConnectionAge.Duration = 300 * time.Millisecond
-	cfg.GRPCMaxConnectionAgeGrace.Duration = 200 * time.Millisecond
-	n := startNode(t, cfg, nil, nil)
+	dir := envoyDir(t, "domain: d\n")
+	n := startLocalEnvoyNode(t, dir, func(c *Config) {
+		c.GRPCMaxConnectionAge.Duration = 300 * time.Millisecond
+		c.GRPCMaxConnectionAgeGrace.Duration = 200 * time.Millisecond
+	})
 	var dials atomic.Int64
-	conn, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			dials.Add(1)
-			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialGRPC(t, n.GRPCAddr(), grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	}))
 	client := rls.NewRateLimitServiceClient(conn)
 	deadline := time.Now().Add(5 * time.Second)
 	for dials.Load() < 3 && time.Now().Before(deadline) {
-		if _, err := client.ShouldRateLimit(context.Background(), &rls.RateLimitRequest{Domain: "d",
-			Descriptors: []*rlcommon.RateLimitDescriptor{desc("k=v")}}); err != nil {
+		if _, err := client.ShouldRateLimit(context.Background(), rlsRequest("d", "k=v")); err != nil {
 			t.Fatalf("call failed across a connection's end: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -859,16 +851,13 @@ func TestEnvoyMaxConnectionAge(t *testing.T) {
 // Series named after request values stop at the cap; past it, decisions
 // count under the limit's own name.
 func TestEnvoyDetailedSeriesAreCapped(t *testing.T) {
-	dir := t.TempDir()
-	writeYAML(t, dir, "a.yaml", "domain: d\ndescriptors:\n  - key: route\n    detailed_metric: true\n    rate_limit: {unit: hour, requests_per_unit: 50}\n")
-	cfg := testConfig("a", nil)
-	cfg.GRPCListen, cfg.EnvoyConfigDir = "127.0.0.1:0", dir
-	n := startNode(t, cfg, nil, nil)
+	dir := envoyDir(t, "domain: d\ndescriptors:\n  - key: route\n    detailed_metric: true\n    rate_limit: {unit: hour, requests_per_unit: 50}\n")
+	n := startLocalEnvoyNode(t, dir, nil)
 	n.envoy.mu.Lock()
 	n.envoy.maxDetailed = 2
 	n.envoy.mu.Unlock()
 	for _, r := range []string{"/a", "/b", "/c", "/d", "/a"} {
-		if _, err := n.shouldRateLimit(&rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{desc("route=" + r)}}); err != nil {
+		if _, err := n.shouldRateLimit(rlsRequest("d", "route="+r)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -212,8 +212,9 @@ func (n *Node) clientAddr(ctx *fasthttp.RequestCtx) (netip.Addr, *problemError) 
 	}
 	peer := peerAddr(ctx)
 	tp := &n.cfg.TrustedProxies
-	// i walks the chain from the right; the peer is hop len(hops).
-	i := len(hops)
+	// i walks the chain from the right (the peer is hop len(hops)) to the
+	// hop that is the client.
+	var i int
 	if tp.Hops > 0 {
 		i = max(len(hops)-tp.Hops, 0)
 	} else {

@@ -14,8 +14,9 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// The data plane is what clients of the limiter reach: the checks and
-// /health (which load balancers and the other nodes ask). With
+// The data plane is what clients of the limiter reach: the checks (POST
+// /json, Envoy's, is one) and /health (which load balancers and the other
+// nodes ask). With
 // management_listen set, it is all the listen address serves; the
 // management API and /metrics move to their own address, which can be
 // kept off the public network.

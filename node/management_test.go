@@ -8,8 +8,9 @@ import (
 )
 
 // TestManagementListen: with management_listen, the data plane answers
-// only the checks (envoyproxy/ratelimit's /json included) and /health; the management API and /metrics answer on
-// their own address, which serves no checks.
+// only the checks (envoyproxy/ratelimit's POST /json included) and
+// /health; the management API and /metrics answer on their own address,
+// which serves no checks.
 func TestManagementListen(t *testing.T) {
 	cfg := testConfig("split", nil)
 	cfg.ManagementListen = "127.0.0.1:0"

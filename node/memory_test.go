@@ -14,10 +14,10 @@ import (
 // memoryCases are the keys whose Redis memory docs/redis.md's capacity
 // arithmetic uses: per algorithm, and for sliding_log (whose memory grows
 // with the requests admitted in its window, one entry each whatever its
-// cost) at several counts. bound is the
-// most bytes MEMORY USAGE may report for one key (user:NNNNNN, on a
-// cluster master, Redis 7.0) before this test fails: a change to a script
-// or to a key's layout that grows it needs new figures in docs/redis.md.
+// cost) at several counts of requests (units). bound is the most bytes
+// MEMORY USAGE may report for one key (user:NNNNNN, on a cluster master,
+// Redis 7.0) before this test fails: a change to a script or to a key's
+// layout that grows it needs new figures in docs/redis.md.
 var memoryCases = []struct {
 	alg   limiter.Algorithm
 	units int64

@@ -193,28 +193,59 @@ func expectDenied(t *testing.T, c *http.Client, url string, hdr ...string) proxi
 	return r
 }
 
-func TestNginx(t *testing.T) {
-	pc := startProxyCluster(t, nil)
-	listen := proxytest.FreeAddr(t)
-	conf := proxytest.Replace(t, proxytest.Block(t, proxiesDoc, "nginx"),
+// proxyConf is the documented block of docs/proxies.md pointed at pc's
+// nodes, a node that is down, pc's application and listen; extra pairs
+// are replaced first.
+func (pc *proxyCluster) proxyConf(t *testing.T, block, listen string, extra ...string) string {
+	t.Helper()
+	pairs := append(extra,
 		"127.0.0.1:8081", strings.TrimPrefix(pc.a.URL, "http://"),
 		"127.0.0.1:8082", strings.TrimPrefix(pc.b.URL, "http://"),
 		"127.0.0.1:8083", proxytest.FreeAddr(t), // a node that is down
 		"127.0.0.1:9000", pc.app.addr,
 		"127.0.0.1:8080", listen)
-	proxytest.Nginx(t, conf, listen)
-	url := "http://" + listen + "/x"
+	return proxytest.Replace(t, proxytest.Block(t, proxiesDoc, block), pairs...)
+}
 
-	// Exactly the limit reaches the application; every method is checked
-	// as a bodiless GET and the body still reaches the application.
-	c2 := clientFrom("127.0.0.2")
+// expectLimitOfFive sends the 5 requests c's limit admits; every method
+// is checked as a bodiless GET and the body still reaches the application.
+func (pc *proxyCluster) expectLimitOfFive(t *testing.T, c *http.Client, url string) {
+	t.Helper()
 	for i := range 5 {
 		method, body := "GET", ""
 		if i == 2 {
 			method, body = "POST", `{"hello":"app"}`
 		}
-		pc.expectAllowed(t, c2, method, url, body, string(rune('4'-i)))
+		pc.expectAllowed(t, c, method, url, body, string(rune('4'-i)))
 	}
+}
+
+// expectOnlyB checks, once node a is drained and out of the proxy's
+// rotation, that a fresh client gets its limit with every check decided by b.
+func (pc *proxyCluster) expectOnlyB(t *testing.T, url string) {
+	t.Helper()
+	da, db := pc.decisions()
+	c4 := clientFrom("127.0.0.4")
+	for i := range 5 {
+		pc.expectAllowed(t, c4, "GET", url, "", string(rune('4'-i)))
+	}
+	expectDenied(t, c4, url)
+	da2, db2 := pc.decisions()
+	if da2 != da || db2 != db+6 {
+		t.Errorf("while a drained, a decided %d and b %d checks; want 0 and 6", da2-da, db2-db)
+	}
+}
+
+func TestNginx(t *testing.T) {
+	pc := startProxyCluster(t, nil)
+	listen := proxytest.FreeAddr(t)
+	conf := pc.proxyConf(t, "nginx", listen)
+	proxytest.Nginx(t, conf, listen)
+	url := "http://" + listen + "/x"
+
+	// Exactly the limit reaches the application.
+	c2 := clientFrom("127.0.0.2")
+	pc.expectLimitOfFive(t, c2, url)
 	// Forging X-Forwarded-For changes nothing: the key is nginx's $remote_addr.
 	for _, forged := range []string{"198.51.100.1", "198.51.100.2, 127.0.0.5", "user:1"} {
 		r := expectDenied(t, c2, url, "X-Forwarded-For", forged)
@@ -239,38 +270,18 @@ func TestNginx(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusServiceUnavailable
 	})
-	da, db := pc.decisions()
-	c4 := clientFrom("127.0.0.4")
-	for i := range 5 {
-		pc.expectAllowed(t, c4, "GET", url, "", string(rune('4'-i)))
-	}
-	expectDenied(t, c4, url)
-	da2, db2 := pc.decisions()
-	if da2 != da || db2 != db+6 {
-		t.Errorf("while a drained, a decided %d and b %d checks; want 0 and 6", da2-da, db2-db)
-	}
+	pc.expectOnlyB(t, url)
 }
 
 func TestCaddy(t *testing.T) {
 	pc := startProxyCluster(t, nil)
 	listen := proxytest.FreeAddr(t)
-	conf := proxytest.Replace(t, proxytest.Block(t, proxiesDoc, "caddyfile"),
-		"127.0.0.1:8081", strings.TrimPrefix(pc.a.URL, "http://"),
-		"127.0.0.1:8082", strings.TrimPrefix(pc.b.URL, "http://"),
-		"127.0.0.1:8083", proxytest.FreeAddr(t), // a node that is down
-		"127.0.0.1:9000", pc.app.addr,
-		"127.0.0.1:8080", listen)
+	conf := pc.proxyConf(t, "caddyfile", listen)
 	proxytest.Caddy(t, conf, listen)
 	url := "http://" + listen + "/x"
 
 	c2 := clientFrom("127.0.0.2")
-	for i := range 5 {
-		method, body := "GET", ""
-		if i == 2 {
-			method, body = "POST", `{"hello":"app"}`
-		}
-		pc.expectAllowed(t, c2, method, url, body, string(rune('4'-i)))
-	}
+	pc.expectLimitOfFive(t, c2, url)
 	// A client's own RateLimit request header never reaches the application.
 	for range 3 {
 		expectDenied(t, c2, url)
@@ -298,16 +309,7 @@ func TestCaddy(t *testing.T) {
 		}
 		return ok >= 10
 	})
-	da, db := pc.decisions()
-	c4 := clientFrom("127.0.0.4")
-	for i := range 5 {
-		pc.expectAllowed(t, c4, "GET", url, "", string(rune('4'-i)))
-	}
-	expectDenied(t, c4, url)
-	da2, db2 := pc.decisions()
-	if da2 != da || db2 != db+6 {
-		t.Errorf("while a drained, a decided %d and b %d checks; want 0 and 6", da2-da, db2-db)
-	}
+	pc.expectOnlyB(t, url)
 }
 
 // TestNginxKeyFromXFF runs the documented variant where the node reads the
@@ -318,13 +320,7 @@ func TestNginxKeyFromXFF(t *testing.T) {
 		c.KeyFrom, c.KeyPrefix, c.TrustedProxies = keyFromXFF, "ip:", TrustedProxies{Hops: 1}
 	})
 	listen := proxytest.FreeAddr(t)
-	conf := proxytest.Replace(t, proxytest.Block(t, proxiesDoc, "nginx"),
-		"key=ip:$remote_addr&", "",
-		"127.0.0.1:8081", strings.TrimPrefix(pc.a.URL, "http://"),
-		"127.0.0.1:8082", strings.TrimPrefix(pc.b.URL, "http://"),
-		"127.0.0.1:8083", proxytest.FreeAddr(t),
-		"127.0.0.1:9000", pc.app.addr,
-		"127.0.0.1:8080", listen)
+	conf := pc.proxyConf(t, "nginx", listen, "key=ip:$remote_addr&", "")
 	proxytest.Nginx(t, conf, listen)
 	url := "http://" + listen + "/x"
 	c2 := clientFrom("127.0.0.2")
