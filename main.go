@@ -1,6 +1,8 @@
-// Command ratelimiter runs a distributed rate-limiter node on Redis and the
-// load generator that measures it (more roles follow). main wires flags to
-// package configs; the packages work.
+// Command ratelimiter is one binary for every role: the rate-limiter node
+// (Redis or in-process), the operator that keeps a cluster of them healthy,
+// the load generator that measures both, the chaos fault injector, and the
+// demo that runs them together. main wires flags to package configs; the
+// packages work.
 package main
 
 import (

@@ -285,7 +285,7 @@ func (n *Node) handleDrain(ctx *fasthttp.RequestCtx, id string, on bool) {
 	writeJSON(ctx, fasthttp.StatusOK, info)
 }
 
-// ClusterState is the seed's ClusterState.
+// ClusterState is GET /api/v1/cluster/state: node counts, totals and limits.
 type ClusterState struct {
 	NodeCount              int           `json:"node_count"`
 	HealthyNodes           int           `json:"healthy_nodes"`

@@ -75,7 +75,8 @@ func (s *stats) slot(now time.Time) *statSlot {
 	return sl
 }
 
-// Metrics is the seed's RateLimiterMetrics: rolling figures of one node.
+// Metrics is one node's rolling figures (GET /api/v1/nodes/{id}/metrics),
+// published with its heartbeat so they exist without Prometheus.
 type Metrics struct {
 	NodeID            string  `json:"node_id"`
 	WindowSeconds     int     `json:"window_seconds"`

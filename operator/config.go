@@ -167,7 +167,8 @@ type Param struct {
 	Description string   `toml:"description"`
 }
 
-// Action is the seed's ActionDefinition plus how to perform it over HTTP.
+// Action is what the operator may do to a subject (description, typed
+// parameters, risk, approval) plus how to perform it over HTTP.
 // Path and Body are Go templates over the validated parameters; in Path
 // every value is URL-escaped, in Body JSON-encoded (use {{json .x}}).
 type Action struct {

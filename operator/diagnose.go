@@ -9,7 +9,9 @@ import (
 	"github.com/expr-lang/expr/vm"
 )
 
-// Diagnosis is the seed's structured diagnosis of a ticket.
+// Diagnosis is the structured diagnosis of a ticket, from the playbooks or a
+// model: summary, root cause, confidence, evidence, alternatives and the
+// recommended actions.
 type Diagnosis struct {
 	Diagnoser string `json:"diagnoser"`
 	Summary   string `json:"summary"`

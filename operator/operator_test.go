@@ -994,7 +994,7 @@ func TestCrashAfterOpeningStillDiagnoses(t *testing.T) {
 	}
 }
 
-// TestBadLimitChangeRolledBack is the seed's scenario: a limit is cut far
+// TestBadLimitChangeRolledBack is the misconfigured-limit story: a limit is cut far
 // too low, the node denies most requests, and in auto mode the
 // high_block_rate playbook rolls the limit back through the node API.
 func TestBadLimitChangeRolledBack(t *testing.T) {

@@ -2,7 +2,7 @@ package operator
 
 // A real Prometheus (Debian's binary, started by internal/promtest) scrapes
 // two real nodes on a real redis-server while loadgen sends them a bounded
-// load; the operator then reads the seed's PromQL through its Prometheus
+// load; the operator then reads the shipped config's PromQL through its Prometheus
 // observation source, with the subject of deploy/ratelimiter.toml, the
 // configuration compose.yaml mounts.
 
@@ -29,7 +29,7 @@ import (
 const (
 	promLoadRate     = 300.0 // requests/s over both nodes
 	promLoadDuration = 10 * time.Second
-	// promWindow is the range of the seed's queries. The test scrapes for
+	// promWindow is the range of the shipped PromQL queries. The test scrapes for
 	// less than that, and no sample precedes the first scrape, so rate()
 	// over the window is the window's increase over 60 s: the requests
 	// decided, not the load's rate during the run.
