@@ -71,7 +71,9 @@ func decideSlidingLog(s *State, now int64, p Params) Result {
 // holding returns the index of the live entry that holds unit u. Each entry
 // holds at least one unit, so that entry is at most (newest End - u) places
 // below the newest, exactly there when every cost is 1: that place is
-// tried first, as the script does, then the entries above it are searched.
+// tried first, then the entries above it are searched. The script first
+// tries the oldest live entry, which it has read already (it holds u at the
+// limit when every cost is 1); here that would be a branch for nothing.
 func holding(live []LogEntry, u int64) int {
 	i := max(len(live)-1-int(live[len(live)-1].End-u), 0)
 	if live[i].End < u {

@@ -29,20 +29,26 @@ local function below(key, r)
 end
 
 -- holder returns the score of the member holding unit u, given the newest
--- member's end and score. Ends fall by at least one per rank below the
--- newest, so that member is at most top - u places below it (and never
--- below the oldest), exactly there when every cost is 1: that place is
--- tried first, then searched (ends decrease with the rank; rank 0 holds u).
-local function holder(key, u, top, topScore)
+-- member's end and score and the oldest live member and its score. At a
+-- key's limit with every cost 1 (the steady state of a denied key) the
+-- oldest live member holds u: no call. Else, ends fall by at least one per
+-- rank below the newest, so the holder is at most top - u places below it
+-- (and never below the oldest member), exactly there when every cost is 1:
+-- that place is tried first (ZCARD only when it is past the oldest), then
+-- searched (ends decrease with the rank; rank 0 holds u).
+local function holder(key, u, top, topScore, oldest, oldestScore)
+  if u <= endOf(oldest) then return oldestScore end
   local lo, loScore, hi = 0, topScore, top - u
-  local n = redis.call('ZCARD', key)
-  if hi > n - 1 then hi = n - 1 end -- and below that, the oldest member
   local m, s = below(key, hi)
-  if m and endOf(m) >= u then return s end
+  if not m then
+    hi = redis.call('ZCARD', key) - 1
+    m, s = below(key, hi)
+  end
+  if endOf(m) >= u then return s end
   while hi - lo > 1 do
     local mid = math.floor((lo + hi) / 2)
     m, s = below(key, mid)
-    if m and endOf(m) >= u then
+    if endOf(m) >= u then
       lo, loScore = mid, s
     else
       hi = mid
@@ -74,21 +80,21 @@ local function decide(key, limit, window, burst, cost, now)
   -- The newest member, and the oldest live one when the newest is live:
   -- the oldest member when it is live (then none is dead, and a write
   -- has nothing to remove), else a search by score.
-  local count, topScore, topEnd, anyDead, oldestScore = 0, 0, 0, false, 0
+  local count, topScore, topEnd, anyDead, oldest, oldestScore = 0, 0, 0, false, nil, 0
   local top = redis.call('ZREVRANGE', key, '0', '0', 'WITHSCORES')
   if top[1] then
     topScore = tonumber(top[2])
     anyDead = true
     if topScore > now - window then
       topEnd = endOf(top[1])
-      local oldest = redis.call('ZRANGE', key, '0', '0', 'WITHSCORES')
-      if tonumber(oldest[2]) > now - window then
+      local e = redis.call('ZRANGE', key, '0', '0', 'WITHSCORES')
+      if tonumber(e[2]) > now - window then
         anyDead = false
       else
-        oldest = redis.call('ZRANGEBYSCORE', key, since, '+inf', 'WITHSCORES', 'LIMIT', '0', '1')
+        e = redis.call('ZRANGEBYSCORE', key, since, '+inf', 'WITHSCORES', 'LIMIT', '0', '1')
       end
-      count = topEnd - startOf(oldest[1])
-      oldestScore = tonumber(oldest[2])
+      oldest, oldestScore = e[1], tonumber(e[2])
+      count = topEnd - startOf(oldest)
     end
   end
 
@@ -122,7 +128,7 @@ local function decide(key, limit, window, burst, cost, now)
   -- lowered limit, the member that brings the count below the limit.
   local nextAfter = 0
   if count > limit then
-    nextAfter = holder(key, topEnd - limit + 1, topEnd, topScore) + window - now
+    nextAfter = holder(key, topEnd - limit + 1, topEnd, topScore, oldest, oldestScore) + window - now
   elseif count > 0 then
     nextAfter = oldestScore + window - now
   end
@@ -133,7 +139,7 @@ local function decide(key, limit, window, burst, cost, now)
       retry = reset
     else
       -- Admitted once the live units up to target have expired.
-      retry = holder(key, topEnd + want - limit, topEnd, topScore) + window - now
+      retry = holder(key, topEnd + want - limit, topEnd, topScore, oldest, oldestScore) + window - now
     end
   end
   return {allowed and 1 or 0, remaining, reset, retry, nextAfter}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/redis/rueidis"
@@ -36,4 +37,50 @@ func BenchmarkSlidingLogCost(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkSlidingLogDenied is one denied cost-1 check of a sliding_log key
+// at its limit of 100 cost-1 members (the steady state of a key under
+// attack), against a real redis-server. It also reports the Redis calls the
+// script makes per check (from INFO commandstats): the round trip hides a
+// call or two, the count does not.
+func BenchmarkSlidingLogDenied(b *testing.B) {
+	c := redistest.Start(b).Client(b)
+	ctx := context.Background()
+	lua := rueidis.NewLuaScript(limiter.Script(limiter.SlidingLog))
+	const now = 1_700_000_000_000_000
+	p := limiter.Params{Limit: 100, Window: 3_600_000_000, Cost: 1}
+	for i := range p.Limit {
+		if err := lua.Exec(ctx, c, []string{"denied"}, scriptArgs(p, now+i)).Error(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	calls := func() int64 {
+		info, err := c.Do(ctx, c.B().Info().Section("commandstats").Build()).ToString()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var n int64
+		for line := range strings.Lines(info) {
+			// cmdstat_zrange:calls=12,usec=...; EVALSHA and INFO are not the script's.
+			name, rest, ok := strings.Cut(strings.TrimPrefix(line, "cmdstat_"), ":calls=")
+			if !ok || name == "evalsha" || name == "eval" || name == "info" {
+				continue
+			}
+			v, _, _ := strings.Cut(rest, ",")
+			k, _ := strconv.ParseInt(v, 10, 64)
+			n += k
+		}
+		return n
+	}
+	args := scriptArgs(p, now+p.Limit)
+	b.ReportAllocs()
+	before := calls()
+	for b.Loop() {
+		r, _, err := parseReply(lua.Exec(ctx, c, []string{"denied"}, args))
+		if err != nil || r.Allowed {
+			b.Fatalf("check at the limit = %+v, %v; want denied", r, err)
+		}
+	}
+	b.ReportMetric(float64(calls()-before)/float64(b.N), "redis-calls/op")
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
@@ -29,6 +30,28 @@ func TestLuaMatchesGo(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSlidingLogLimitChangesMatchGo runs random sliding_log traces whose
+// limit changes between requests through the Go twin and the script: a
+// lowered limit leaves more live units than the limit, and NextAfter then
+// looks for the member that brings the count below it (past the oldest
+// member when costs are above 1), a path the fixed-limit traces never take.
+func TestSlidingLogLimitChangesMatchGo(t *testing.T) {
+	h := newTwinHarness(t)
+	rng := rand.New(rand.NewPCG(12, 34))
+	for ci, p := range []limiter.Params{{Limit: 12, Window: 10_000_000}, {Limit: 40, Window: 1_000_000}} {
+		tr := newTracer(uint64(ci)+2000, limiter.SlidingLog, p)
+		limit := p.Limit
+		for range 3000 {
+			key, now, q := tr.next()
+			if rng.IntN(10) == 0 {
+				limit = 1 + rng.Int64N(p.Limit)
+			}
+			q.Limit = limit
+			tr.record(key, h.decide(limiter.SlidingLog, fmt.Sprintf("limits:%d:%s", ci, key), now, q))
+		}
 	}
 }
 
