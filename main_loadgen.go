@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -64,7 +65,14 @@ func loadgenTargetConfig(c *cli.Context, cfg *loadgen.Config) error {
 		if cfg.Body != "" {
 			return fmt.Errorf("give --body or --body-file, not both")
 		}
-		b, err := os.ReadFile(f)
+		// Read one byte past the limit, so that Validate names a file too
+		// large and /dev/zero does not fill the memory.
+		fh, err := os.Open(f)
+		if err != nil {
+			return fmt.Errorf("cannot read --body-file: %w", err)
+		}
+		defer fh.Close()
+		b, err := io.ReadAll(io.LimitReader(fh, loadgen.MaxBody+1))
 		if err != nil {
 			return fmt.Errorf("cannot read --body-file: %w", err)
 		}

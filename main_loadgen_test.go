@@ -286,5 +286,10 @@ func TestLoadgenOtherTargets(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "domain") {
 			t.Errorf("loadgen --method grpc without --domain = %v; want an error naming --domain", err)
 		}
+		// An endless --body-file is read no further than the limit: refused, not a hang.
+		_, _, err, _ = runLoadgen(t, "--method", "http", "-t", "http://127.0.0.1:1/{key}", "--body-file", "/dev/zero", "-d", "1s")
+		if err == nil || !strings.Contains(err.Error(), "larger than") {
+			t.Errorf("loadgen --body-file /dev/zero = %v; want an error naming the size limit", err)
+		}
 	})
 }

@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/valyala/fastjson"
 
 	"github.com/ratelimiter/ratelimiter/config"
 )
@@ -87,6 +90,13 @@ func ParseRate(s string) (start, end float64, err error) {
 
 func finitePositive(f float64) bool { return f > 0 && !math.IsInf(f, 0) && !math.IsNaN(f) }
 
+// share reports whether f is a share, 0..1 (NaN is not).
+func share(f float64) bool { return f >= 0 && f <= 1 }
+
+// MaxBody is the largest --body or --body-file, in bytes: each request
+// renders its own copy, and the generator keeps thousands in flight.
+const MaxBody = 1 << 20
+
 // Validate reports every problem at once.
 func (c *Config) Validate() error {
 	var p config.Problems
@@ -114,10 +124,24 @@ func (c *Config) Validate() error {
 		if c.HTTPMethod != "" && !validToken(c.HTTPMethod) {
 			p.Add("http-method", "%q is not an HTTP method", c.HTTPMethod)
 		}
+		ctype := false
 		for _, h := range c.Headers {
-			if _, _, err := splitHeader(h); err != nil {
+			name, _, err := splitHeader(h)
+			if err != nil {
 				p.Add("header", "%v", err)
 			}
+			ctype = ctype || strings.EqualFold(name, "Content-Type")
+		}
+		if len(c.Body) > MaxBody {
+			p.Add("body", "--body or --body-file is larger than %d bytes", MaxBody)
+		} else if looksJSON(c.Body) && !ctype {
+			b := parseTemplate(c.Body).render(nil, c.KeyPrefix+"0", strconv.FormatInt(c.Cost, 10), nil)
+			if err := fastjson.ValidateBytes(b); err != nil {
+				p.Add("body", "is sent as application/json but is not JSON once {key} and {cost} are filled in (%v); give a Content-Type header to send it as it is", err)
+			}
+		}
+		if c.Keys > 1 && !slices.ContainsFunc(c.Targets, holdsKey) && !slices.ContainsFunc(c.Headers, holdsKey) && !holdsKey(c.Body) {
+			p.Add("target", "no --target, --header or --body holds {key}: every request would ask about one key (give --keys 1 to mean that)")
 		}
 	} else if c.HTTPMethod != "" || len(c.Headers) > 0 || c.Body != "" {
 		p.Add("method", "--http-method, --header and --body need --method http")
@@ -133,6 +157,9 @@ func (c *Config) Validate() error {
 			if _, err := parseDescriptor(d); err != nil {
 				p.Add("descriptor", "%v", err)
 			}
+		}
+		if c.Keys > 1 && !slices.ContainsFunc(c.Descriptors, holdsKey) {
+			p.Add("descriptor", "no --descriptor holds {key}: every request would ask about one key (give --keys 1 to mean that)")
 		}
 		if c.Cost > math.MaxUint32 {
 			p.Add("cost", "must fit hits_addend, a uint32")
@@ -152,10 +179,10 @@ func (c *Config) Validate() error {
 	if c.Distribution != "uniform" && c.Distribution != "zipf" {
 		p.Add("distribution", "must be uniform or zipf, got %q", c.Distribution)
 	}
-	if c.Distribution == "zipf" && c.ZipfS <= 1 {
-		p.Add("zipf-s", "must be greater than 1")
+	if c.Distribution == "zipf" && !(c.ZipfS > 1 && !math.IsInf(c.ZipfS, 1)) { // NaN made rand.Zipf loop forever
+		p.Add("zipf-s", "must be finite and greater than 1")
 	}
-	if c.HotKeyShare < 0 || c.HotKeyShare > 1 {
+	if !share(c.HotKeyShare) {
 		p.Add("hot-key-share", "must be between 0 and 1")
 	}
 	if c.Cost < 1 {
@@ -175,8 +202,14 @@ func (c *Config) Validate() error {
 	if c.Timeout <= 0 {
 		p.Add("timeout", "must be positive")
 	}
-	if c.MaxErrorRate < 0 || c.MaxErrorRate > 1 {
+	if !share(c.MaxErrorRate) {
 		p.Add("max-error-rate", "must be between 0 and 1")
+	}
+	if !(c.MinRate >= 0 && !math.IsInf(c.MinRate, 1)) {
+		p.Add("min-rate", "must be at least 0 and finite")
+	}
+	if c.MaxP99 < 0 {
+		p.Add("max-p99", "must be at least 0")
 	}
 	if c.MaxDropped < 0 {
 		p.Add("max-dropped", "must be at least 0")
@@ -188,7 +221,7 @@ func (c *Config) Validate() error {
 		p.Add("max-over-admissions", "needs --verify")
 	}
 	if r := c.MaxFalseBlocksRate; r != nil {
-		if *r < 0 || *r > 1 || math.IsNaN(*r) {
+		if !share(*r) {
 			p.Add("max-false-blocks-rate", "must be between 0 and 1")
 		}
 		if !c.Verify {
@@ -207,6 +240,16 @@ func (c *Config) httpMethod() string {
 		return "POST"
 	}
 	return "GET"
+}
+
+// holdsKey reports whether a template holds {key}.
+func holdsKey(t string) bool { return strings.Contains(t, placeKey) }
+
+// looksJSON reports whether a body is sent as application/json (unless a
+// header says otherwise).
+func looksJSON(body string) bool {
+	b := strings.TrimSpace(body)
+	return strings.HasPrefix(b, "{") || strings.HasPrefix(b, "[")
 }
 
 // validToken reports whether s is an HTTP token (RFC 9110), as a method is.

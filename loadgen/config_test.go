@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -55,5 +56,39 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	good.Targets, good.Duration = []string{"http://127.0.0.1:8080"}, time.Second
 	if err := good.Validate(); err != nil {
 		t.Errorf("Validate(DefaultConfig with a target) = %v; want nil", err)
+	}
+}
+
+// TestBadThresholdsRefused: a threshold or share that is NaN, negative or
+// infinite is refused before the run. NaN passed every "< 0 || > 1" test:
+// --max-error-rate NaN silently disabled the threshold and --zipf-s NaN
+// made rand.Zipf loop forever.
+func TestBadThresholdsRefused(t *testing.T) {
+	nan, inf := math.NaN(), math.Inf(1)
+	for _, tc := range []struct {
+		name string
+		edit func(c *Config)
+	}{
+		{"max-error-rate", func(c *Config) { c.MaxErrorRate = nan }},
+		{"max-error-rate", func(c *Config) { c.MaxErrorRate = -0.1 }},
+		{"hot-key-share", func(c *Config) { c.HotKeyShare = nan }},
+		{"zipf-s", func(c *Config) { c.Distribution, c.ZipfS = "zipf", nan }},
+		{"zipf-s", func(c *Config) { c.Distribution, c.ZipfS = "zipf", inf }},
+		{"min-rate", func(c *Config) { c.MinRate = nan }},
+		{"min-rate", func(c *Config) { c.MinRate = -1 }},
+		{"min-rate", func(c *Config) { c.MinRate = inf }},
+		{"max-p99", func(c *Config) { c.MaxP99 = -time.Second }},
+		{"max-dropped", func(c *Config) { c.MaxDropped = -1 }},
+		{"max-over-admissions", func(c *Config) { c.Verify, c.MaxOverAdmissions = true, -1 }},
+		{"max-false-blocks-rate", func(c *Config) { c.Verify, c.MaxFalseBlocksRate = true, &nan }},
+		{"max-false-blocks-rate", func(c *Config) { r := -0.5; c.Verify, c.MaxFalseBlocksRate = true, &r }},
+		{"max-false-blocks-rate", func(c *Config) { c.Verify, c.MaxFalseBlocksRate = true, &inf }},
+	} {
+		c := DefaultConfig()
+		c.Targets, c.Duration = []string{"http://127.0.0.1:1"}, time.Second
+		tc.edit(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.name) {
+			t.Errorf("--%s: Validate = %v; want an error naming it", tc.name, err)
+		}
 	}
 }

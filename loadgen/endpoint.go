@@ -159,7 +159,7 @@ func newHTTPEndpoint(cfg Config, target string) (*httpEndpoint, error) {
 	e := &httpEndpoint{c: hostClient(cfg, addr, scheme == "https"), host: host, timeout: cfg.Timeout,
 		method: cfg.httpMethod(), uri: parseTemplate(rest), body: parseTemplate(cfg.Body), hasBody: cfg.Body != "",
 		cost: strconv.FormatInt(cfg.Cost, 10)}
-	if b := strings.TrimSpace(cfg.Body); strings.HasPrefix(b, "{") || strings.HasPrefix(b, "[") {
+	if looksJSON(cfg.Body) {
 		e.ctype = "application/json" // what a JSON body is sent as, unless told otherwise
 	}
 	for _, h := range cfg.Headers {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -216,4 +217,33 @@ func TestTargetConfig(t *testing.T) {
 	}, "every entry needs a key and a value")
 	f(func(c *Config) { c.Method, c.Domain, c.Descriptors = MethodGRPC, "d", []string{"a=b"} }, "not a grpc://host:port target")
 	f(func(c *Config) { c.Domain = "d" }, "need --method grpc")
+	// Hostile templates, refused before the run.
+	httpTo := func(c *Config) { c.Method, c.Targets = MethodHTTP, []string{"http://127.0.0.1:1/check?k={key}"} }
+	f(func(c *Config) { httpTo(c); c.Body = strings.Repeat("x", MaxBody+1) }, "larger than 1048576 bytes")
+	f(func(c *Config) { httpTo(c); c.Body = strings.Repeat("x", MaxBody) }, "")
+	f(func(c *Config) { httpTo(c); c.Body = `{"key": {key}}` }, "not JSON once {key} and {cost} are filled in")
+	f(func(c *Config) { httpTo(c); c.Body = `[{"cost": {cost}}` }, "not JSON")
+	f(func(c *Config) { httpTo(c); c.Body = `{"key": "{key}", "cost": {cost}}` }, "")
+	f(func(c *Config) { httpTo(c); c.Body, c.KeyPrefix = `{"key": "{key}"}`, `a"b` }, "not JSON")
+	f(func(c *Config) { httpTo(c); c.Body, c.Headers = `{"key": {key}}`, []string{"content-type: text/plain"} }, "")
+	f(func(c *Config) { httpTo(c); c.Headers = []string{""} }, "not a Name: value header")
+	f(func(c *Config) { httpTo(c); c.Headers = []string{": v"} }, "not a Name: value header")
+	f(func(c *Config) { httpTo(c); c.Headers = []string{"X-Empty:"} }, "")
+	f(func(c *Config) { c.Method, c.Targets = MethodHTTP, []string{"http://127.0.0.1:1/check"} }, "no --target, --header or --body holds {key}")
+	f(func(c *Config) { c.Method, c.Targets, c.Keys = MethodHTTP, []string{"http://127.0.0.1:1/check"}, 1 }, "")
+	f(func(c *Config) { c.Method, c.Targets, c.Body = MethodHTTP, []string{"http://127.0.0.1:1/"}, "k={key}" }, "")
+	grpcTo := func(c *Config, d ...string) {
+		c.Method, c.Targets, c.Domain, c.Descriptors = MethodGRPC, []string{"grpc://127.0.0.1:8081"}, "d", d
+	}
+	f(func(c *Config) { grpcTo(c, "") }, "every entry needs a key and a value")
+	f(func(c *Config) { grpcTo(c, "novalue") }, "every entry needs a key and a value")
+	f(func(c *Config) { grpcTo(c, "a={key},,b=c") }, "every entry needs a key and a value")
+	f(func(c *Config) { grpcTo(c, "a=b", "c=d") }, "no --descriptor holds {key}")
+	many := make([]string, 1000)
+	for i := range many {
+		many[i] = "k{key}=v" + strconv.Itoa(i)
+	}
+	f(func(c *Config) { grpcTo(c, many...) }, "")
+	f(func(c *Config) { c.Method = "PUT" }, "must be post, get, http or grpc")
+	f(func(c *Config) { c.Method = "" }, "must be post, get, http or grpc")
 }
