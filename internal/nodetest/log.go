@@ -1,12 +1,12 @@
 package nodetest
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/ratelimiter/ratelimiter/internal/syncbuf"
 )
 
 // Logger logs records at level and above to the test (shown on failure or
@@ -23,21 +23,6 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Buffer is a bytes.Buffer safe for concurrent writers (a node, a child
-// process, a command running in-process) and the test reading it.
-type Buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *Buffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *Buffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// Buffer is a bytes.Buffer safe for concurrent writers and the test
+// reading it (syncbuf.Buffer, named here for the tests that use nodetest).
+type Buffer = syncbuf.Buffer

@@ -15,10 +15,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ratelimiter/ratelimiter/internal/syncbuf"
 )
 
 const (
@@ -83,7 +84,7 @@ type Proc struct {
 	name string
 	cmd  *exec.Cmd
 	done chan struct{}
-	out  *lockedBuffer
+	out  *syncbuf.Buffer
 }
 
 // Nginx runs /usr/sbin/nginx in the foreground, as one process, with
@@ -143,7 +144,7 @@ func start(t testing.TB, name, dir, bin string, args ...string) *Proc {
 	if err != nil {
 		t.Fatalf("proxytest: %s is not installed (apt-get install %s; these tests must not be skipped): %v", bin, name, err)
 	}
-	p := &Proc{name: name, cmd: exec.Command(path, args...), done: make(chan struct{}), out: &lockedBuffer{}}
+	p := &Proc{name: name, cmd: exec.Command(path, args...), done: make(chan struct{}), out: &syncbuf.Buffer{}}
 	p.cmd.Dir = dir
 	p.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir+"/data", "XDG_CONFIG_HOME="+dir+"/config")
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
@@ -193,21 +194,4 @@ func (p *Proc) stop() {
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		<-p.done
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

@@ -10,7 +10,6 @@ package redistest
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +22,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/ratelimiter/ratelimiter/internal/syncbuf"
 )
 
 const (
@@ -41,8 +42,8 @@ type Server struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
-	out  *lockedBuffer // the running process's stdout and stderr
+	done chan struct{}   // closed when cmd has exited
+	out  *syncbuf.Buffer // the running process's stdout and stderr
 }
 
 // Start runs redis-server without persistence on a free loopback port and
@@ -168,7 +169,7 @@ var errPortTaken = errors.New("port already in use")
 
 // start runs the process and waits for its first PONG.
 func (s *Server) start() error {
-	out := &lockedBuffer{}
+	out := &syncbuf.Buffer{}
 	cmd := exec.Command(s.path, s.args...)
 	cmd.Stdout = out
 	cmd.Stderr = out
@@ -278,22 +279,4 @@ func freePort() (int, error) {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	return port, l.Close()
-}
-
-// lockedBuffer collects a process's output while tests read it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

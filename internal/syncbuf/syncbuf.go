@@ -1,0 +1,28 @@
+// Package syncbuf is a bytes.Buffer that concurrent writers (a node, a
+// child process, a command running in-process) and a test reading it may
+// share. It imports nothing of ours, so that every test helper can use it:
+// nodetest imports node, whose tests import proxytest.
+package syncbuf
+
+import (
+	"bytes"
+	"sync"
+)
+
+// Buffer is safe for concurrent Write and String.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
