@@ -193,7 +193,8 @@ func applyNodeFlags(c *cli.Context, cfg *node.Config) {
 		"admin-token": &cfg.AdminToken, "advertise": &cfg.Advertise, "redis-prefix": &cfg.RedisPrefix,
 		"failure-mode": &cfg.FailureMode, "unmatched": &cfg.Unmatched, "key-header": &cfg.KeyHeader,
 		"grpc-listen": &cfg.GRPCListen, "envoy-config": &cfg.EnvoyConfigDir,
-		"admin-token-file": &cfg.AdminTokenFile, "management-listen": &cfg.ManagementListen}
+		"admin-token-file": &cfg.AdminTokenFile, "management-listen": &cfg.ManagementListen,
+		"key-from": &cfg.KeyFrom, "key-prefix": &cfg.KeyPrefix}
 	for name, dst := range str {
 		if c.IsSet(name) {
 			*dst = c.String(name)
@@ -206,19 +207,25 @@ func applyNodeFlags(c *cli.Context, cfg *node.Config) {
 			dst.Duration = c.Duration(name)
 		}
 	}
-	ints := map[string]*int{"deny-cache-size": &cfg.DenyCacheSize, "max-body-bytes": &cfg.MaxBodyBytes, "max-batch": &cfg.MaxBatch}
+	ints := map[string]*int{"deny-cache-size": &cfg.DenyCacheSize, "max-body-bytes": &cfg.MaxBodyBytes, "max-batch": &cfg.MaxBatch,
+		"forward-auth-deny-status": &cfg.ForwardAuthDenyStatus}
 	for name, dst := range ints {
 		if c.IsSet(name) {
 			*dst = c.Int(name)
 		}
 	}
-	if c.IsSet("admin-reads") {
-		cfg.AdminReads = c.Bool("admin-reads")
+	bools := map[string]*bool{"admin-reads": &cfg.AdminReads, "advertise-shadow": &cfg.AdvertiseShadow}
+	for name, dst := range bools {
+		if c.IsSet(name) {
+			*dst = c.Bool(name)
+		}
 	}
 	if c.IsSet("hot-key-ratio") {
 		cfg.HotKeyRatio = c.Float64("hot-key-ratio")
 	}
-	applyForwardFlags(c, cfg)
+	if c.IsSet("trusted-proxies") {
+		cfg.TrustedProxies = node.ParseTrustedProxies(c.String("trusted-proxies"))
+	}
 }
 
 func loadgenCommand() *cli.Command {
