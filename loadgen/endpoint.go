@@ -183,11 +183,14 @@ func (e *httpEndpoint) do(o *outcome, start time.Time) {
 	if e.ctype != "" {
 		req.Header.SetContentType(e.ctype)
 	}
+	// The headers and the body are copied into req (pooled), so one
+	// buffer renders them all.
 	for _, h := range e.headers {
-		req.Header.SetBytesV(h.name, h.value.render(nil, o.key, e.cost, nil))
+		buf = h.value.render(buf[:0], o.key, e.cost, nil)
+		req.Header.SetBytesV(h.name, buf)
 	}
 	if e.hasBody {
-		req.SetBodyRaw(e.body.render(nil, o.key, e.cost, nil))
+		req.SetBody(e.body.render(buf[:0], o.key, e.cost, nil))
 	}
 	o.sent = time.Since(start)
 	err := e.c.DoTimeout(req, resp, e.timeout)
