@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"strings"
 )
 
@@ -26,12 +27,8 @@ type Table map[string]Meta
 // With returns a new table holding t's entries and more's.
 func (t Table) With(more Table) Table {
 	out := make(Table, len(t)+len(more))
-	for k, v := range t {
-		out[k] = v
-	}
-	for k, v := range more {
-		out[k] = v
-	}
+	maps.Copy(out, t)
+	maps.Copy(out, more)
 	return out
 }
 
