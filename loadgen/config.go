@@ -131,6 +131,9 @@ func (c *Config) Validate() error {
 				p.Add("header", "%v", err)
 			}
 			ctype = ctype || strings.EqualFold(name, "Content-Type")
+			if holdsKey(h) && strings.ContainsAny(c.KeyPrefix, "\r\n") {
+				p.Add("key-prefix", "holds a line break, which {key} would put into the header %q", name)
+			}
 		}
 		if len(c.Body) > MaxBody {
 			p.Add("body", "--body or --body-file is larger than %d bytes", MaxBody)

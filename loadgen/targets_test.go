@@ -229,6 +229,8 @@ func TestTargetConfig(t *testing.T) {
 	f(func(c *Config) { httpTo(c); c.Headers = []string{""} }, "not a Name: value header")
 	f(func(c *Config) { httpTo(c); c.Headers = []string{": v"} }, "not a Name: value header")
 	f(func(c *Config) { httpTo(c); c.Headers = []string{"X-Empty:"} }, "")
+	f(func(c *Config) { httpTo(c); c.Headers, c.KeyPrefix = []string{"X-Key: {key}"}, "a\r\nX-Admin: 1\r\n" }, "holds a line break")
+	f(func(c *Config) { httpTo(c); c.KeyPrefix = "a\r\nb" }, "") // escaped in the URL
 	f(func(c *Config) { c.Method, c.Targets = MethodHTTP, []string{"http://127.0.0.1:1/check"} }, "no --target, --header or --body holds {key}")
 	f(func(c *Config) { c.Method, c.Targets, c.Keys = MethodHTTP, []string{"http://127.0.0.1:1/check"}, 1 }, "")
 	f(func(c *Config) { c.Method, c.Targets, c.Body = MethodHTTP, []string{"http://127.0.0.1:1/"}, "k={key}" }, "")
