@@ -69,11 +69,16 @@ import (
 
 var benchSink atomic.Int64
 
-func benchNode(b *testing.B, store string) *Node {
+// benchNode starts a node with one sliding_window limit of 1,000,000 a
+// minute on every key, on store ("memory" or "redis"), after edit.
+func benchNode(b *testing.B, store string, edit ...func(*Config)) *Node {
 	cfg := testConfig("bench", nil)
 	cfg.Limits = []limiter.Limit{{KeyPattern: "*", MaxRequests: 1_000_000, WindowSeconds: 60, Algorithm: limiter.SlidingWindow}}
 	if store == "redis" {
 		cfg.RedisURL = redistest.Start(b).URL()
+	}
+	for _, e := range edit {
+		e(&cfg)
 	}
 	return startNode(b, cfg, nil, nil).Node
 }

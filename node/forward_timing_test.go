@@ -7,8 +7,6 @@ import (
 	"testing"
 
 	"github.com/valyala/fasthttp"
-
-	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
 // BenchmarkForwardAuth is the GET (forward-auth) check through the handler,
@@ -24,12 +22,11 @@ import (
 func BenchmarkForwardAuth(b *testing.B) {
 	for _, from := range []string{"query", "xff"} {
 		b.Run(from, func(b *testing.B) {
-			cfg := testConfig("bench", nil)
-			cfg.Limits = []limiter.Limit{{KeyPattern: "*", MaxRequests: 1_000_000, WindowSeconds: 60, Algorithm: limiter.SlidingWindow}}
-			if from == "xff" {
-				cfg.KeyFrom, cfg.KeyPrefix, cfg.TrustedProxies = keyFromXFF, "ip:", TrustedProxies{Hops: 1}
-			}
-			n := startNode(b, cfg, nil, nil).Node
+			n := benchNode(b, "memory", func(cfg *Config) {
+				if from == "xff" {
+					cfg.KeyFrom, cfg.KeyPrefix, cfg.TrustedProxies = keyFromXFF, "ip:", TrustedProxies{Hops: 1}
+				}
+			})
 			uris, xffs := make([][]byte, 10_000), make([][]byte, 10_000)
 			for i := range uris {
 				addr := "10." + strconv.Itoa(i>>8&255) + "." + strconv.Itoa(i&255) + ".1"
