@@ -15,9 +15,8 @@ import (
 // under 1 KB (one member per unit took 121 MB and held Redis for 1.6 s),
 // and its units all count.
 func TestSlidingLogCostIsNotAnAmplifier(t *testing.T) {
-	c := redistest.Start(t).Client(t)
+	c, lua := slidingLog(t)
 	ctx := context.Background()
-	lua := rueidis.NewLuaScript(limiter.Script(limiter.SlidingLog))
 	p := limiter.Params{Limit: 1_000_000, Window: 3_600_000_000, Cost: 1_000_000}
 	r, _, err := parseReply(lua.Exec(ctx, c, []string{"big"}, scriptArgs(p, -1)))
 	if err != nil || !r.Allowed || r.Remaining != 0 {
@@ -36,4 +35,10 @@ func TestSlidingLogCostIsNotAnAmplifier(t *testing.T) {
 		t.Fatalf("cost 1 after the big one = %+v, %v; want denied with a wait", r, err)
 	}
 	t.Logf("MEMORY USAGE after one check of cost 1,000,000: %d bytes", mem)
+}
+
+// slidingLog starts a redis-server and returns a client of it and the
+// sliding_log script as the node runs it.
+func slidingLog(tb testing.TB) (rueidis.Client, *rueidis.Lua) {
+	return redistest.Start(tb).Client(tb), rueidis.NewLuaScript(limiter.Script(limiter.SlidingLog))
 }

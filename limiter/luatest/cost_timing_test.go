@@ -7,9 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/redis/rueidis"
-
-	"github.com/ratelimiter/ratelimiter/internal/redistest"
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
@@ -22,9 +19,8 @@ import (
 // µs/op; cost=1000000 98, 55, 61 µs/op. With one member per unit, one
 // check of cost 1,000,000 held Redis for about 1.6 s.
 func BenchmarkSlidingLogCost(b *testing.B) {
-	c := redistest.Start(b).Client(b)
+	c, lua := slidingLog(b)
 	ctx := context.Background()
-	lua := rueidis.NewLuaScript(limiter.Script(limiter.SlidingLog))
 	for _, cost := range []int64{1, 1_000_000} {
 		b.Run(fmt.Sprintf("cost=%d", cost), func(b *testing.B) {
 			b.ReportAllocs()
@@ -45,9 +41,8 @@ func BenchmarkSlidingLogCost(b *testing.B) {
 // script makes per check (from INFO commandstats): the round trip hides a
 // call or two, the count does not.
 func BenchmarkSlidingLogDenied(b *testing.B) {
-	c := redistest.Start(b).Client(b)
+	c, lua := slidingLog(b)
 	ctx := context.Background()
-	lua := rueidis.NewLuaScript(limiter.Script(limiter.SlidingLog))
 	const now = 1_700_000_000_000_000
 	p := limiter.Params{Limit: 100, Window: 3_600_000_000, Cost: 1}
 	for i := range p.Limit {
