@@ -183,9 +183,6 @@ func (p *Proc) waitListening(t testing.TB, addr, logPath string) {
 	}
 }
 
-// Output is what the process wrote to stdout and stderr so far.
-func (p *Proc) Output() string { return p.out.String() }
-
 func (p *Proc) stop() {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
