@@ -136,6 +136,23 @@ func TestClientAddr(t *testing.T) {
 	f("forwarded", nets, "127.0.0.1:1", []string{fwd, `for=203.0.113.7, for=10.0.0.1`}, "203.0.113.7")
 	f("forwarded", one, "127.0.0.1:1", []string{fwd, `proto=https`}, "400")       // a hop with no for=
 	f("forwarded", one, "127.0.0.1:1", []string{xff, "203.0.113.7"}, "127.0.0.1") // X-Forwarded-For is not read
+
+	// Hostile chains: long, empty, garbage, unbalanced quotes.
+	many := strings.Repeat("6.6.6.6, ", 2000) + "203.0.113.7"
+	f("xff", one, "127.0.0.1:1", []string{xff, many}, "203.0.113.7")
+	f("xff", nets, "127.0.0.1:1", []string{xff, strings.Repeat("10.0.0.1,", 2000) + "10.0.0.2"}, "10.0.0.1")
+	f("xff", one, "127.0.0.1:1", []string{xff, ""}, "127.0.0.1")       // no entry: the peer
+	f("xff", one, "127.0.0.1:1", []string{xff, " , ,, "}, "127.0.0.1") // still none
+	f("xff", one, "127.0.0.1:1", []string{xff, strings.Repeat("9", 4000)}, "400")
+	f("xff", one, "127.0.0.1:1", []string{xff, "\x00\xff, fe80::1%eth0"}, "fe80::1") // a zone is dropped
+	f("xff", one, "127.0.0.1:1", []string{xff, "1.2.3.4, \x00\xff"}, "400")
+	f("forwarded", one, "127.0.0.1:1", []string{fwd, strings.Repeat("for=6.6.6.6;by=x, ", 2000) + "for=203.0.113.7"}, "203.0.113.7")
+	f("forwarded", one, "127.0.0.1:1", []string{fwd, `for="203.0.113.7`}, "203.0.113.7") // unterminated: the quote is trimmed
+	f("forwarded", one, "127.0.0.1:1", []string{fwd, `for="a\", for=1.2.3.4`}, "400")    // an escaped quote keeps the comma quoted
+	f("forwarded", one, "127.0.0.1:1", []string{fwd, `for=1.2.3.4, for=\`}, "400")
+	f("forwarded", one, "127.0.0.1:1", []string{fwd, ""}, "400")             // an element without for=
+	f("forwarded", one, "127.0.0.1:1", []string{fwd, "for=1.2.3.4,"}, "400") // a trailing empty element is a hop too
+	f("forwarded", nets, "127.0.0.1:1", []string{fwd, ";;;=,=;=for"}, "400")
 }
 
 // TestKeyFromXFF is a client forging X-Forwarded-For through one proxy
