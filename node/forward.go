@@ -302,6 +302,13 @@ func cutOutsideQuotes(v []byte, sep byte) (field, rest []byte, found bool) {
 // or without brackets.
 func parseHop(h []byte) (netip.Addr, bool) {
 	s := unsafe.String(unsafe.SliceData(h), len(h))
+	// A hop with a port is tried as one first: a failed parse allocates
+	// its error, and "203.0.113.7:4711" would fail ParseAddr every time.
+	if i := strings.LastIndexByte(s, ':'); i > 0 && (s[i-1] == ']' || strings.IndexByte(s, ':') == i) {
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			return ap.Addr().Unmap().WithZone(""), true
+		}
+	}
 	if a, err := netip.ParseAddr(s); err == nil {
 		return a.Unmap().WithZone(""), true
 	}
