@@ -63,6 +63,16 @@ func TestIdempotencyKeyAcrossNodes(t *testing.T) {
 	if st, body, _ := send(a.URL, "POST", "/api/v1/blocks/x", `{"duration_seconds":60}`, strings.Repeat("k", 300)); st != 400 {
 		t.Errorf("a 300-byte key: %d %s; want 400", st, body)
 	}
+	// A key of 255 bytes outside ASCII (the most allowed, binary) is a key
+	// like any other: applied once, replayed on the other node.
+	bin := strings.Repeat("\xff\x80", 127) + "\xfe"
+	stB, bodyB, hB := send(a.URL, "POST", "/api/v1/blocks/y", `{"duration_seconds":60}`, bin)
+	if stB >= 300 || hB.Get("Idempotent-Replayed") != "" {
+		t.Errorf("a binary 255-byte key: %d %s (replayed %q); want 2xx, applied", stB, bodyB, hB.Get("Idempotent-Replayed"))
+	}
+	if st, body, h := send(b.URL, "POST", "/api/v1/blocks/y", `{"duration_seconds":60}`, bin); st != stB || body != bodyB || h.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("the binary key repeated on b: %d %s (replayed %q); want a's answer, replayed", st, body, h.Get("Idempotent-Replayed"))
+	}
 	// Ten minutes on, the key is forgotten: the same call applies again.
 	clock.Add(10*time.Minute + time.Second)
 	st3, _, h3 := send(b.URL, "POST", "/api/v1/limits/log:%2A/rollback", "", "k-1")
