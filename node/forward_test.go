@@ -241,4 +241,11 @@ func TestTrustedProxiesTOML(t *testing.T) {
 	f(`trusted_proxies = ["10.0.0.0/33"]`, TrustedProxies{}, "c.toml:3: node.trusted_proxies[0]: must be a CIDR")
 	f(`trusted_proxies = "10.0.0.0/8"`, TrustedProxies{}, "trusted_proxies must be a count of proxy hops or a list of CIDRs")
 	f(`trusted_proxies = -1`, TrustedProxies{}, "node.trusted_proxies: must not be negative")
+	f(`trusted_proxies = 0`, TrustedProxies{}, "c.toml:3: node.trusted_proxies: must be set")
+	f(`trusted_proxies = []`, TrustedProxies{}, "c.toml:3: node.trusted_proxies: must be set")
+	f(`trusted_proxies = [""]`, TrustedProxies{}, `c.toml:3: node.trusted_proxies[0]: must be a CIDR (10.0.0.0/8) or an address, got ""`)
+	f(`trusted_proxies = [1]`, TrustedProxies{}, "trusted_proxies[0] must be a string")
+	f(`trusted_proxies = 1.5`, TrustedProxies{}, "trusted_proxies must be a count of proxy hops or a list of CIDRs")
+	f(`trusted_proxies = 9223372036854775807`, TrustedProxies{Hops: 9223372036854775807}, "") // every hop trusted: the leftmost entry
+	f(`trusted_proxies = 99999999999999999999`, TrustedProxies{}, "c.toml")
 }
