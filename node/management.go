@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime/debug"
 	"strings"
 	"sync"
 
@@ -80,12 +79,6 @@ func (n *Node) serveManagement(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	n.serve(ctx)
-}
-
-func (n *Node) recoverPanic(ctx *fasthttp.RequestCtx) {
-	if v := recover(); v != nil {
-		n.recovered(ctx, v, debug.Stack())
-	}
 }
 
 // serveManagementUntilStopped serves the management address, if any, until
