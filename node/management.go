@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -105,13 +106,25 @@ func (n *Node) stopManagement(ctx context.Context) {
 	}
 }
 
+// maxAdminTokenFile bounds what readAdminToken reads: a token is short,
+// and a path to a device (/dev/zero) must not fill the memory.
+const maxAdminTokenFile = 4096
+
 // readAdminToken reads admin_token_file: the token alone, surrounding
 // whitespace (a final newline above all) ignored. A file keeps the token
 // out of the process list, where a flag would show it.
 func readAdminToken(path string) (string, error) {
-	raw, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("cannot read admin_token_file: %w", err)
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, maxAdminTokenFile+1))
+	if err != nil {
+		return "", fmt.Errorf("cannot read admin_token_file: %w", err)
+	}
+	if len(raw) > maxAdminTokenFile {
+		return "", fmt.Errorf("admin_token_file %s is larger than %d bytes: not a token", path, maxAdminTokenFile)
 	}
 	tok := strings.TrimSpace(string(raw))
 	if tok == "" {

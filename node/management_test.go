@@ -101,4 +101,10 @@ func TestManagementConfigProblems(t *testing.T) {
 	empty := filepath.Join(t.TempDir(), "empty")
 	_ = os.WriteFile(empty, []byte("\n"), 0o600)
 	f(func(c *Config) { c.AdminTokenFile = empty }, "is empty")
+	big := filepath.Join(t.TempDir(), "big")
+	_ = os.WriteFile(big, []byte(strings.Repeat("t", maxAdminTokenFile+1)), 0o600)
+	f(func(c *Config) { c.AdminTokenFile = big }, "is larger than 4096 bytes")
+	// A device that never ends is refused at once, not read into memory.
+	f(func(c *Config) { c.AdminTokenFile = "/dev/zero" }, "is larger than 4096 bytes")
+	f(func(c *Config) { c.AdminTokenFile = t.TempDir() }, "cannot read admin_token_file")
 }
