@@ -249,3 +249,29 @@ func TestTrustedProxiesTOML(t *testing.T) {
 	f(`trusted_proxies = 9223372036854775807`, TrustedProxies{Hops: 9223372036854775807}, "") // every hop trusted: the leftmost entry
 	f(`trusted_proxies = 99999999999999999999`, TrustedProxies{}, "c.toml")
 }
+
+// TestTrustedProxiesFlag: --trusted-proxies at its edges is a config error
+// naming trusted_proxies, or a valid setting.
+func TestTrustedProxiesFlag(t *testing.T) {
+	f := func(flag, want string) {
+		t.Helper()
+		cfg := DefaultConfig()
+		cfg.KeyFrom, cfg.TrustedProxies = keyFromXFF, ParseTrustedProxies(flag)
+		err := cfg.Validate()
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("--trusted-proxies %q: %v; want valid", flag, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("--trusted-proxies %q: %v; want %q", flag, err, want)
+		}
+	}
+	f(" 2 ", "")
+	f("10.0.0.0/8, ::1", "")
+	f("", `trusted_proxies[0]: must be a CIDR (10.0.0.0/8) or an address, got ""`)
+	f(" , ", `trusted_proxies[0]: must be a CIDR`)
+	f("0", "trusted_proxies: must be set")
+	f("-1", "trusted_proxies: must not be negative, got -1")
+	f("99999999999999999999", `trusted_proxies[0]: must be a CIDR (10.0.0.0/8) or an address, got "99999999999999999999"`)
+	f("10.0.0.0/8,,", `trusted_proxies[1]: must be a CIDR`)
+	f("NaN", `trusted_proxies[0]: must be a CIDR`)
+}
