@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,10 +19,11 @@ import (
 // management_listen set, it is all the listen address serves; the
 // management API and /metrics move to their own address, which can be
 // kept off the public network.
+//
+// path is PathOriginal: as sent, before normalizing, and without the query
+// (so an exact match: a path that only normalizes to a data-plane one is
+// not data plane).
 func isDataPlane(path []byte) bool {
-	if i := bytes.IndexByte(path, '?'); i >= 0 {
-		path = path[:i]
-	}
 	switch string(path) {
 	case "/api/v1/check", "/api/v1/check/batch", "/json", "/health":
 		return true
@@ -73,7 +73,7 @@ func (n *Node) serveDataPlane(ctx *fasthttp.RequestCtx) {
 
 func (n *Node) serveManagement(ctx *fasthttp.RequestCtx) {
 	path := ctx.URI().PathOriginal()
-	if isDataPlane(path) && !bytes.HasPrefix(path, []byte("/health")) {
+	if isDataPlane(path) && string(path) != "/health" {
 		defer n.recoverPanic(ctx)
 		n.problem(ctx, &problemError{status: fasthttp.StatusNotFound, typ: "not-found",
 			detail: "checks are served on the data plane address, not the management one"})

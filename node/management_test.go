@@ -37,6 +37,10 @@ func TestManagementListen(t *testing.T) {
 		f(n.URL, "GET", p, "", 404)
 	}
 	f(n.URL, "POST", "/api/v1/blocks/log:a", `{"duration_seconds":5}`, 404, admin...)
+	// Paths that only normalize to a management one stay off the data plane.
+	for _, p := range []string{"/api/v1/./limits", "//api/v1/limits", "/api/v1/check/../limits", "/health/../metrics", "/api/v1/%6cimits"} {
+		f(n.URL, "GET", p, "", 404)
+	}
 	f(n.URL, "POST", "/api/v1/nodes/split/drain", "", 404, admin...)
 
 	f(mgmt, "GET", "/api/v1/limits", "", 200)
