@@ -88,9 +88,13 @@ func (n *Node) handleBlock(ctx *fasthttp.RequestCtx, key string, add bool) {
 
 // changeShared sets hash[field] to what change returns from the current
 // value ("" deletes it), with a compare-and-swap retried when another node
-// wrote in between. Returning the current value changes nothing. It reports whether
-// the field existed.
+// wrote in between. Returning the current value changes nothing.
 func (n *Node) changeShared(ctx context.Context, hash, field string, change func(now int64, raw string) (string, error)) error {
+	return n.swapShared(ctx, hash, field, func(snap Snapshot, raw string) (string, error) { return change(snap.Now, raw) })
+}
+
+// swapShared is changeShared for a change that reads the whole hash too.
+func (n *Node) swapShared(ctx context.Context, hash, field string, change func(snap Snapshot, raw string) (string, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, n.mgmtTimeout())
 	defer cancel()
 	for range 8 {
@@ -101,7 +105,7 @@ func (n *Node) changeShared(ctx context.Context, hash, field string, change func
 			return err
 		}
 		raw := snap.Hashes[0][field]
-		next, err := change(snap.Now, raw)
+		next, err := change(snap, raw)
 		if err != nil || next == raw {
 			return err
 		}

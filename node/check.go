@@ -229,7 +229,7 @@ func (n *Node) finish(p *Policy, in checkInput, res limiter.Result, err error, n
 			// included. A denial with units left (a cost too large) is not
 			// kept: a cheaper request may take them, here or elsewhere.
 			n.denies.put(string(in.key), denial{policy: p, cost: in.cost, until: now + res.RetryAfter, resetAt: now + res.ResetAfter,
-				nextAt: now + res.NextAfter}, now)
+				nextAt: now + res.NextAfter})
 		}
 	}
 	return d

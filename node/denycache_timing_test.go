@@ -36,17 +36,17 @@ func BenchmarkDenyCachePut(b *testing.B) {
 			if len(c.m) == size/2 {
 				c.clear()
 			}
-			c.put(keys[i%len(keys)], live, 0)
+			c.put(keys[i%len(keys)], live)
 		}
 	})
 	b.Run("full", func(b *testing.B) {
 		b.ReportAllocs()
 		c := newDenyCache(size)
 		for i := range size {
-			c.put(keys[i], live, 0)
+			c.put(keys[i], live)
 		}
 		for i := size; b.Loop(); i++ {
-			c.put(keys[i%len(keys)], live, 0)
+			c.put(keys[i%len(keys)], live)
 		}
 	})
 }
@@ -68,7 +68,7 @@ func BenchmarkDeniedCheck(b *testing.B) {
 			p := n.state.Load().policies["*"]
 			if state == "full" {
 				for i := range cfg.DenyCacheSize {
-					n.denies.put("filler:"+strconv.Itoa(i), denial{policy: p, cost: 1, until: 1 << 62}, 0)
+					n.denies.put("filler:"+strconv.Itoa(i), denial{policy: p, cost: 1, until: 1 << 62})
 				}
 			}
 			var ctx fasthttp.RequestCtx

@@ -259,27 +259,32 @@ func appendXFF(hops [][]byte, v []byte) [][]byte {
 
 // appendForwardedFor takes the for= of each element of one Forwarded line
 // (RFC 7239): `for=192.0.2.60;proto=http, for="[2001:db8::1]:4711"`. An
-// element without for= still is a hop, of unknown address.
+// element without for= still is a hop, of unknown address. It walks the
+// line in place: no allocation unless the chain outgrows hops.
 func appendForwardedFor(hops [][]byte, v []byte) [][]byte {
-	for _, elem := range splitOutsideQuotes(v, ',') {
-		var hop []byte
-		for _, pair := range splitOutsideQuotes(elem, ';') {
+	for more := true; more; {
+		var elem, pair []byte
+		elem, v, more = cutOutsideQuotes(v, ',')
+		hop := unknownHop
+		for pairs := true; pairs; {
+			pair, elem, pairs = cutOutsideQuotes(elem, ';')
 			k, val, ok := bytes.Cut(bytes.TrimSpace(pair), []byte{'='})
 			if ok && bytes.EqualFold(bytes.TrimSpace(k), []byte("for")) {
 				hop = bytes.Trim(bytes.TrimSpace(val), `"`)
 			}
-		}
-		if hop == nil {
-			hop = []byte("unknown")
 		}
 		hops = append(hops, hop)
 	}
 	return hops
 }
 
-func splitOutsideQuotes(v []byte, sep byte) [][]byte {
-	var out [][]byte
-	quoted, start := false, 0
+// unknownHop stands for an element without for=: parseHop rejects it.
+var unknownHop = []byte("unknown")
+
+// cutOutsideQuotes splits v at its first sep outside a quoted string;
+// found is false when there is none (field is then all of v).
+func cutOutsideQuotes(v []byte, sep byte) (field, rest []byte, found bool) {
+	quoted := false
 	for i := 0; i < len(v); i++ {
 		switch {
 		case v[i] == '\\' && quoted:
@@ -287,17 +292,23 @@ func splitOutsideQuotes(v []byte, sep byte) [][]byte {
 		case v[i] == '"':
 			quoted = !quoted
 		case v[i] == sep && !quoted:
-			out = append(out, v[start:i])
-			start = i + 1
+			return v[:i], v[i+1:], true
 		}
 	}
-	return append(out, v[start:])
+	return v, nil, false
 }
 
 // parseHop reads one hop: an address, with or without a port, IPv6 with
 // or without brackets.
 func parseHop(h []byte) (netip.Addr, bool) {
 	s := unsafe.String(unsafe.SliceData(h), len(h))
+	// A hop with a port is tried as one first: a failed parse allocates
+	// its error, and "203.0.113.7:4711" would fail ParseAddr every time.
+	if i := strings.LastIndexByte(s, ':'); i > 0 && (s[i-1] == ']' || strings.IndexByte(s, ':') == i) {
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			return ap.Addr().Unmap().WithZone(""), true
+		}
+	}
 	if a, err := netip.ParseAddr(s); err == nil {
 		return a.Unmap().WithZone(""), true
 	}

@@ -136,6 +136,23 @@ func TestClientAddr(t *testing.T) {
 	f("forwarded", nets, "127.0.0.1:1", []string{fwd, `for=203.0.113.7, for=10.0.0.1`}, "203.0.113.7")
 	f("forwarded", one, "127.0.0.1:1", []string{fwd, `proto=https`}, "400")       // a hop with no for=
 	f("forwarded", one, "127.0.0.1:1", []string{xff, "203.0.113.7"}, "127.0.0.1") // X-Forwarded-For is not read
+
+	// Hostile chains: long, empty, garbage, unbalanced quotes.
+	many := strings.Repeat("6.6.6.6, ", 2000) + "203.0.113.7"
+	f("xff", one, "127.0.0.1:1", []string{xff, many}, "203.0.113.7")
+	f("xff", nets, "127.0.0.1:1", []string{xff, strings.Repeat("10.0.0.1,", 2000) + "10.0.0.2"}, "10.0.0.1")
+	f("xff", one, "127.0.0.1:1", []string{xff, ""}, "127.0.0.1")       // no entry: the peer
+	f("xff", one, "127.0.0.1:1", []string{xff, " , ,, "}, "127.0.0.1") // still none
+	f("xff", one, "127.0.0.1:1", []string{xff, strings.Repeat("9", 4000)}, "400")
+	f("xff", one, "127.0.0.1:1", []string{xff, "\x00\xff, fe80::1%eth0"}, "fe80::1") // a zone is dropped
+	f("xff", one, "127.0.0.1:1", []string{xff, "1.2.3.4, \x00\xff"}, "400")
+	f("forwarded", one, "127.0.0.1:1", []string{fwd, strings.Repeat("for=6.6.6.6;by=x, ", 2000) + "for=203.0.113.7"}, "203.0.113.7")
+	f("forwarded", one, "127.0.0.1:1", []string{fwd, `for="203.0.113.7`}, "203.0.113.7") // unterminated: the quote is trimmed
+	f("forwarded", one, "127.0.0.1:1", []string{fwd, `for="a\", for=1.2.3.4`}, "400")    // an escaped quote keeps the comma quoted
+	f("forwarded", one, "127.0.0.1:1", []string{fwd, `for=1.2.3.4, for=\`}, "400")
+	f("forwarded", one, "127.0.0.1:1", []string{fwd, ""}, "400")             // an element without for=
+	f("forwarded", one, "127.0.0.1:1", []string{fwd, "for=1.2.3.4,"}, "400") // a trailing empty element is a hop too
+	f("forwarded", nets, "127.0.0.1:1", []string{fwd, ";;;=,=;=for"}, "400")
 }
 
 // TestKeyFromXFF is a client forging X-Forwarded-For through one proxy
@@ -224,4 +241,37 @@ func TestTrustedProxiesTOML(t *testing.T) {
 	f(`trusted_proxies = ["10.0.0.0/33"]`, TrustedProxies{}, "c.toml:3: node.trusted_proxies[0]: must be a CIDR")
 	f(`trusted_proxies = "10.0.0.0/8"`, TrustedProxies{}, "trusted_proxies must be a count of proxy hops or a list of CIDRs")
 	f(`trusted_proxies = -1`, TrustedProxies{}, "node.trusted_proxies: must not be negative")
+	f(`trusted_proxies = 0`, TrustedProxies{}, "c.toml:3: node.trusted_proxies: must be set")
+	f(`trusted_proxies = []`, TrustedProxies{}, "c.toml:3: node.trusted_proxies: must be set")
+	f(`trusted_proxies = [""]`, TrustedProxies{}, `c.toml:3: node.trusted_proxies[0]: must be a CIDR (10.0.0.0/8) or an address, got ""`)
+	f(`trusted_proxies = [1]`, TrustedProxies{}, "trusted_proxies[0] must be a string")
+	f(`trusted_proxies = 1.5`, TrustedProxies{}, "trusted_proxies must be a count of proxy hops or a list of CIDRs")
+	f(`trusted_proxies = 9223372036854775807`, TrustedProxies{Hops: 9223372036854775807}, "") // every hop trusted: the leftmost entry
+	f(`trusted_proxies = 99999999999999999999`, TrustedProxies{}, "c.toml")
+}
+
+// TestTrustedProxiesFlag: --trusted-proxies at its edges is a config error
+// naming trusted_proxies, or a valid setting.
+func TestTrustedProxiesFlag(t *testing.T) {
+	f := func(flag, want string) {
+		t.Helper()
+		cfg := DefaultConfig()
+		cfg.KeyFrom, cfg.TrustedProxies = keyFromXFF, ParseTrustedProxies(flag)
+		err := cfg.Validate()
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("--trusted-proxies %q: %v; want valid", flag, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("--trusted-proxies %q: %v; want %q", flag, err, want)
+		}
+	}
+	f(" 2 ", "")
+	f("10.0.0.0/8, ::1", "")
+	f("", `trusted_proxies[0]: must be a CIDR (10.0.0.0/8) or an address, got ""`)
+	f(" , ", `trusted_proxies[0]: must be a CIDR`)
+	f("0", "trusted_proxies: must be set")
+	f("-1", "trusted_proxies: must not be negative, got -1")
+	f("99999999999999999999", `trusted_proxies[0]: must be a CIDR (10.0.0.0/8) or an address, got "99999999999999999999"`)
+	f("10.0.0.0/8,,", `trusted_proxies[1]: must be a CIDR`)
+	f("NaN", `trusted_proxies[0]: must be a CIDR`)
 }

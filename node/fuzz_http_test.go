@@ -40,6 +40,16 @@ var readmeRequests = []struct {
 	// And what once killed a node.
 	{"POST", "/api/v1/check/batch", "", `{}`, false},
 	{"GET", "/api/v1/hot-keys", "ratio=NaN", "", false},
+	// The inputs added with forward-auth, drains and caps, at their edges.
+	{"GET", "/api/v1/check", "key=a&deny_status=403", "", false},
+	{"GET", "/api/v1/check", "key=a&deny_status=NaN&cost=-1", "", false},
+	{"GET", "/api/v1/check", "key=a&cost=9223372036854775807", "", false},
+	{"POST", "/api/v1/nodes/fuzz/drain", "", `{"by":"ops","reason":"deploy","duration_seconds":600}`, true},
+	{"POST", "/api/v1/nodes/fuzz/drain", "", `{"until":"2999-01-01T00:00:00Z","duration_seconds":null}`, true},
+	{"POST", "/api/v1/nodes/fuzz/drain", "", `{"duration_seconds":1e999,"by":{"a":[[[]]]}}`, true},
+	{"POST", "/api/v1/nodes/fuzz/drain", "", `null`, true},
+	{"POST", "/api/v1/check/batch", "", `{"checks":[[[[{"key":"a"}]]]]}`, false},
+	{"POST", "/api/v1/check/batch", "", `{"checks":[{"key":"a","cost":1e308}]}`, false},
 }
 
 // FuzzHTTP drives the node's real handler with arbitrary methods, paths,

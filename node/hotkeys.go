@@ -174,7 +174,7 @@ func (c *denyCache) get(key []byte, p *Policy, cost, now int64) (denial, bool) {
 }
 
 // put remembers key's denial; key must not alias request memory.
-func (c *denyCache) put(key string, d denial, _ int64) {
+func (c *denyCache) put(key string, d denial) {
 	if c.n == 0 {
 		return
 	}

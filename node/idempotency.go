@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"time"
 
@@ -61,9 +62,7 @@ func (n *Node) idempotent(ctx *fasthttp.RequestCtx, apply func()) {
 	h.Write(ctx.PostBody())
 	fp := hex.EncodeToString(h.Sum(nil))
 
-	sctx, cancel := context.WithTimeout(ctx, n.mgmtTimeout())
-	raw, p := n.claimIdempotency(sctx, ctx, key, fp)
-	cancel()
+	raw, p := n.claimIdempotency(ctx, key, fp)
 	if p != nil {
 		n.problem(ctx, p)
 		return
@@ -83,7 +82,7 @@ func (n *Node) idempotent(ctx *fasthttp.RequestCtx, apply func()) {
 		b, _ := json.Marshal(rec)
 		next = string(b)
 	}
-	sctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), n.mgmtTimeout())
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.mgmtTimeout())
 	defer cancel()
 	if _, err := n.store.Swap(sctx, hashIdempotency, key, raw, next); err != nil {
 		n.log.Warn("cannot store the answer of an idempotent call: a repeat within 30 s gets 409, later ones apply it again",
@@ -91,19 +90,15 @@ func (n *Node) idempotent(ctx *fasthttp.RequestCtx, apply func()) {
 	}
 }
 
-// claimIdempotency claims key for this node, or answers rctx from an
+// claimIdempotency claims key for this node, or answers ctx from an
 // earlier call. It returns the stored claim (to swap for the answer), ""
 // when it answered, or a problem.
-func (n *Node) claimIdempotency(ctx context.Context, rctx *fasthttp.RequestCtx, key, fp string) (string, *problemError) {
-	for range 8 {
-		snap, err := n.store.Read(ctx, hashIdempotency)
-		if err != nil {
-			n.storeFailed("write", err)
-			return "", &problemError{status: fasthttp.StatusServiceUnavailable, typ: "store-unavailable",
-				detail: "cannot check the Idempotency-Key in the shared store: " + err.Error()}
-		}
-		n.pruneIdempotency(ctx, snap)
-		old := snap.Hashes[0][key]
+func (n *Node) claimIdempotency(ctx *fasthttp.RequestCtx, key, fp string) (string, *problemError) {
+	var claim string
+	var replay *idemRecord
+	var last Snapshot
+	err := n.swapShared(ctx, hashIdempotency, key, func(snap Snapshot, old string) (string, error) {
+		last, claim, replay = snap, "", nil
 		var rec idemRecord
 		if old != "" && json.Unmarshal([]byte(old), &rec) == nil && !rec.expired(snap.Now) {
 			if rec.Fingerprint != fp {
@@ -114,26 +109,36 @@ func (n *Node) claimIdempotency(ctx context.Context, rctx *fasthttp.RequestCtx, 
 				return "", &problemError{status: fasthttp.StatusConflict, typ: "idempotency-in-progress",
 					detail: "a request with this Idempotency-Key is being applied by node " + rec.Node + "; repeat it shortly for its answer"}
 			}
-			rctx.SetStatusCode(rec.Status)
-			rctx.SetContentType(rec.Type)
-			rctx.Response.Header.Set("Idempotent-Replayed", "true")
-			rctx.SetBodyString(rec.Body)
-			return "", nil
+			replay = &rec
+			return old, nil // unchanged: no write
 		}
-		claim := idemRecord{Fingerprint: fp, At: snap.Now, Node: n.id}
-		b, _ := json.Marshal(claim)
-		ok, err := n.store.Swap(ctx, hashIdempotency, key, old, string(b))
-		if err != nil {
-			n.storeFailed("write", err)
-			return "", &problemError{status: fasthttp.StatusServiceUnavailable, typ: "store-unavailable",
-				detail: "cannot claim the Idempotency-Key in the shared store: " + err.Error()}
-		}
-		if ok {
-			return string(b), nil
-		}
+		b, _ := json.Marshal(idemRecord{Fingerprint: fp, At: snap.Now, Node: n.id})
+		claim = string(b)
+		return claim, nil
+	})
+	if last.Hashes != nil {
+		pctx, cancel := context.WithTimeout(ctx, n.mgmtTimeout())
+		n.pruneIdempotency(pctx, last)
+		cancel()
 	}
-	return "", &problemError{status: fasthttp.StatusConflict, typ: "idempotency-in-progress",
-		detail: "the Idempotency-Key is contended; repeat the request"}
+	var p *problemError
+	switch {
+	case errors.As(err, &p):
+		return "", p
+	case errors.Is(err, errConflict):
+		return "", &problemError{status: fasthttp.StatusConflict, typ: "idempotency-in-progress",
+			detail: "the Idempotency-Key is contended; repeat the request"}
+	case err != nil:
+		return "", &problemError{status: fasthttp.StatusServiceUnavailable, typ: "store-unavailable",
+			detail: "cannot claim the Idempotency-Key in the shared store: " + err.Error()}
+	case replay != nil:
+		ctx.SetStatusCode(replay.Status)
+		ctx.SetContentType(replay.Type)
+		ctx.Response.Header.Set("Idempotent-Replayed", "true")
+		ctx.SetBodyString(replay.Body)
+		return "", nil
+	}
+	return claim, nil
 }
 
 func (r idemRecord) expired(now int64) bool {

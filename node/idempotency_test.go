@@ -1,8 +1,10 @@
 package node
 
 import (
+	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,6 +65,16 @@ func TestIdempotencyKeyAcrossNodes(t *testing.T) {
 	if st, body, _ := send(a.URL, "POST", "/api/v1/blocks/x", `{"duration_seconds":60}`, strings.Repeat("k", 300)); st != 400 {
 		t.Errorf("a 300-byte key: %d %s; want 400", st, body)
 	}
+	// A key of 255 bytes outside ASCII (the most allowed, binary) is a key
+	// like any other: applied once, replayed on the other node.
+	bin := strings.Repeat("\xff\x80", 127) + "\xfe"
+	stB, bodyB, hB := send(a.URL, "POST", "/api/v1/blocks/y", `{"duration_seconds":60}`, bin)
+	if stB >= 300 || hB.Get("Idempotent-Replayed") != "" {
+		t.Errorf("a binary 255-byte key: %d %s (replayed %q); want 2xx, applied", stB, bodyB, hB.Get("Idempotent-Replayed"))
+	}
+	if st, body, h := send(b.URL, "POST", "/api/v1/blocks/y", `{"duration_seconds":60}`, bin); st != stB || body != bodyB || h.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("the binary key repeated on b: %d %s (replayed %q); want a's answer, replayed", st, body, h.Get("Idempotent-Replayed"))
+	}
 	// Ten minutes on, the key is forgotten: the same call applies again.
 	clock.Add(10*time.Minute + time.Second)
 	st3, _, h3 := send(b.URL, "POST", "/api/v1/limits/log:%2A/rollback", "", "k-1")
@@ -71,5 +83,45 @@ func TestIdempotencyKeyAcrossNodes(t *testing.T) {
 	}
 	if got := maxOf(); got != "3" {
 		t.Errorf("log:* after a second rollback = %s; want 3", got)
+	}
+}
+
+// TestIdempotencyKeysExpire: keys older than ten minutes leave the shared
+// hash as later keyed calls come, so it holds the recent calls only.
+func TestIdempotencyKeysExpire(t *testing.T) {
+	clock := newFakeClock()
+	store := NewMemoryStore(clock.Now)
+	a := startNode(t, testConfig("a", nil), store, clock.Now)
+	block := func(key, idem string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", a.URL+"/api/v1/blocks/"+key, strings.NewReader(`{"duration_seconds":60}`))
+		req.Header.Set("Idempotency-Key", idem)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("block %s: %d", key, resp.StatusCode)
+		}
+	}
+	held := func() int {
+		snap, err := store.Read(context.Background(), hashIdempotency)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(snap.Hashes[0])
+	}
+	for i := range 20 {
+		block("old"+strconv.Itoa(i), "old-"+strconv.Itoa(i))
+	}
+	if got := held(); got != 20 {
+		t.Fatalf("after 20 keyed calls the hash holds %d keys; want 20", got)
+	}
+	clock.Add(idempotencyTTL + time.Second)
+	block("new1", "new-1") // drops 16 expired keys
+	block("new2", "new-2") // and the other 4
+	if got := held(); got != 2 {
+		t.Errorf("after ten minutes and two keyed calls the hash holds %d keys; want the 2 new ones", got)
 	}
 }

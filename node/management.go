@@ -1,13 +1,12 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
-	"runtime/debug"
 	"strings"
 	"sync"
 
@@ -20,10 +19,11 @@ import (
 // management_listen set, it is all the listen address serves; the
 // management API and /metrics move to their own address, which can be
 // kept off the public network.
+//
+// path is PathOriginal: as sent, before normalizing, and without the query
+// (so an exact match: a path that only normalizes to a data-plane one is
+// not data plane).
 func isDataPlane(path []byte) bool {
-	if i := bytes.IndexByte(path, '?'); i >= 0 {
-		path = path[:i]
-	}
 	switch string(path) {
 	case "/api/v1/check", "/api/v1/check/batch", "/json", "/health":
 		return true
@@ -73,19 +73,13 @@ func (n *Node) serveDataPlane(ctx *fasthttp.RequestCtx) {
 
 func (n *Node) serveManagement(ctx *fasthttp.RequestCtx) {
 	path := ctx.URI().PathOriginal()
-	if isDataPlane(path) && !bytes.HasPrefix(path, []byte("/health")) {
+	if isDataPlane(path) && string(path) != "/health" {
 		defer n.recoverPanic(ctx)
 		n.problem(ctx, &problemError{status: fasthttp.StatusNotFound, typ: "not-found",
 			detail: "checks are served on the data plane address, not the management one"})
 		return
 	}
 	n.serve(ctx)
-}
-
-func (n *Node) recoverPanic(ctx *fasthttp.RequestCtx) {
-	if v := recover(); v != nil {
-		n.recovered(ctx, v, debug.Stack())
-	}
 }
 
 // serveManagementUntilStopped serves the management address, if any, until
@@ -112,13 +106,25 @@ func (n *Node) stopManagement(ctx context.Context) {
 	}
 }
 
+// maxAdminTokenFile bounds what readAdminToken reads: a token is short,
+// and a path to a device (/dev/zero) must not fill the memory.
+const maxAdminTokenFile = 4096
+
 // readAdminToken reads admin_token_file: the token alone, surrounding
 // whitespace (a final newline above all) ignored. A file keeps the token
 // out of the process list, where a flag would show it.
 func readAdminToken(path string) (string, error) {
-	raw, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("cannot read admin_token_file: %w", err)
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, maxAdminTokenFile+1))
+	if err != nil {
+		return "", fmt.Errorf("cannot read admin_token_file: %w", err)
+	}
+	if len(raw) > maxAdminTokenFile {
+		return "", fmt.Errorf("admin_token_file %s is larger than %d bytes: not a token", path, maxAdminTokenFile)
 	}
 	tok := strings.TrimSpace(string(raw))
 	if tok == "" {

@@ -37,6 +37,10 @@ func TestManagementListen(t *testing.T) {
 		f(n.URL, "GET", p, "", 404)
 	}
 	f(n.URL, "POST", "/api/v1/blocks/log:a", `{"duration_seconds":5}`, 404, admin...)
+	// Paths that only normalize to a management one stay off the data plane.
+	for _, p := range []string{"/api/v1/./limits", "//api/v1/limits", "/api/v1/check/../limits", "/health/../metrics", "/api/v1/%6cimits"} {
+		f(n.URL, "GET", p, "", 404)
+	}
 	f(n.URL, "POST", "/api/v1/nodes/split/drain", "", 404, admin...)
 
 	f(mgmt, "GET", "/api/v1/limits", "", 200)
@@ -101,4 +105,10 @@ func TestManagementConfigProblems(t *testing.T) {
 	empty := filepath.Join(t.TempDir(), "empty")
 	_ = os.WriteFile(empty, []byte("\n"), 0o600)
 	f(func(c *Config) { c.AdminTokenFile = empty }, "is empty")
+	big := filepath.Join(t.TempDir(), "big")
+	_ = os.WriteFile(big, []byte(strings.Repeat("t", maxAdminTokenFile+1)), 0o600)
+	f(func(c *Config) { c.AdminTokenFile = big }, "is larger than 4096 bytes")
+	// A device that never ends is refused at once, not read into memory.
+	f(func(c *Config) { c.AdminTokenFile = "/dev/zero" }, "is larger than 4096 bytes")
+	f(func(c *Config) { c.AdminTokenFile = t.TempDir() }, "cannot read admin_token_file")
 }

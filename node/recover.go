@@ -12,12 +12,15 @@ import (
 // defence. A panic is a bug, never an answer to input, but a bug reachable
 // by a request must cost that request a 500, not every client the node.
 func (n *Node) serve(ctx *fasthttp.RequestCtx) {
-	defer func() {
-		if v := recover(); v != nil {
-			n.recovered(ctx, v, debug.Stack())
-		}
-	}()
+	defer n.recoverPanic(ctx)
 	n.handle(ctx)
+}
+
+// recoverPanic answers 500 for a panic of the handler it is deferred in.
+func (n *Node) recoverPanic(ctx *fasthttp.RequestCtx) {
+	if v := recover(); v != nil {
+		n.recovered(ctx, v, debug.Stack())
+	}
 }
 
 // panicLogEvery spaces the stacks in the log: a client able to trigger one

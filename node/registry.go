@@ -97,7 +97,7 @@ func (n *Node) nodes(ctx context.Context) clusterView {
 	snap, err := n.store.Read(rctx, hashNodes, hashBeats, hashDrain)
 	if err != nil {
 		n.storeFailed("nodes", err)
-		return n.peerView(ctx)
+		return n.peerView()
 	}
 	view := clusterView{Source: "store"}
 	for id, raw := range snap.Hashes[0] {
@@ -187,7 +187,7 @@ type health struct {
 
 // peerView answers for the cluster while the store is unreachable: this
 // node reports itself, and asks each last-known peer for its own /health.
-func (n *Node) peerView(ctx context.Context) clusterView {
+func (n *Node) peerView() clusterView {
 	view := clusterView{Source: "peers"}
 	var known []NodeInfo
 	if v := n.view.Load(); v != nil {

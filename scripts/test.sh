@@ -34,6 +34,7 @@ go test -p 1 -count=1 -timeout 20m "$@" ./...
 go test -run '^$' -fuzz '^FuzzHTTP$' -fuzztime 20s ./node
 go test -run '^$' -fuzz '^FuzzNodeConfig$' -fuzztime 20s ./node
 go test -run '^$' -fuzz '^FuzzCheckDecoding$' -fuzztime 20s ./node
+go test -run '^$' -fuzz '^FuzzClientAddr$' -fuzztime 20s ./node
 go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 20s ./config
 go test -run '^$' -fuzz '^FuzzSubject$' -fuzztime 20s ./operator
 go test -run '^$' -fuzz '^FuzzScenarios$' -fuzztime 20s ./chaos
