@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ratelimiter/ratelimiter/chaos"
+	"github.com/ratelimiter/ratelimiter/chaos/proxy"
 )
 
 // childEnv marks a process this binary started to run one of its own
@@ -88,7 +89,7 @@ func chaosProxy(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	p, err := chaos.NewProxy(c.String("listen"), c.String("upstream"), log.With("role", "proxy"))
+	p, err := proxy.New(c.String("listen"), c.String("upstream"), log.With("role", "proxy"))
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/ratelimiter/ratelimiter/chaos"
+	"github.com/ratelimiter/ratelimiter/chaos/proxy"
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
 	"github.com/ratelimiter/ratelimiter/limiter"
@@ -284,7 +285,7 @@ func TestChaosFaultsInjectAndRevert(t *testing.T) {
 	play(chaos.FaultSpec{Kind: "limit_remove", KeyPattern: "api:*"},
 		func() error { return wantLimit("api:*", 0) },
 		func() error { return wantLimit("api:*", 1000) })
-	play(chaos.FaultSpec{Kind: "proxy", Proxy: chaos.ProxyFault{Type: "latency", LatencyMs: 30}},
+	play(chaos.FaultSpec{Kind: "proxy", Proxy: proxy.Fault{Type: "latency", LatencyMs: 30}},
 		func() error {
 			d := checkTook()
 			return want(d >= 30*time.Millisecond, "a check took %v under 30 ms of latency", d)

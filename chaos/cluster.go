@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ratelimiter/ratelimiter/chaos/proxy"
 	"github.com/ratelimiter/ratelimiter/loadgen"
 	"github.com/ratelimiter/ratelimiter/operator"
 )
@@ -54,7 +55,7 @@ type Cluster struct {
 	log       *slog.Logger
 	redis     *process // nil with in-process stores
 	RedisAddr string
-	Proxy     *Proxy // nil with in-process stores
+	Proxy     *proxy.Proxy // nil with in-process stores
 	Nodes     []*Node
 	Store     *operator.Store
 	Operator  *operator.Operator
@@ -158,7 +159,7 @@ func (c *Cluster) startRedis(ctx, runCtx context.Context) (string, error) {
 	if err := waitFor(ctx, 5*time.Second, "redis-server answers PING", func() error { return redisPing(addr) }); err != nil {
 		return "", err
 	}
-	if c.Proxy, err = NewProxy("127.0.0.1:0", addr, c.log.With("role", "proxy")); err != nil {
+	if c.Proxy, err = proxy.New("127.0.0.1:0", addr, c.log.With("role", "proxy")); err != nil {
 		return "", err
 	}
 	c.wg.Go(func() { c.Proxy.Run(runCtx) })

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ratelimiter/ratelimiter/chaos/proxy"
 	"github.com/ratelimiter/ratelimiter/config"
 	"github.com/ratelimiter/ratelimiter/limiter"
 	"github.com/ratelimiter/ratelimiter/loadgen"
@@ -75,7 +76,7 @@ func fieldErr(path, msg string) error { return &config.FieldError{Path: path, Ms
 
 func validateProxy(f FaultSpec) error {
 	p := f.Proxy
-	if err := p.normalize(); err != nil {
+	if err := p.Normalize(); err != nil {
 		return fieldErr("proxy", err.Error())
 	}
 	return nil
@@ -127,8 +128,8 @@ func (noFault) Revert(context.Context) (string, error) { return "nothing to reve
 
 // proxyFault sets one fault on the proxy between the nodes and Redis.
 type proxyFault struct {
-	p *Proxy
-	f ProxyFault
+	p *proxy.Proxy
+	f proxy.Fault
 }
 
 func makeProxyFault(s FaultSpec, c *Cluster) (Fault, error) {

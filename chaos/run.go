@@ -1,3 +1,8 @@
+// Package chaos injects real faults into a running rate-limiter cluster and
+// scores how the operator handles them: a TCP fault proxy (chaos/proxy)
+// between the nodes and Redis, node kills and pauses, traffic floods and bad
+// limits through the real API. It never writes fabricated data into Redis to
+// fake a symptom, and every fault it injects it also reverts.
 package chaos
 
 import (

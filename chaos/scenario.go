@@ -6,6 +6,7 @@ import (
 	"path"
 	"regexp"
 
+	"github.com/ratelimiter/ratelimiter/chaos/proxy"
 	"github.com/ratelimiter/ratelimiter/config"
 )
 
@@ -48,11 +49,11 @@ type Expect struct {
 
 // FaultSpec says which fault to inject; which fields count depends on Kind.
 type FaultSpec struct {
-	Kind  string     `toml:"kind" json:"kind"`
-	Node  string     `toml:"node" json:"node,omitempty"`  // node_kill, node_pause, node_drain
-	Proxy ProxyFault `toml:"proxy" json:"proxy,omitzero"` // proxy
-	Key   string     `toml:"key" json:"key,omitempty"`    // hot_key: the flooded key
-	Rate  float64    `toml:"rate" json:"rate,omitempty"`  // hot_key: checks per second
+	Kind  string      `toml:"kind" json:"kind"`
+	Node  string      `toml:"node" json:"node,omitempty"`  // node_kill, node_pause, node_drain
+	Proxy proxy.Fault `toml:"proxy" json:"proxy,omitzero"` // proxy
+	Key   string      `toml:"key" json:"key,omitempty"`    // hot_key: the flooded key
+	Rate  float64     `toml:"rate" json:"rate,omitempty"`  // hot_key: checks per second
 	// limit_set and limit_remove act on the limit of KeyPattern.
 	KeyPattern    string `toml:"key_pattern" json:"key_pattern,omitempty"`
 	MaxRequests   int64  `toml:"max_requests" json:"max_requests,omitempty"`

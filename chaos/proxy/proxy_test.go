@@ -1,4 +1,4 @@
-package chaos
+package proxy
 
 import (
 	"bufio"
@@ -24,7 +24,7 @@ import (
 func startProxy(t *testing.T) (*Proxy, *redistest.Server) {
 	t.Helper()
 	rs := redistest.Start(t)
-	p, err := NewProxy("127.0.0.1:0", rs.Addr, nodetest.Logger(t, slog.LevelInfo))
+	p, err := New("127.0.0.1:0", rs.Addr, nodetest.Logger(t, slog.LevelInfo))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func mustPing(t *testing.T, c *respConn) time.Duration {
 	return took
 }
 
-func setFault(t *testing.T, p *Proxy, f ProxyFault) {
+func setFault(t *testing.T, p *Proxy, f Fault) {
 	t.Helper()
 	if _, err := p.Set(f); err != nil {
 		t.Fatalf("Set(%+v): %v", f, err)
@@ -112,13 +112,13 @@ func TestProxyLatency(t *testing.T) {
 	if took := fastPing(t, c); took > unslowed {
 		t.Fatalf("PING without fault took %v; want at most %v", took, unslowed)
 	}
-	setFault(t, p, ProxyFault{Type: FaultLatency, LatencyMs: 300, JitterMs: 50, Direction: Downstream})
+	setFault(t, p, Fault{Type: Latency, LatencyMs: 300, JitterMs: 50, Direction: Downstream})
 	for range 5 {
 		if took := mustPing(t, c); took < 250*time.Millisecond {
 			t.Fatalf("PING under 300±50 ms latency took %v; want at least 250 ms", took)
 		}
 	}
-	setFault(t, p, ProxyFault{Name: "up", Type: FaultLatency, LatencyMs: 200, Direction: Upstream})
+	setFault(t, p, Fault{Name: "up", Type: Latency, LatencyMs: 200, Direction: Upstream})
 	if took := mustPing(t, c); took < 450*time.Millisecond {
 		t.Fatalf("PING under both latencies took %v; want at least 450 ms", took)
 	}
@@ -132,7 +132,7 @@ func TestProxyBlackholeHoldsAndReleases(t *testing.T) {
 	p, _ := startProxy(t)
 	c := dialRESP(t, p.Addr())
 	mustPing(t, c)
-	setFault(t, p, ProxyFault{Type: FaultBlackhole})
+	setFault(t, p, Fault{Type: Blackhole})
 	// The connection stays open but nothing comes back: the call times out.
 	_, _, err := c.do("PING", 300*time.Millisecond)
 	var ne net.Error
@@ -146,7 +146,7 @@ func TestProxyBlackholeHoldsAndReleases(t *testing.T) {
 	}
 	// Held bytes are delivered, never lost, once the fault clears, so the
 	// stream stays in step like a healed partition.
-	if !p.Clear(FaultBlackhole) {
+	if !p.Clear(Blackhole) {
 		t.Fatal("Clear(blackhole) = false")
 	}
 	c.SetDeadline(time.Now().Add(2 * time.Second))
@@ -160,7 +160,7 @@ func TestProxyResetPeer(t *testing.T) {
 	p, _ := startProxy(t)
 	c := dialRESP(t, p.Addr())
 	mustPing(t, c)
-	setFault(t, p, ProxyFault{Type: FaultReset, Direction: Upstream})
+	setFault(t, p, Fault{Type: ResetPeer, Direction: Upstream})
 	_, _, err := c.do("PING", time.Second)
 	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("PING after reset_peer: err = %v; want connection reset", err)
@@ -173,7 +173,7 @@ func TestProxyDownRefusesThenRecovers(t *testing.T) {
 	p, _ := startProxy(t)
 	c := dialRESP(t, p.Addr())
 	mustPing(t, c)
-	setFault(t, p, ProxyFault{Type: FaultDown})
+	setFault(t, p, Fault{Type: Down})
 	if _, _, err := c.do("PING", time.Second); err == nil {
 		t.Fatal("PING on a connection cut by down succeeded")
 	}
@@ -191,7 +191,7 @@ func TestProxyBandwidth(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := dialRESP(t, p.Addr())
-	setFault(t, p, ProxyFault{Type: FaultBandwidth, RateKBps: 200, Direction: Downstream})
+	setFault(t, p, Fault{Type: Bandwidth, RateKBps: 200, Direction: Downstream})
 	start := time.Now()
 	c.SetDeadline(start.Add(5 * time.Second))
 	io.WriteString(c, "GET big\r\n")
@@ -216,7 +216,7 @@ func TestProxyToxicity(t *testing.T) {
 	// an unslowed one a few ms: the 200 ms line between them leaves 200 ms
 	// of margin on either side for scheduling stalls.
 	const latency, slowAfter = 200, 200 * time.Millisecond
-	setFault(t, p, ProxyFault{Type: FaultLatency, LatencyMs: latency, Toxicity: 0.5})
+	setFault(t, p, Fault{Type: Latency, LatencyMs: latency, Toxicity: 0.5})
 	const conns = 40
 	cs := make([]*respConn, conns)
 	for i := range cs {

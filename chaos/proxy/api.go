@@ -1,4 +1,4 @@
-package chaos
+package proxy
 
 import (
 	"bytes"
@@ -32,7 +32,7 @@ func (p *Proxy) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"faults": p.Faults()})
 	})
 	set := func(w http.ResponseWriter, r *http.Request) {
-		var f ProxyFault
+		var f Fault
 		if err := decodeJSON(r, &f); err != nil {
 			writeProblem(w, http.StatusBadRequest, err.Error())
 			return

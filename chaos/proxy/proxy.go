@@ -1,9 +1,10 @@
-// Package chaos injects real faults into a running rate-limiter cluster and
-// scores how the operator handles them: a TCP fault proxy between the nodes
-// and Redis, node kills and pauses, traffic floods and bad limits through
-// the real API. It never writes fabricated data into Redis to fake a
-// symptom, and every fault it injects it also reverts.
-package chaos
+// Package proxy is a TCP fault proxy: it sits between clients and a server
+// (the nodes and Redis, in chaos runs) and delays, throttles, holds, resets
+// or refuses their bytes on demand, per direction and for a share of the
+// connections. It is driven in process or over its small HTTP API, knows
+// nothing of Redis or of the rate limiter, and imports nothing from the
+// project, so `ratelimiter chaos proxy` runs it on its own.
+package proxy
 
 import (
 	"context"
@@ -20,11 +21,11 @@ import (
 
 // Proxy fault types.
 const (
-	FaultLatency   = "latency"    // delay every chunk by latency ± jitter
-	FaultBandwidth = "bandwidth"  // cap the byte rate
-	FaultBlackhole = "blackhole"  // accept and hold every byte: nothing is answered
-	FaultReset     = "reset_peer" // reset the connection at its next byte
-	FaultDown      = "down"       // refuse connections and cut the open ones
+	Latency   = "latency"    // delay every chunk by latency ± jitter
+	Bandwidth = "bandwidth"  // cap the byte rate
+	Blackhole = "blackhole"  // accept and hold every byte: nothing is answered
+	ResetPeer = "reset_peer" // reset the connection at its next byte
+	Down      = "down"       // refuse connections and cut the open ones
 )
 
 // Directions a proxy fault acts on.
@@ -34,10 +35,10 @@ const (
 	Both       = "both"
 )
 
-// ProxyFault is one fault set on the proxy. Toxicity is the share of
+// Fault is one fault set on the proxy. Toxicity is the share of
 // connections it affects; each connection draws its number once, so a 0.5
 // fault always hits the same half of a connection pool.
-type ProxyFault struct {
+type Fault struct {
 	Name      string  `toml:"name" json:"name"`
 	Type      string  `toml:"type" json:"type"`
 	Direction string  `toml:"direction" json:"direction,omitempty"` // default both; ignored by down
@@ -47,8 +48,8 @@ type ProxyFault struct {
 	RateKBps  int     `toml:"rate_kbps" json:"rate_kbps,omitempty"` // bandwidth, KiB per second
 }
 
-// normalize fills the defaults and checks every field.
-func (f *ProxyFault) normalize() error {
+// Normalize fills the defaults and checks every field.
+func (f *Fault) Normalize() error {
 	if f.Name == "" {
 		f.Name = f.Type
 	}
@@ -60,18 +61,18 @@ func (f *ProxyFault) normalize() error {
 	}
 	var errs []error
 	switch f.Type {
-	case FaultLatency:
+	case Latency:
 		if f.LatencyMs <= 0 {
 			errs = append(errs, errors.New("latency_ms must be positive"))
 		}
 		if f.JitterMs < 0 || f.JitterMs > f.LatencyMs {
 			errs = append(errs, errors.New("jitter_ms must be between 0 and latency_ms"))
 		}
-	case FaultBandwidth:
+	case Bandwidth:
 		if f.RateKBps <= 0 {
 			errs = append(errs, errors.New("rate_kbps must be positive"))
 		}
-	case FaultBlackhole, FaultReset, FaultDown:
+	case Blackhole, ResetPeer, Down:
 	default:
 		errs = append(errs, fmt.Errorf("unknown type %q (want latency, bandwidth, blackhole, reset_peer or down)", f.Type))
 	}
@@ -84,14 +85,14 @@ func (f *ProxyFault) normalize() error {
 	return errors.Join(errs...)
 }
 
-func (f *ProxyFault) acts(dir string, l *link) bool {
+func (f *Fault) acts(dir string, l *link) bool {
 	return (f.Direction == Both || f.Direction == dir) && l.draw < f.Toxicity
 }
 
 // faultSet is an immutable snapshot of the faults; changed is closed when
 // it is replaced, which wakes the connections that hold data.
 type faultSet struct {
-	faults  []ProxyFault
+	faults  []Fault
 	changed chan struct{}
 }
 
@@ -112,9 +113,9 @@ type Proxy struct {
 	dialTO time.Duration
 }
 
-// NewProxy listens on listen (use port 0 for a free one) and forwards to
+// New listens on listen (use port 0 for a free one) and forwards to
 // upstream. Run serves it.
-func NewProxy(listen, upstream string, log *slog.Logger) (*Proxy, error) {
+func New(listen, upstream string, log *slog.Logger) (*Proxy, error) {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %w", listen, err)
@@ -178,7 +179,7 @@ func (p *Proxy) accept(c net.Conn) {
 	}
 	l := &link{p: p, client: c, draw: p.rng.Float64(), done: make(chan struct{})}
 	for _, f := range p.set.Load().faults {
-		if f.Type == FaultDown && l.draw < f.Toxicity {
+		if f.Type == Down && l.draw < f.Toxicity {
 			c.Close() // a partial "down" refuses this share of connections
 			return
 		}
@@ -188,8 +189,8 @@ func (p *Proxy) accept(c net.Conn) {
 }
 
 // Faults lists the faults now set, by name.
-func (p *Proxy) Faults() []ProxyFault {
-	return append([]ProxyFault{}, p.set.Load().faults...)
+func (p *Proxy) Faults() []Fault {
+	return append([]Fault{}, p.set.Load().faults...)
 }
 
 // Connections is the number of open client connections.
@@ -200,13 +201,13 @@ func (p *Proxy) Connections() int {
 }
 
 // Set adds a fault, or replaces the one with the same name.
-func (p *Proxy) Set(f ProxyFault) (ProxyFault, error) {
-	if err := f.normalize(); err != nil {
+func (p *Proxy) Set(f Fault) (Fault, error) {
+	if err := f.Normalize(); err != nil {
 		return f, err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	fs := []ProxyFault{f}
+	fs := []Fault{f}
 	for _, g := range p.set.Load().faults {
 		if g.Name != f.Name {
 			fs = append(fs, g)
@@ -221,7 +222,7 @@ func (p *Proxy) Set(f ProxyFault) (ProxyFault, error) {
 func (p *Proxy) Clear(name string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var fs []ProxyFault
+	var fs []Fault
 	found := false
 	for _, g := range p.set.Load().faults {
 		if g.Name == name {
@@ -250,13 +251,13 @@ func (p *Proxy) ClearAll() {
 // replace installs a new fault set and applies what acts at once: a full
 // "down" closes the port and cuts every connection, a partial one cuts its
 // share; clearing it opens the port again. p.mu is held.
-func (p *Proxy) replace(fs []ProxyFault) {
+func (p *Proxy) replace(fs []Fault) {
 	sort.Slice(fs, func(i, j int) bool { return fs[i].Name < fs[j].Name })
 	old := p.set.Swap(&faultSet{faults: fs, changed: make(chan struct{})})
 	close(old.changed)
 	down := 0.0
 	for _, f := range fs {
-		if f.Type == FaultDown {
+		if f.Type == Down {
 			down = max(down, f.Toxicity)
 		}
 	}
@@ -421,15 +422,15 @@ func (l *link) stamp(dir string, data []byte, last *time.Time) (chunk, bool) {
 			continue
 		}
 		switch f.Type {
-		case FaultReset:
+		case ResetPeer:
 			return c, false
-		case FaultLatency:
+		case Latency:
 			d := time.Duration(f.LatencyMs) * time.Millisecond
 			if f.JitterMs > 0 {
 				d += time.Duration((rand.Float64()*2 - 1) * float64(f.JitterMs) * float64(time.Millisecond))
 			}
 			delay += d
-		case FaultBandwidth:
+		case Bandwidth:
 			r := f.RateKBps << 10
 			if c.rate == 0 || r < c.rate {
 				c.rate = r
@@ -452,7 +453,7 @@ func (l *link) hold(dir string) bool {
 		s := l.p.set.Load()
 		held := false
 		for i := range s.faults {
-			if s.faults[i].Type == FaultBlackhole && s.faults[i].acts(dir, l) {
+			if s.faults[i].Type == Blackhole && s.faults[i].acts(dir, l) {
 				held = true
 			}
 		}
