@@ -58,8 +58,8 @@ func (p *Problems) Add(path, format string, args ...any) {
 	s.errs = append(s.errs, &FieldError{Path: join(p.prefix, path), Msg: fmt.Sprintf(format, args...)})
 }
 
-// Merge adds the problems of err, prefixing the paths of FieldErrors with
-// path. An errors.Join of problems (nested or not) is split into its parts;
+// Merge adds the problems of err, prefixing the paths of FieldErrors (and
+// of any error with a Field method, such as limiter's) with path. An errors.Join of problems (nested or not) is split into its parts;
 // any other error, including one that wraps a FieldError inside more text,
 // becomes one problem at path carrying its whole text, so nothing is lost.
 func (p *Problems) Merge(path string, err error) {
@@ -70,6 +70,11 @@ func (p *Problems) Merge(path string, err error) {
 			c := *fe
 			c.Path = join(at, fe.Path)
 			s.errs = append(s.errs, &c)
+			continue
+		}
+		if f, ok := e.(interface{ Field() (path, msg string) }); ok {
+			path, msg := f.Field()
+			s.errs = append(s.errs, &FieldError{Path: join(at, path), Msg: msg})
 			continue
 		}
 		s.errs = append(s.errs, &FieldError{Path: at, Msg: e.Error()})

@@ -96,3 +96,20 @@ func TestProblems(t *testing.T) {
 		t.Errorf("Merge changed the merged FieldError's path to %q", fe.Path)
 	}
 }
+
+// fieldError is an error type of another package that config does not
+// know, recognised by its Field method (as limiter's FieldError is).
+type fieldError struct{ path, msg string }
+
+func (e fieldError) Error() string             { return e.path + ": " + e.msg }
+func (e fieldError) Field() (path, msg string) { return e.path, e.msg }
+
+func TestMergeTakesForeignFieldErrors(t *testing.T) {
+	var p Problems
+	p.Merge("limits[3]", errors.Join(fieldError{"burst", "too big"}, errors.New("plain")))
+	got := p.Err().Error()
+	want := "limits[3].burst: too big\nlimits[3]: plain"
+	if got != want {
+		t.Fatalf("Merge = %q; want %q", got, want)
+	}
+}

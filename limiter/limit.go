@@ -4,11 +4,11 @@
 package limiter
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"github.com/ratelimiter/ratelimiter/config"
 )
 
 // Algorithm names one of the four decision algorithms.
@@ -90,7 +90,7 @@ func (l *Limit) Normalize() {
 // Validate reports every problem of a normalized limit; paths are the TOML
 // and JSON field names.
 func (l *Limit) Validate() error {
-	var p config.Problems
+	var p problems
 	if err := ValidatePattern(l.KeyPattern); err != "" {
 		p.Add("key_pattern", "%s", err)
 	}
@@ -120,6 +120,24 @@ func (l *Limit) Validate() error {
 	}
 	return p.Err()
 }
+
+// FieldError is a problem with one field of a limit. The config loader
+// takes any error with a Field method as one at a TOML path, adding the
+// section's prefix and the line; limiter keeps its own type so that it
+// needs nothing of the TOML loader.
+type FieldError struct{ Path, Msg string }
+
+func (e *FieldError) Error() string             { return e.Path + ": " + e.Msg }
+func (e *FieldError) Field() (path, msg string) { return e.Path, e.Msg }
+
+// problems collects every problem of a limit, in the order found.
+type problems []error
+
+func (p *problems) Add(path, format string, args ...any) {
+	*p = append(*p, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (p problems) Err() error { return errors.Join(p...) }
 
 // Window is the limit's window as a duration.
 func (l *Limit) Window() time.Duration { return time.Duration(l.WindowSeconds) * time.Second }
