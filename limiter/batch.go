@@ -20,35 +20,9 @@ import (
 // Algorithms, limit, window_us, burst, cost. The reply holds one
 // {allowed, remaining, reset_after_us, retry_after_us, next_after_us} per key.
 //
-// Reference: redis-server CPU per decision behind one node under wrk
-// (sliding_window, 10,000 keys, 2-vCPU AMD EPYC VM, Redis 7.0.15,
-// 2026-11-27, two runs each, one session): 16.3–17.1 µs with the first
-// scripts (a hash read and write per value, a closure and a table per key,
-// string.format per number), 12.9–13.6 µs with these.
-//
-// Redis cost per decision of this script alone, µs, before and after the
-// same change (a read and a SET ... PX per counter decision instead of
-// HMGET, HSET and PEXPIRE; no ZCARD and no ZRANGE on sliding_log's admit
-// path; helpers made once per batch; numbers formatted once per batch and
-// policy), on the same VM, shared with other builds, Redis 7.0.15,
-// 2026-11-27, in one session: 9 rounds alternating the two scripts,
-// redis-server and redis-benchmark pinned to a core each, FLUSHALL before
-// each run, medians. "in script" is cmdstat_evalsha usec_per_call / 16;
-// "CPU" is redis-server's used_cpu_user+sys per decision, network I/O
-// included. A `return 1` EVALSHA took 1.9 µs in script per call. Measured
-// apart, a counter's GET and SET ... PX with constant arguments and a
-// constant reply take about 7 µs per decision: what is left is mostly
-// Redis' own.
-//
-//	redis-benchmark -p PORT -q -n 20000 -c 4 -P 4 -r 10000 evalsha SHA 16 \
-//	  <16 keys rl:XX:__rand_int__N> '' <16 × "ALGIDX 100000000 60000000 BURST 1">
-//
-//	                 in script            CPU
-//	algorithm        before  after        before  after
-//	sliding_log        26.5   13.7 -48 %    27.8   14.0 -50 %
-//	sliding_window     15.1    8.8 -41 %    16.2    9.9 -39 %
-//	token_bucket        9.8    7.5 -23 %    11.2    8.9 -21 %
-//	fixed_window       13.3    8.8 -34 %    14.1   10.0 -29 %
+// What batching saves in Redis CPU per decision, and how that was measured,
+// is in docs/redis.md ("Throughput"); the before/after table of the script
+// rewrite is in commits 0cdf649 and 8ef7a1d.
 func BatchScript() string {
 	var b strings.Builder
 	b.WriteString("local algs = {}\n")
