@@ -2,8 +2,10 @@ package node
 
 import (
 	"math"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -42,11 +44,69 @@ type envoyItem struct {
 	limit  *descriptors.Limit // nil: no limit applies
 	policy *Policy            // nil for unlimited and zero limits
 	unit   rls.RateLimitResponse_RateLimit_Unit
-	key    []byte // counter key
+	key    []byte // counter key, in the request's scratch memory
+	keyEnd int    // where key ends in the scratch keys while they grow
 	metric string // descriptor series name
 	cost   int64
 	d      decision
 	done   bool
+}
+
+// envoyScratch is one request's working memory, reused through a pool so
+// that a decision allocates little more than its response. Nothing in it
+// outlives the request: what the node keeps of a key (hot keys, the deny
+// cache) it copies, as it must for HTTP keys, which alias fasthttp's
+// buffers.
+type envoyScratch struct {
+	items   []envoyItem
+	keys    []byte // every counter key of the request, back to back
+	entries []descriptors.Entry
+	batch   []Item
+	slots   []int
+}
+
+var envoyScratches = sync.Pool{New: func() any { return new(envoyScratch) }}
+
+// maxScratchKeys bounds the key buffer a pooled scratch keeps; a larger
+// request's buffer goes to the garbage collector.
+const maxScratchKeys = 16 << 10
+
+func (sc *envoyScratch) release() {
+	clear(sc.items) // the limits, policies and keys they point to
+	clear(sc.batch)
+	clear(sc.entries[:cap(sc.entries)]) // the request's strings
+	if cap(sc.keys) > maxScratchKeys {
+		sc.keys = nil
+	}
+	envoyScratches.Put(sc)
+}
+
+// envoyAnswer is a response with room for what it points to in the common
+// case, one descriptor and at most three headers, allocated as one.
+type envoyAnswer struct {
+	resp     rls.RateLimitResponse
+	statuses [1]*rls.RateLimitResponse_DescriptorStatus
+	headers  [3]*corev3.HeaderValue
+	values   [3]corev3.HeaderValue
+}
+
+// setHeaders sets the response's headers from key, value pairs.
+func (a *envoyAnswer) setHeaders(kv ...string) []*corev3.HeaderValue {
+	hs := a.headers[:0]
+	for i := 0; i < len(kv); i += 2 {
+		h := &a.values[i/2]
+		h.Key, h.Value = kv[i], kv[i+1]
+		hs = append(hs, h)
+	}
+	return hs
+}
+
+// envoyStatus is one descriptor's status with the messages it points to,
+// allocated together.
+type envoyStatus struct {
+	status rls.RateLimitResponse_DescriptorStatus
+	limit  rls.RateLimitResponse_RateLimit
+	reset  durationpb.Duration
 }
 
 // shouldRateLimit decides one RateLimitRequest through the node's decision
@@ -68,39 +128,52 @@ func (n *Node) shouldRateLimit(req *rls.RateLimitRequest) (*rls.RateLimitRespons
 	clock := n.now()
 	now := clock.UnixMicro()
 
-	items := make([]envoyItem, len(req.Descriptors))
+	sc := envoyScratches.Get().(*envoyScratch)
+	defer sc.release()
+	items := slices.Grow(sc.items[:0], len(req.Descriptors))[:len(req.Descriptors)]
+	sc.items = items
+	keys := sc.keys[:0]
 	replaced := map[string]bool{}
-	var buf [8]descriptors.Entry
-	entries := buf[:0]
 	for i, d := range req.Descriptors {
 		it := &items[i]
-		entries = entries[:0]
+		entries := sc.entries[:0]
 		for _, e := range d.Entries {
 			entries = append(entries, descriptors.Entry{Key: e.Key, Value: e.Value})
 		}
+		sc.entries = entries
 		it.cost = int64(max(req.HitsAddend, 1)) // 0 means 1, as in Envoy
 		if h := d.GetHitsAddend(); h != nil {
 			it.cost = int64(min(h.Value, math.MaxInt32)) // set explicitly: 0 reads without consuming
 		}
 		if o := d.GetLimit(); o != nil {
-			n.overrideLimit(it, req.Domain, entries, o)
+			keys = n.overrideLimit(it, keys, req.Domain, entries, o)
+			it.keyEnd = len(keys)
 			continue
 		}
-		m, ok := es.cfg.Match(req.Domain, entries)
+		m, withKey, ok := es.cfg.AppendMatch(append(keys, envoyKeyPrefix...), req.Domain, entries)
 		if !ok {
 			continue
 		}
+		keys = withKey
+		it.keyEnd = len(keys)
 		it.limit, it.policy, it.unit = m.Limit, es.policies[m.Limit.ID], unitEnums[m.Limit.Unit]
-		it.key = append([]byte(envoyKeyPrefix), m.Key...)
 		it.metric = m.Metric // "" unless request values name the series
 		for _, r := range m.Limit.Replaces {
 			replaced[r] = true
 		}
 	}
+	sc.keys = keys
+	// The keys are cut only now that the buffer no longer moves.
+	from := 0
+	for i := range items {
+		if it := &items[i]; it.keyEnd > 0 {
+			it.key = keys[from:it.keyEnd:it.keyEnd]
+			from = it.keyEnd
+		}
+	}
 
 	// A limit named by another matched limit's replaces is not evaluated.
-	var batch []Item
-	var slots []int
+	batch, slots := sc.batch[:0], sc.slots[:0]
 	for i := range items {
 		it := &items[i]
 		if it.limit == nil {
@@ -130,6 +203,7 @@ func (n *Node) shouldRateLimit(req *rls.RateLimitRequest) (*rls.RateLimitRespons
 			slots = append(slots, i)
 		}
 	}
+	sc.batch, sc.slots = batch, slots
 	if len(batch) > 0 {
 		op := "check_batch"
 		if len(batch) == 1 {
@@ -151,26 +225,29 @@ func (n *Node) shouldRateLimit(req *rls.RateLimitRequest) (*rls.RateLimitRespons
 
 // overrideLimit applies a limit Envoy sent with the descriptor itself,
 // which takes the place of any configured one, as envoyproxy/ratelimit does.
-func (n *Node) overrideLimit(it *envoyItem, domain string, entries []descriptors.Entry, o *rlcommon.RateLimitDescriptor_RateLimitOverride) {
+// It appends the counter key to keys.
+func (n *Node) overrideLimit(it *envoyItem, keys []byte, domain string, entries []descriptors.Entry, o *rlcommon.RateLimitDescriptor_RateLimitOverride) []byte {
 	u := rls.RateLimitResponse_RateLimit_Unit(o.Unit)
 	w, ok := unitSeconds[u]
 	if !ok {
-		return // an unknown unit limits nothing
+		return keys // an unknown unit limits nothing
 	}
-	var key strings.Builder
-	key.WriteString(envoyKeyPrefix + "override|" + domain)
+	keys = append(keys, envoyKeyPrefix+"override|"...)
+	keys = append(keys, domain...)
 	name := domain
 	for _, e := range entries {
-		key.WriteString("|" + e.Key + "=" + e.Value)
+		keys = append(append(append(append(keys, '|'), e.Key...), '='), e.Value...)
 		name += "." + e.Key
 	}
-	key.WriteString("|" + strconv.FormatUint(uint64(o.RequestsPerUnit), 10) + "/" + strconv.FormatInt(w, 10))
+	keys = append(strconv.AppendUint(append(keys, '|'), uint64(o.RequestsPerUnit), 10), '/')
+	keys = strconv.AppendInt(keys, w, 10)
 	l := &descriptors.Limit{Domain: domain, FullKey: name, RequestsPerUnit: o.RequestsPerUnit, WindowSeconds: w,
 		Unit: strings.ToLower(u.String()), Algorithm: string(limiter.FixedWindow)}
-	it.limit, it.unit, it.key = l, u, []byte(key.String())
+	it.limit, it.unit = l, u
 	if o.RequestsPerUnit > 0 {
 		it.policy = compile(envoyLimit(l), n.cfg.FailureMode)
 	}
+	return keys
 }
 
 func (n *Node) checkEnvoyRequest(req *rls.RateLimitRequest) error {
@@ -200,12 +277,17 @@ func (n *Node) checkEnvoyRequest(req *rls.RateLimitRequest) error {
 // envoyResponse turns the decisions into Envoy's answer, and accounts for
 // them in the node's metrics as HTTP checks are.
 func (n *Node) envoyResponse(req *rls.RateLimitRequest, items []envoyItem, start, clock time.Time) *rls.RateLimitResponse {
-	resp := &rls.RateLimitResponse{OverallCode: rls.RateLimitResponse_OK, Statuses: make([]*rls.RateLimitResponse_DescriptorStatus, len(items))}
+	a := new(envoyAnswer)
+	resp := &a.resp
+	resp.OverallCode = rls.RateLimitResponse_OK
+	resp.Statuses = a.statuses[:0]
+	parts := make([]envoyStatus, len(items))
 	es := n.envoy.state.Load()
 	for i := range items {
 		it := &items[i]
-		s := &rls.RateLimitResponse_DescriptorStatus{Code: rls.RateLimitResponse_OK}
-		resp.Statuses[i] = s
+		s := &parts[i].status
+		s.Code = rls.RateLimitResponse_OK
+		resp.Statuses = append(resp.Statuses, s)
 		if it.limit == nil {
 			domain := "(unknown)"
 			if es.cfg.Domains[req.Domain] != nil {
@@ -220,9 +302,13 @@ func (n *Node) envoyResponse(req *rls.RateLimitRequest, items []envoyItem, start
 			s.LimitRemaining = math.MaxUint32
 			result = resultUnlimited
 		} else {
-			s.CurrentLimit = &rls.RateLimitResponse_RateLimit{Name: l.Name, RequestsPerUnit: l.RequestsPerUnit, Unit: it.unit}
+			cl, reset := &parts[i].limit, &parts[i].reset
+			cl.Name, cl.RequestsPerUnit, cl.Unit = l.Name, l.RequestsPerUnit, it.unit
+			s.CurrentLimit = cl
 			s.LimitRemaining = uint32(min(max(it.d.res.Remaining, 0), math.MaxUint32))
-			s.DurationUntilReset = durationpb.New(time.Duration(max(it.d.res.ResetAfter, 0)) * time.Microsecond)
+			us := max(it.d.res.ResetAfter, 0) // what durationpb.New makes of it, without its allocation
+			reset.Seconds, reset.Nanos = us/1e6, int32(us%1e6*1e3)
+			s.DurationUntilReset = reset
 			if !it.d.allowed {
 				s.Code = rls.RateLimitResponse_OVER_LIMIT
 				resp.OverallCode = rls.RateLimitResponse_OVER_LIMIT
@@ -257,13 +343,13 @@ func (n *Node) envoyResponse(req *rls.RateLimitRequest, items []envoyItem, start
 	} else {
 		n.envoy.requests["over_limit"].Inc()
 	}
-	resp.ResponseHeadersToAdd = n.envoyHeaders(items)
+	resp.ResponseHeadersToAdd = n.envoyHeaders(a, items)
 	return resp
 }
 
 // envoyHeaders builds response_headers_to_add in the configured style from
 // the descriptors that had a limit.
-func (n *Node) envoyHeaders(items []envoyItem) []*corev3.HeaderValue {
+func (n *Node) envoyHeaders(a *envoyAnswer, items []envoyItem) []*corev3.HeaderValue {
 	if n.cfg.EnvoyHeaders == envoyHeadersOff {
 		return nil
 	}
@@ -309,15 +395,22 @@ func (n *Node) envoyHeaders(items []envoyItem) []*corev3.HeaderValue {
 		return nil
 	}
 	if n.cfg.EnvoyHeaders == envoyHeadersDraft10 {
-		return []*corev3.HeaderValue{{Key: "RateLimit-Policy", Value: string(policy)}, {Key: "RateLimit", Value: string(limit)}}
+		both := string(append(policy, limit...)) // one allocation for the two values
+		return a.setHeaders("RateLimit-Policy", both[:len(policy)], "RateLimit", both[len(policy):])
 	}
 	// The draft-03 fields envoyproxy/ratelimit and Envoy's own filter send:
 	// the tightest limit, its window, what is left of it and when it resets.
 	t := tightest
-	lim := strconv.FormatUint(uint64(t.limit.RequestsPerUnit), 10)
-	return []*corev3.HeaderValue{
-		{Key: "X-RateLimit-Limit", Value: lim + ", " + lim + ";w=" + strconv.FormatInt(t.limit.WindowSeconds, 10)},
-		{Key: "X-RateLimit-Remaining", Value: strconv.FormatInt(max(t.d.res.Remaining, 0), 10)},
-		{Key: "X-RateLimit-Reset", Value: strconv.FormatInt(ceilSeconds(t.d.res.ResetAfter), 10)},
-	}
+	b := pbuf[:0]
+	b = strconv.AppendUint(b, uint64(t.limit.RequestsPerUnit), 10)
+	lim := len(b)
+	b = append(b, ", "...)
+	b = append(b, b[:lim]...)
+	b = strconv.AppendInt(append(b, ";w="...), t.limit.WindowSeconds, 10)
+	limEnd := len(b)
+	b = strconv.AppendInt(b, max(t.d.res.Remaining, 0), 10)
+	remEnd := len(b)
+	b = strconv.AppendInt(b, ceilSeconds(t.d.res.ResetAfter), 10)
+	all := string(b) // one allocation for the three values
+	return a.setHeaders("X-RateLimit-Limit", all[:limEnd], "X-RateLimit-Remaining", all[limEnd:remEnd], "X-RateLimit-Reset", all[remEnd:])
 }

@@ -27,9 +27,18 @@ const maxMetricValue = 64
 // whose prefix the value has, then the key alone; the limit applies only
 // when the request has exactly as many entries as the depth it sits at.
 func (c *Config) Match(domain string, entries []Entry) (Match, bool) {
+	m, key, ok := c.AppendMatch(nil, domain, entries)
+	m.Key = string(key)
+	return m, ok
+}
+
+// AppendMatch is Match for the request path: it appends the counter key to
+// dst and returns it instead of setting m.Key, so a caller with a buffer
+// builds the key without allocating.
+func (c *Config) AppendMatch(dst []byte, domain string, entries []Entry) (m Match, key []byte, ok bool) {
 	d := c.Domains[domain]
 	if d == nil || len(entries) == 0 {
-		return Match{}, false
+		return Match{}, dst, false
 	}
 	var buf [8]*descriptor
 	path := buf[:0] // the descriptor matched at each level
@@ -49,7 +58,7 @@ func (c *Config) Match(domain string, entries []Entry) (Match, bool) {
 			next = level.children[childID{key: e.Key}]
 		}
 		if next == nil {
-			return Match{}, false
+			return Match{}, dst, false
 		}
 		path = append(path, next)
 		last := i == len(entries)-1
@@ -58,41 +67,38 @@ func (c *Config) Match(domain string, entries []Entry) (Match, bool) {
 		}
 		if last {
 			if next.limit == nil {
-				return Match{}, false
+				return Match{}, dst, false
 			}
-			m := Match{Limit: next.limit, Key: counterKey(domain, entries, path)}
+			m := Match{Limit: next.limit}
 			if valued {
 				m.Metric = metricName(domain, entries, path)
 			}
-			return m, true
+			return m, appendCounterKey(dst, domain, entries, path), true
 		}
 		if len(next.children) == 0 {
-			return Match{}, false
+			return Match{}, dst, false
 		}
 		level = next
 	}
-	return Match{}, false
+	return Match{}, dst, false
 }
 
-func counterKey(domain string, entries []Entry, path []*descriptor) string {
-	size := len(domain)
-	for _, e := range entries {
-		size += len(e.Key) + len(e.Value) + 2
-	}
-	var key strings.Builder
-	key.Grow(size)
-	key.WriteString(escape(domain))
+// appendCounterKey appends the counter key of a match: the domain and every
+// entry, escaped, with a share_threshold wildcard's pattern in place of the
+// value it matched.
+func appendCounterKey(dst []byte, domain string, entries []Entry, path []*descriptor) []byte {
+	dst = appendEscaped(dst, domain)
 	for i, e := range entries {
 		value := e.Value
 		if path[i].shareThreshold {
 			value = path[i].value
 		}
-		key.WriteByte('|')
-		key.WriteString(escape(e.Key))
-		key.WriteByte('=')
-		key.WriteString(escape(value))
+		dst = append(dst, '|')
+		dst = appendEscaped(dst, e.Key)
+		dst = append(dst, '=')
+		dst = appendEscaped(dst, value)
 	}
-	return key.String()
+	return dst
 }
 
 func metricName(domain string, entries []Entry, path []*descriptor) string {
@@ -114,19 +120,18 @@ func metricName(domain string, entries []Entry, path []*descriptor) string {
 	return metric.String()
 }
 
-// escape keeps the counter key unambiguous whatever the entries hold.
-func escape(s string) string {
+// appendEscaped keeps the counter key unambiguous whatever the entries hold.
+func appendEscaped(dst []byte, s string) []byte {
 	if !strings.ContainsAny(s, `|=\`) {
-		return s
+		return append(dst, s...)
 	}
-	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		if s[i] == '|' || s[i] == '=' || s[i] == '\\' {
-			b.WriteByte('\\')
+			dst = append(dst, '\\')
 		}
-		b.WriteByte(s[i])
+		dst = append(dst, s[i])
 	}
-	return b.String()
+	return dst
 }
 
 func clip(s string) string {
