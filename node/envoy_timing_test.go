@@ -23,24 +23,14 @@ import (
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
-// Reference figures, 2-vCPU shared VM (go1.26, Redis 7.0.15 on loopback,
-// four other engineers compiling and testing on the same cores),
-// 2026-12-04. scripts/bench-grpc.sh, 3 rounds of 10 s, medians (node CPU
-// µs per decision from /proc; the load driver, the node and Redis share
-// the cores):
-//
-//	         ShouldRateLimit          no-op gRPC             HTTP check (wrk)      CPU
-//	streams  /s     p50ms p99ms cpuµs  /s     p50ms p99ms cpuµs  /s     p50ms p99ms cpuµs  gRPC/HTTP
-//	64       9907   5.21  31.0  51.6   13541  3.44  26.8  32.8   11852  3.74  95.0  32.4   1.59
-//	16       6537   1.85  10.2  72.0   13825  0.73   6.1  33.4   12623  0.99  31.1  39.9   1.69
-//
-// The target (gRPC <= 1.5x the HTTP path's CPU per decision) is not met:
-// the no-op gRPC service alone costs as much CPU per call as the whole HTTP
-// decision. In process (go test -bench, same session, noisy):
-// BenchmarkShouldRateLimitHandler 24-49 µs/op, 17 allocs/op (the response's
-// protobuf messages and the counter key), against BenchmarkCheckHandler/redis
-// 24 µs/op, 1 alloc/op. Tried and not kept: no stream workers with a shared
-// write buffer (no better within the spread).
+// Reference figures: docs/envoy.md ("Speed") has scripts/bench-grpc.sh's
+// rounds. In process, 2-vCPU VM, go1.26, Redis 7.0.15 on loopback,
+// 2026-12-05, -benchtime 3s: BenchmarkShouldRateLimitHandler 11.1-14.3
+// µs/op, 4 allocs/op, 1,040 B/op (16 allocs and 1,272 B before the scratch
+// memory was pooled and the response allocated in blocks), against
+// BenchmarkCheckHandler/redis 11.0 µs/op, 1 alloc/op. Tried and not kept:
+// no stream workers with a shared write buffer, and 256 stream workers
+// instead of 4 per core (no better within the spread).
 
 // envoyBenchDescriptors is the number of distinct descriptors requested.
 const envoyBenchDescriptors = 10_000
