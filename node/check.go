@@ -117,10 +117,7 @@ func (n *Node) handleCheck(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	st := n.state.Load()
-	var p *Policy
-	if l := st.table.Match(in.key); l != nil {
-		p = st.policies[l.KeyPattern]
-	}
+	p := st.policyFor(in.key)
 	if perr = in.validate(p); perr != nil {
 		n.metrics.badRequests.Inc()
 		n.problem(ctx, perr)
@@ -133,6 +130,94 @@ func (n *Node) handleCheck(ctx *fasthttp.RequestCtx) {
 	if !d.allowed && in.denyStatus != 0 {
 		ctx.SetStatusCode(in.denyStatus)
 	}
+}
+
+// handleBatch decides many checks with one store round trip. One invalid
+// check fails the whole request, naming its index, so nothing is half done.
+func (n *Node) handleBatch(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	if n.refuseDraining(ctx) {
+		return
+	}
+	p := parsers.Get()
+	defer parsers.Put(p)
+	v, err := p.ParseBytes(ctx.PostBody())
+	if err != nil {
+		n.problem(ctx, badRequest("malformed JSON: "+err.Error()))
+		return
+	}
+	cv := v.Get("checks")
+	if cv == nil || cv.Type() != fastjson.TypeArray {
+		n.problem(ctx, badRequest(`the body must be {"checks": [{"key": ..., "cost": ...}, ...]}`))
+		return
+	}
+	arr, _ := cv.Array()
+	if len(arr) == 0 || len(arr) > n.cfg.MaxBatch {
+		n.problem(ctx, badRequest("a batch holds 1 to "+formatInt(int64(n.cfg.MaxBatch))+" checks"))
+		return
+	}
+	st := n.state.Load()
+	clock := n.now()
+	now := clock.UnixMicro()
+	ins := make([]checkInput, len(arr))
+	out := make([]decision, len(arr))
+	var items []Item
+	var slots []int // out index of each item
+	for i, cv := range arr {
+		in, perr := parseCheck(cv)
+		var pol *Policy
+		if perr == nil {
+			pol = st.policyFor(in.key)
+			perr = in.validate(pol)
+		}
+		if perr != nil {
+			perr.detail = "checks[" + formatInt(int64(i)) + "]: " + perr.detail
+			n.problem(ctx, perr)
+			return
+		}
+		ins[i] = in
+		if pol == nil {
+			out[i] = n.unmatched()
+			continue
+		}
+		if d, ok := n.localDecision(st, pol, in, now); ok {
+			out[i] = d
+			continue
+		}
+		items = append(items, Item{Key: string(in.key), Cost: in.cost, Policy: pol})
+		slots = append(slots, i)
+	}
+	if len(items) > 0 {
+		_ = n.decideStored(items, "check_batch", clock) // failures are per item
+		for j, it := range items {
+			out[slots[j]] = n.finish(it.Policy, ins[slots[j]], it.Result, it.Err, now)
+		}
+	}
+	body := append(make([]byte, 0, 128*len(out)), `{"results":[`...)
+	for i := range out {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		n.account(&out[i], ins[i].key, start, clock)
+		body = appendDecision(body, &out[i], ins[i].key)
+	}
+	body = append(body, "]}"...)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(body)
+}
+
+// unmatched is the answer for a key no limit matches: unmatched = "allow"
+// or "deny".
+func (n *Node) unmatched() decision {
+	return decision{reason: reasonNoLimit, allowed: n.cfg.Unmatched == "allow"}
+}
+
+// policyFor is the policy of the limit that matches key, nil for none.
+func (st *sharedState) policyFor(key []byte) *Policy {
+	if l := st.table.Match(key); l != nil {
+		return st.policies[l.KeyPattern]
+	}
+	return nil
 }
 
 // refuseDraining answers a check with 503 while this node drains, so a load
@@ -150,7 +235,7 @@ func (n *Node) refuseDraining(ctx *fasthttp.RequestCtx) bool {
 // rest from the store, by the failure mode when the store fails.
 func (n *Node) decide(st *sharedState, p *Policy, in checkInput, clock time.Time) decision {
 	if p == nil {
-		return decision{reason: reasonNoLimit, allowed: n.cfg.Unmatched == "allow"}
+		return n.unmatched()
 	}
 	now := clock.UnixMicro()
 	if d, ok := n.localDecision(st, p, in, now); ok {
