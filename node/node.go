@@ -60,7 +60,7 @@ type Node struct {
 	keysCur   atomic.Int32
 	// keysRotated is touched only by the heartbeat goroutine.
 	keysRotated time.Time
-	metrics     *nodeMetrics
+	metrics     *promMetrics
 	server      *fasthttp.Server
 	peers       *fasthttp.Client
 	items       sync.Pool // *[1]Item for single checks

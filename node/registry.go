@@ -19,13 +19,13 @@ type nodeRecord struct {
 	Address        string    `json:"address"`
 	StartedAt      time.Time `json:"started_at"`
 	RedisConnected bool      `json:"redis_connected"`
-	Metrics        Metrics   `json:"metrics"`
+	Figures        Figures   `json:"metrics"`
 	HotKeys        []HotKey  `json:"hot_keys,omitempty"`
 	Keys           []byte    `json:"keys,omitempty"` // distinct-key sketch registers
 }
 
-// NodeInfo is one node as GET /api/v1/nodes shows it.
-type NodeInfo struct {
+// Info is one node as GET /api/v1/nodes shows it.
+type Info struct {
 	ID             string    `json:"id"`
 	Address        string    `json:"address"`
 	State          string    `json:"state"`
@@ -49,7 +49,7 @@ type NodeInfo struct {
 // clusterView is the registry as last read, or as pieced together from
 // the peers themselves while the store is unreachable.
 type clusterView struct {
-	Nodes []NodeInfo
+	Nodes []Info
 	// Source is "store", or "peers" when the store did not answer and the
 	// node asked the last known peers directly.
 	Source string
@@ -63,7 +63,7 @@ func (n *Node) record() nodeRecord {
 	m.NodeID = n.id
 	m.ActiveKeys = n.activeKeys()
 	return nodeRecord{ID: n.id, Address: n.addr, StartedAt: n.started.UTC(), RedisConnected: n.connected.Load(),
-		Metrics: m, HotKeys: n.hot.list(now.UnixMicro(), 50), Keys: n.keys[0].bytes(&n.keys[1])}
+		Figures: m, HotKeys: n.hot.list(now.UnixMicro(), 50), Keys: n.keys[0].bytes(&n.keys[1])}
 }
 
 // heartbeat publishes this node's record, stamped with the store's clock,
@@ -111,7 +111,7 @@ func (n *Node) nodes(ctx context.Context) clusterView {
 			_ = n.store.Forget(rctx, id)
 			continue
 		}
-		info := NodeInfo{ID: id, Address: rec.Address, RedisConnected: rec.RedisConnected,
+		info := Info{ID: id, Address: rec.Address, RedisConnected: rec.RedisConnected,
 			LastHeartbeat: time.UnixMicro(beat).UTC(), HeartbeatAgeMs: age / 1000, StartedAt: rec.StartedAt, record: rec}
 		info.setDrain(snap.Hashes[2][id], snap.Now)
 		switch {
@@ -142,7 +142,7 @@ func (n *Node) nodes(ctx context.Context) clusterView {
 // longer is not coming back from a failover, and asking it on every read
 // of the registry would cost each read the probe's timeout on a network
 // that drops its packets.
-func (n *Node) askStale(nodes []NodeInfo) {
+func (n *Node) askStale(nodes []Info) {
 	recent := askStaleFor * n.cfg.UnhealthyAfter.Milliseconds()
 	var wg sync.WaitGroup
 	for i := range nodes {
@@ -150,7 +150,7 @@ func (n *Node) askStale(nodes []NodeInfo) {
 			continue
 		}
 		wg.Add(1)
-		go func(info *NodeInfo) {
+		go func(info *Info) {
 			defer wg.Done()
 			if h, ok := n.askHealth(info); ok {
 				info.State, info.RedisConnected = h.State, h.RedisConnected
@@ -166,7 +166,7 @@ func (n *Node) askStale(nodes []NodeInfo) {
 const askStaleFor = 10
 
 // askHealth asks a peer for its /health, briefly.
-func (n *Node) askHealth(info *NodeInfo) (health, bool) {
+func (n *Node) askHealth(info *Info) (health, bool) {
 	var h health
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -189,12 +189,12 @@ type health struct {
 // node reports itself, and asks each last-known peer for its own /health.
 func (n *Node) peerView() clusterView {
 	view := clusterView{Source: "peers"}
-	var known []NodeInfo
+	var known []Info
 	if v := n.view.Load(); v != nil {
 		known = v.Nodes
 	}
-	view.Nodes = make([]NodeInfo, 0, len(known)+1)
-	self := NodeInfo{ID: n.id, Address: n.addr, State: n.selfState(), RedisConnected: n.connected.Load(),
+	view.Nodes = make([]Info, 0, len(known)+1)
+	self := Info{ID: n.id, Address: n.addr, State: n.selfState(), RedisConnected: n.connected.Load(),
 		StartedAt: n.started.UTC(), Draining: n.selfState() == stateDraining, record: n.record()}
 	view.Nodes = append(view.Nodes, self)
 	var mu sync.Mutex
@@ -204,7 +204,7 @@ func (n *Node) peerView() clusterView {
 			continue
 		}
 		wg.Add(1)
-		go func(info NodeInfo) {
+		go func(info Info) {
 			defer wg.Done()
 			info.State, info.RedisConnected = stateUnhealthy, false
 			if h, ok := n.askHealth(&info); ok {
@@ -234,14 +234,14 @@ func (n *Node) handleNodes(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"nodes": nonNil(v.Nodes), "source": v.Source})
 }
 
-func (n *Node) findNode(ctx *fasthttp.RequestCtx, id string) (NodeInfo, bool) {
+func (n *Node) findNode(ctx *fasthttp.RequestCtx, id string) (Info, bool) {
 	for _, info := range n.nodes(ctx).Nodes {
 		if info.ID == id {
 			return info, true
 		}
 	}
 	n.problem(ctx, &problemError{status: fasthttp.StatusNotFound, typ: "not-found", detail: "no node " + strconvQuote(id) + " in the registry"})
-	return NodeInfo{}, false
+	return Info{}, false
 }
 
 func (n *Node) handleNode(ctx *fasthttp.RequestCtx, id string) {
@@ -252,7 +252,7 @@ func (n *Node) handleNode(ctx *fasthttp.RequestCtx, id string) {
 
 func (n *Node) handleNodeMetrics(ctx *fasthttp.RequestCtx, id string) {
 	if info, ok := n.findNode(ctx, id); ok {
-		m := info.record.Metrics
+		m := info.record.Figures
 		m.NodeID = id
 		writeJSON(ctx, fasthttp.StatusOK, m)
 	}
@@ -312,7 +312,7 @@ func (n *Node) handleClusterState(ctx *fasthttp.RequestCtx) {
 			cs.UnhealthyNodes++
 			continue
 		}
-		cs.TotalRequestsPerSecond += info.record.Metrics.RequestsPerSecond
+		cs.TotalRequestsPerSecond += info.record.Figures.RequestsPerSecond
 		sketches = append(sketches, info.record.Keys)
 	}
 	cs.TotalRequestsPerSecond = round2(cs.TotalRequestsPerSecond)
