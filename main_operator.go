@@ -313,6 +313,9 @@ func operatorCommand() *cli.Command {
 }
 
 func ticketsCommand() *cli.Command {
+	// status moves a ticket by hand. The model (operator's ticketMoves)
+	// refuses illegal moves; from narrows them further (unhold only undoes
+	// a hold).
 	status := func(to string, from []string) cli.ActionFunc {
 		return withOperator(func(c *cli.Context, env *operatorEnv) error {
 			id, err := argID(c)
@@ -329,7 +332,6 @@ func ticketsCommand() *cli.Command {
 			return err
 		})
 	}
-	active := []string{operator.StatusOpen, operator.StatusDiagnosing, operator.StatusDiagnosed, operator.StatusRemediating, operator.StatusRemediationFailed}
 	return &cli.Command{Name: "tickets", Usage: "list|show|resolve|hold|unhold", Subcommands: []*cli.Command{
 		{Name: "list", Flags: append(operatorFlags(), &cli.BoolFlag{Name: "all", Usage: "include resolved tickets"}),
 			Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
@@ -394,7 +396,7 @@ func ticketsCommand() *cli.Command {
 			})
 		})},
 		{Name: "resolve", ArgsUsage: "ID", Flags: operatorFlags(), Action: status(operator.StatusResolved, nil)},
-		{Name: "hold", ArgsUsage: "ID", Usage: "stop the operator acting on a ticket", Flags: operatorFlags(), Action: status(operator.StatusHeld, active)},
+		{Name: "hold", ArgsUsage: "ID", Usage: "stop the operator acting on a ticket", Flags: operatorFlags(), Action: status(operator.StatusHeld, nil)},
 		{Name: "unhold", ArgsUsage: "ID", Flags: operatorFlags(), Action: status(operator.StatusDiagnosed, []string{operator.StatusHeld})},
 	}}
 }

@@ -24,98 +24,6 @@ import (
 // ErrNotFound is returned (wrapped) when a ticket or proposal does not exist.
 var ErrNotFound = errors.New("not found")
 
-// Ticket statuses.
-const (
-	StatusOpen              = "open"
-	StatusDiagnosing        = "diagnosing" // a model is on it, beside the loop
-	StatusDiagnosed         = "diagnosed"
-	StatusRemediating       = "remediating"
-	StatusResolved          = "resolved"
-	StatusHeld              = "held"
-	StatusRemediationFailed = "remediation_failed"
-)
-
-var ticketStatuses = []string{StatusOpen, StatusDiagnosing, StatusDiagnosed, StatusRemediating, StatusResolved, StatusHeld, StatusRemediationFailed}
-
-// Proposal statuses.
-const (
-	ProposalPending      = "pending" // waiting for approval
-	ProposalApproved     = "approved"
-	ProposalRejected     = "rejected"
-	ProposalExecuting    = "executing"
-	ProposalSucceeded    = "succeeded" // the HTTP call succeeded; verification follows
-	ProposalFailed       = "failed"    // the call failed
-	ProposalVerified     = "verified"  // the violation cleared
-	ProposalVerifyFailed = "verification_failed"
-	ProposalSkipped      = "skipped" // not executed: observe mode, limits reached, invalid
-)
-
-var proposalStatuses = []string{ProposalPending, ProposalApproved, ProposalRejected, ProposalExecuting,
-	ProposalSucceeded, ProposalFailed, ProposalVerified, ProposalVerifyFailed, ProposalSkipped}
-
-// executedStatuses are the proposal statuses at or beyond executing: what
-// the safety limits count.
-var executedStatuses = []string{ProposalExecuting, ProposalSucceeded, ProposalFailed, ProposalVerified, ProposalVerifyFailed}
-
-// Ticket is one deduplicated problem: an invariant violated for an entity.
-type Ticket struct {
-	ID          int64           `json:"id"`
-	Key         string          `json:"key"` // invariant:entity — the dedup key
-	Invariant   string          `json:"invariant"`
-	Entity      string          `json:"entity"`
-	Severity    string          `json:"severity"`
-	Status      string          `json:"status"`
-	Message     string          `json:"message"`
-	FirstSeen   time.Time       `json:"first_seen"`
-	LastSeen    time.Time       `json:"last_seen"`
-	Occurrences int64           `json:"occurrences"`
-	ResolvedAt  *time.Time      `json:"resolved_at,omitempty"`
-	Observation json.RawMessage `json:"observation,omitempty"` // snapshot at last update
-	Diagnosis   json.RawMessage `json:"diagnosis,omitempty"`
-}
-
-// Violation is what the evaluator reports for one invariant and entity.
-type Violation struct {
-	Invariant, Entity, Severity, Message string
-	Since                                time.Time       // when the condition first held (start of grace)
-	Observation                          json.RawMessage // snapshot
-}
-
-// Key is the ticket dedup key: Invariant + ":" + Entity (Entity may be "").
-func (v Violation) Key() string { return v.Invariant + ":" + v.Entity }
-
-// TicketFilter selects tickets; zero values select everything.
-type TicketFilter struct {
-	Status     []string
-	Unresolved bool
-	Limit      int // <= 0: no limit
-}
-
-// Proposal is one action proposed for a ticket (or, with TicketID 0, by hand).
-type Proposal struct {
-	ID               int64          `json:"id"`
-	TicketID         int64          `json:"ticket_id"`
-	Action           string         `json:"action"`
-	Params           map[string]any `json:"params"`
-	Reason           string         `json:"reason"`
-	Source           string         `json:"source"` // "playbook", "llm", "manual"
-	RiskLevel        string         `json:"risk_level"`
-	RequiresApproval bool           `json:"requires_approval"`
-	Status           string         `json:"status"`
-	CreatedAt        time.Time      `json:"created_at"`
-	UpdatedAt        time.Time      `json:"updated_at"`
-	ExecutedAt       *time.Time     `json:"executed_at,omitempty"`
-	Result           string         `json:"result,omitempty"`
-	Actor            string         `json:"actor,omitempty"` // who approved/rejected/executed
-}
-
-// ProposalFilter selects proposals; zero values select everything.
-type ProposalFilter struct {
-	TicketID int64
-	Status   []string
-	Limit    int // <= 0: no limit
-}
-
 // AuditEntry is one row of the append-only audit log.
 type AuditEntry struct {
 	ID         int64           `json:"id"`
@@ -446,9 +354,9 @@ func queryAll[T any](ctx context.Context, db *sql.DB, what, q string, args []any
 
 // SetStatus moves a ticket to status if its current status is one of from
 // (empty from = any) and differs from status; it reports whether it moved,
-// and audits the move (event "status"). Moving to resolved also sets
-// ResolvedAt (prefer Resolve, which takes the time); moving away from
-// resolved clears it, and fails if another unresolved ticket has the key.
+// and audits the move (event "status"). A move the model does not allow
+// (ticketMoves) is an ErrIllegalMove and changes nothing. Moving to
+// resolved also sets ResolvedAt (prefer Resolve, which takes the time).
 func (s *Store) SetStatus(ctx context.Context, id int64, from []string, status, actor, note string) (bool, error) {
 	if !inSet(status, ticketStatuses) {
 		return false, fmt.Errorf("cannot set status of ticket %d: unknown status %q", id, status)
@@ -464,6 +372,9 @@ func (s *Store) SetStatus(ctx context.Context, id int64, from []string, status, 
 		}
 		if old == status || (len(from) > 0 && !inSet(old, from)) {
 			return nil
+		}
+		if err := checkMove(ticketMoves, "ticket", old, status); err != nil {
+			return err
 		}
 		now := s.now()
 		var resolvedAt any
@@ -521,6 +432,9 @@ func (s *Store) Resolve(ctx context.Context, id int64, actor, note string, now t
 		}
 		if old == StatusResolved {
 			return nil
+		}
+		if err := checkMove(ticketMoves, "ticket", old, StatusResolved); err != nil {
+			return err
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE tickets SET status = ?, resolved_at = ? WHERE id = ?`,
 			StatusResolved, micros(now), id); err != nil {
@@ -657,12 +571,13 @@ func (s *Store) Proposals(ctx context.Context, f ProposalFilter) ([]Proposal, er
 
 // Transition moves a proposal from one status to another atomically (UPDATE
 // ... WHERE id=? AND status=?), so two operators on one DB can never both
-// execute it. A non-empty actor or result replaces the stored one; entering
+// execute it. A move the model does not allow (proposalMoves) is an
+// ErrIllegalMove. A non-empty actor or result replaces the stored one; entering
 // executing sets ExecutedAt. The move is audited (event "proposal_status").
 // It reports whether the proposal moved; ErrNotFound when it does not exist.
 func (s *Store) Transition(ctx context.Context, id int64, from, to, actor, result string, now time.Time) (bool, error) {
-	if !inSet(to, proposalStatuses) {
-		return false, fmt.Errorf("cannot move proposal %d: unknown status %q", id, to)
+	if err := checkMove(proposalMoves, "proposal", from, to); err != nil {
+		return false, fmt.Errorf("cannot move proposal %d: %w", id, err)
 	}
 	var moved bool
 	err := s.tx(ctx, func(tx *sql.Tx) error {
