@@ -15,6 +15,7 @@ import (
 
 	"github.com/ratelimiter/ratelimiter/chaos"
 	"github.com/ratelimiter/ratelimiter/chaos/proxy"
+	"github.com/ratelimiter/ratelimiter/operator"
 )
 
 // childEnv marks a process this binary started to run one of its own
@@ -152,7 +153,8 @@ func chaosRun(c *cli.Context) error {
 		Cluster: chaos.ClusterConfig{
 			Command: selfCommand, NodeConfig: c.String("config"), Nodes: 3,
 			Operator: f.Operator, Subject: subj, Interval: c.Duration("interval"),
-			Load: c.Float64("load"), LoadKeys: 1000, LoadPrefix: "api:bg-",
+			Secrets: operator.ResolveSecrets(f.Operator, subj, os.Getenv),
+			Load:    c.Float64("load"), LoadKeys: 1000, LoadPrefix: "api:bg-",
 			Dir: dir, Log: slog.New(slog.NewJSONHandler(runLog, nil)),
 		},
 		Journal: journal, Timeline: timeline,

@@ -27,6 +27,7 @@ import (
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/operator"
 )
 
 // TestMain lets chaos and demo re-execute this test binary as the real
@@ -184,6 +185,7 @@ func TestChaosFaultsInjectAndRevert(t *testing.T) {
 	ctx := context.Background()
 	c, err := chaos.StartCluster(ctx, chaos.ClusterConfig{
 		Command: selfCommand, Nodes: 2, Operator: f.Operator, Subject: f.Subjects["ratelimiter"],
+		Secrets:  operator.ResolveSecrets(f.Operator, f.Subjects["ratelimiter"], os.Getenv),
 		Interval: time.Hour, // the operator ticks once: these faults are checked by hand
 		Dir:      t.TempDir(), Log: slog.New(slog.DiscardHandler),
 	})

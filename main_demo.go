@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ratelimiter/ratelimiter/chaos"
+	"github.com/ratelimiter/ratelimiter/operator"
 )
 
 const defaultTour = "node-kill,hot-key,redis-slow"
@@ -67,7 +68,8 @@ func demo(c *cli.Context) error {
 	cluster, err := chaos.StartCluster(c.Context, chaos.ClusterConfig{
 		Command: selfCommand, Nodes: 3, InProcessOK: true,
 		Operator: f.Operator, Subject: f.Subjects[f.Operator.Subject], Interval: time.Second,
-		Load: c.Float64("load"), LoadKeys: 1000, LoadPrefix: "api:bg-",
+		Secrets: operator.ResolveSecrets(f.Operator, f.Subjects[f.Operator.Subject], os.Getenv),
+		Load:    c.Float64("load"), LoadKeys: 1000, LoadPrefix: "api:bg-",
 		Dir: dir, Log: slog.New(slog.NewJSONHandler(runLog, nil)), StatusAddr: "127.0.0.1:0",
 	})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -130,7 +131,7 @@ func openOperator(c *cli.Context) (*operatorEnv, error) {
 	if env.store, err = operator.OpenStore(env.cfg.DB); err != nil {
 		return nil, fmt.Errorf("cannot open %s: %w", env.cfg.DB, err)
 	}
-	if env.op, err = operator.New(env.cfg, subj, env.urls, env.store, log, time.Now); err != nil {
+	if env.op, err = operator.New(env.cfg, subj, env.urls, env.store, operator.ResolveSecrets(env.cfg, subj, os.Getenv), log, time.Now); err != nil {
 		env.store.Close()
 		return nil, err
 	}

@@ -37,8 +37,9 @@ type ClusterConfig struct {
 	InProcessOK bool
 	Operator    operator.Config // the runner sets DB, Mode and Interval
 	Subject     operator.Subject
-	Interval    time.Duration // operator loop interval
-	Load        float64       // background checks per second over all nodes
+	Secrets     operator.Secrets // what Operator and Subject name by environment variable
+	Interval    time.Duration    // operator loop interval
+	Load        float64          // background checks per second over all nodes
 	LoadKeys    int
 	LoadPrefix  string
 	Dir         string // logs and the operator database
@@ -222,7 +223,7 @@ func (c *Cluster) startOperator(runCtx context.Context) error {
 		return fmt.Errorf("cannot open the operator database: %w", err)
 	}
 	c.Store = store
-	if c.Operator, err = operator.New(ocfg, c.cfg.Subject, c.URLs(), store, c.log, time.Now); err != nil {
+	if c.Operator, err = operator.New(ocfg, c.cfg.Subject, c.URLs(), store, c.cfg.Secrets, c.log, time.Now); err != nil {
 		return err
 	}
 	c.wg.Go(func() {

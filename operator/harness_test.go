@@ -89,7 +89,7 @@ func runChildOperator(raw string) {
 	if err != nil {
 		panic(err)
 	}
-	op, err := New(cfg, subj, []string{c.URL}, st, slog.New(slog.NewTextHandler(os.Stderr, nil)), time.Now)
+	op, err := New(cfg, subj, []string{c.URL}, st, ResolveSecrets(cfg, subj, os.Getenv), slog.New(slog.NewTextHandler(os.Stderr, nil)), time.Now)
 	if err != nil {
 		panic(err)
 	}
@@ -297,7 +297,7 @@ func newOp(t testing.TB, cfg Config, subj Subject, urls []string, now func() tim
 	}
 	t.Cleanup(func() { st.Close() })
 	logs := &nodetest.Buffer{}
-	op, err := New(cfg, subj, urls, st, nodetest.Logger(t, slog.LevelDebug, logs), now)
+	op, err := New(cfg, subj, urls, st, ResolveSecrets(cfg, subj, os.Getenv), nodetest.Logger(t, slog.LevelDebug, logs), now)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

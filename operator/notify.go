@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"time"
 
@@ -111,7 +110,7 @@ type notifier struct {
 	dropped *metrics.Counter
 }
 
-func newNotifier(cfg WebhookConfig, subject string, set *metrics.Set, log *slog.Logger) *notifier {
+func newNotifier(cfg WebhookConfig, token, subject string, set *metrics.Set, log *slog.Logger) *notifier {
 	if cfg.URL == "" {
 		return nil
 	}
@@ -120,9 +119,7 @@ func newNotifier(cfg WebhookConfig, subject string, set *metrics.Set, log *slog.
 		sent:    set.NewCounter(`ratelimiter_operator_notifications_total{result="sent"}`),
 		failed:  set.NewCounter(`ratelimiter_operator_notifications_total{result="failed"}`),
 		dropped: set.NewCounter(`ratelimiter_operator_notifications_total{result="dropped"}`)}
-	if cfg.TokenEnv != "" {
-		n.token = os.Getenv(cfg.TokenEnv)
-	}
+	n.token = token
 	return n
 }
 

@@ -128,7 +128,7 @@ func TestWebhookQueueBounded(t *testing.T) {
 	rcv.hold = make(chan struct{})
 	cfg := WebhookConfig{URL: srv.URL, Timeout: config.Duration{Duration: 5 * time.Second}, MaxAttempts: 1, QueueSize: 2}
 	set := metrics.NewSet()
-	n := newNotifier(cfg, "s", set, slog.New(slog.DiscardHandler))
+	n := newNotifier(cfg, "", "s", set, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); n.run(ctx) }()

@@ -78,9 +78,9 @@ func (b *background) done(ticket int64) {
 }
 
 // New prepares an operator. urls, when not empty, replace the subject's
-// base URLs (--subject-url). The subject's credentials are read from the
-// environment variable it names.
-func New(cfg Config, subj Subject, urls []string, store *Store, log *slog.Logger, now func() time.Time) (*Operator, error) {
+// base URLs (--subject-url). secrets are what the configuration names by
+// environment variable (ResolveSecrets).
+func New(cfg Config, subj Subject, urls []string, store *Store, secrets Secrets, log *slog.Logger, now func() time.Time) (*Operator, error) {
 	if len(urls) > 0 {
 		subj.BaseURLs = urls
 	}
@@ -110,14 +110,10 @@ func New(cfg Config, subj Subject, urls []string, store *Store, log *slog.Logger
 			o.unreachable = inv
 		}
 	}
-	o.notify = newNotifier(cfg.Webhook, cfg.Subject, o.metrics.set, o.log)
+	o.notify = newNotifier(cfg.Webhook, secrets.WebhookToken, cfg.Subject, o.metrics.set, o.log)
 	o.obs = newObserver(o.subj, subj.BaseURLs)
-	token := ""
-	if subj.CredentialsEnv != "" {
-		token = os.Getenv(subj.CredentialsEnv)
-	}
-	o.exec = newExecutor(o.subj, subj.BaseURLs, token, &http.Client{Timeout: subj.Timeout.Duration})
-	if err := o.chooseDiagnoser(); err != nil {
+	o.exec = newExecutor(o.subj, subj.BaseURLs, secrets.SubjectToken, &http.Client{Timeout: subj.Timeout.Duration})
+	if err := o.chooseDiagnoser(secrets.LLMKey); err != nil {
 		return nil, err
 	}
 	return o, nil
@@ -126,15 +122,14 @@ func New(cfg Config, subj Subject, urls []string, store *Store, log *slog.Logger
 // chooseDiagnoser sets up cfg.Diagnoser. A model diagnoser whose key is not
 // in the environment is replaced by the playbooks, with a note that Run
 // logs: a missing key must not stop the operator watching.
-func (o *Operator) chooseDiagnoser() error {
+func (o *Operator) chooseDiagnoser(key string) error {
 	rules := newRules(o.subj, o.eval.hist, o.now)
 	o.diag, o.diagName = rules, DiagnoserRules
 	if o.cfg.Diagnoser != DiagnoserLLM && o.cfg.Diagnoser != DiagnoserBoth {
 		return nil
 	}
-	key := ""
 	if env := o.cfg.LLM.APIKeyEnv; env != "" {
-		if key = os.Getenv(env); key == "" {
+		if key == "" {
 			o.diagNote = fmt.Sprintf("diagnoser %s asked for, but $%s is empty: diagnosing with the playbooks only", o.cfg.Diagnoser, env)
 			return nil
 		}
@@ -150,6 +145,32 @@ func (o *Operator) chooseDiagnoser() error {
 		o.diag = sideBySide{rules: rules, model: m}
 	}
 	return nil
+}
+
+// Secrets are the values the configuration names by environment variable:
+// the subject's credentials_env, llm.api_key_env and webhook.token_env.
+// main reads them (ResolveSecrets) and hands them to New, so the operator
+// never reads its environment and tests give it values directly.
+type Secrets struct {
+	SubjectToken string // bearer token for the subject's actions
+	LLMKey       string
+	WebhookToken string
+}
+
+// ResolveSecrets looks up the variables that cfg and subj name with getenv
+// (os.Getenv in main); an unnamed variable leaves its secret empty.
+func ResolveSecrets(cfg Config, subj Subject, getenv func(string) string) Secrets {
+	var s Secrets
+	if subj.CredentialsEnv != "" {
+		s.SubjectToken = getenv(subj.CredentialsEnv)
+	}
+	if cfg.LLM.APIKeyEnv != "" {
+		s.LLMKey = getenv(cfg.LLM.APIKeyEnv)
+	}
+	if cfg.Webhook.TokenEnv != "" {
+		s.WebhookToken = getenv(cfg.Webhook.TokenEnv)
+	}
+	return s
 }
 
 // Diagnoser is the diagnoser in use (rules, llm or both) and, when it is
