@@ -70,17 +70,33 @@ type llmDiagnoser struct {
 	waitWhy   string
 }
 
-func newLLMDiagnoser(o *Operator, apiKey string) (*llmDiagnoser, error) {
-	cfg := o.cfg.LLM
-	client, err := llm.New(llm.Config{Provider: cfg.Provider, BaseURL: cfg.BaseURL, Model: cfg.Model, APIKey: apiKey,
-		HTTP: &http.Client{}, Now: o.now})
+// llmDeps is what the model diagnoser uses of the operator: the subject
+// and its observer for the read tools, the store for tickets and the token
+// budget, the SLO figures, and the secrets the redactor must never let out.
+type llmDeps struct {
+	cfg          LLMConfig
+	subject      string // the subject's name
+	apiKey       string
+	subjectToken string
+	subj         *Subject
+	obs          *observer
+	store        *Store
+	slos         func(map[string]any) []SLOStatus
+	log          *slog.Logger
+	now          func() time.Time
+}
+
+func newLLMDiagnoser(d llmDeps) (*llmDiagnoser, error) {
+	cfg := d.cfg
+	client, err := llm.New(llm.Config{Provider: cfg.Provider, BaseURL: cfg.BaseURL, Model: cfg.Model, APIKey: d.apiKey,
+		HTTP: &http.Client{}, Now: d.now})
 	if err != nil {
 		return nil, fmt.Errorf("operator.llm: %w", err)
 	}
-	m := &llmDiagnoser{cfg: cfg, subject: o.cfg.Subject, client: client, subj: o.subj, obs: o.obs, store: o.store,
-		slos: o.SLOs, red: newRedactor(cfg.Redact, o.exec.token, apiKey), now: o.now, log: o.log,
+	m := &llmDiagnoser{cfg: cfg, subject: d.subject, client: client, subj: d.subj, obs: d.obs, store: d.store,
+		slos: d.slos, red: newRedactor(cfg.Redact, d.subjectToken, d.apiKey), now: d.now, log: d.log,
 		handlers: map[string]func(context.Context, json.RawMessage) (any, error){}}
-	m.system = fmt.Sprintf(systemPrompt, o.cfg.Subject)
+	m.system = fmt.Sprintf(systemPrompt, d.subject)
 	m.buildTools()
 	return m, nil
 }

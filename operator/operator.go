@@ -134,7 +134,8 @@ func (o *Operator) chooseDiagnoser(key string) error {
 			return nil
 		}
 	}
-	m, err := newLLMDiagnoser(o, key)
+	m, err := newLLMDiagnoser(llmDeps{cfg: o.cfg.LLM, subject: o.cfg.Subject, apiKey: key, subjectToken: o.exec.token,
+		subj: o.subj, obs: o.obs, store: o.store, slos: o.SLOs, log: o.log, now: o.now})
 	if err != nil {
 		return err
 	}
