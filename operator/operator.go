@@ -257,8 +257,11 @@ func (o *Operator) mode(ctx context.Context) string {
 	return o.cfg.Mode
 }
 
-// Tick is one pass of the loop: observe, evaluate, open or update tickets,
-// diagnose new ones, act by mode, verify, resolve what cleared.
+// Tick is one pass of the loop, in this order: observe the subject;
+// evaluate the invariants; open or update a ticket per violation (record),
+// which starts the diagnosis of a new one; verify executed actions, both
+// ways (verify); resolve the tickets whose violation cleared
+// (resolveCleared); act as the mode allows (act).
 func (o *Operator) Tick(ctx context.Context) error {
 	start := time.Now()
 	defer o.metrics.loop.UpdateDuration(start)
@@ -316,6 +319,13 @@ func (o *Operator) Tick(ctx context.Context) error {
 		if err := o.record(ctx, v, now, obs); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	// Verify before resolving (a cleared ticket's actions are verified by
+	// it) and both before acting: a ticket whose action failed its
+	// verification is escalated before anything else runs for it, and one
+	// whose violation cleared gets no further action.
+	if err := o.verify(ctx, active, now); err != nil {
+		errs = append(errs, err)
 	}
 	if err := o.resolveCleared(ctx, active, now); err != nil {
 		errs = append(errs, err)
@@ -502,25 +512,13 @@ func (o *Operator) resolveCleared(ctx context.Context, active map[string]bool, n
 		for _, p := range pending {
 			_, _ = o.store.Transition(ctx, p.ID, p.Status, ProposalSkipped, "operator", "the ticket resolved first", now)
 		}
-		succeeded, err := o.store.Proposals(ctx, ProposalFilter{TicketID: t.ID, Status: []string{ProposalSucceeded}})
-		if err != nil {
-			return err
-		}
-		for _, p := range succeeded {
-			if ok, _ := o.store.Transition(ctx, p.ID, ProposalSucceeded, ProposalVerified, "operator", "the violation cleared", now); ok {
-				o.metrics.action(ProposalVerified)
-			}
-		}
 	}
 	return nil
 }
 
-// act executes what the mode allows, and checks executed actions.
+// act executes what the mode allows.
 func (o *Operator) act(ctx context.Context, now time.Time) error {
 	mode := o.mode(ctx)
-	if err := o.verify(ctx, now); err != nil {
-		return err
-	}
 	if mode == ModeObserve {
 		return nil
 	}
@@ -665,15 +663,31 @@ func idempotencyKey(p Proposal) string {
 	return fmt.Sprintf("ratelimiter-operator-proposal-%d-%d", p.ID, p.CreatedAt.UnixMicro())
 }
 
-// verify fails executed actions whose violation did not clear in time:
-// the ticket is escalated as remediation_failed and nothing is retried.
-func (o *Operator) verify(ctx context.Context, now time.Time) error {
+// verify settles every executed action of a ticket, both ways: verified
+// when its ticket's violation no longer fires (active holds the firing and
+// held keys), verification_failed when it still fires VerifyWithin after
+// the action ran; the ticket is then escalated as remediation_failed and
+// nothing is retried. Until one or the other, the action waits.
+func (o *Operator) verify(ctx context.Context, active map[string]bool, now time.Time) error {
 	done, err := o.store.Proposals(ctx, ProposalFilter{Status: []string{ProposalSucceeded}})
 	if err != nil {
 		return err
 	}
 	for _, p := range done {
-		if p.ExecutedAt == nil || now.Sub(*p.ExecutedAt) < o.cfg.VerifyWithin.Duration || p.TicketID == 0 {
+		if p.TicketID == 0 {
+			continue // run by hand (operator act): no violation to clear
+		}
+		t, err := o.store.Ticket(ctx, p.TicketID)
+		if err != nil {
+			return err
+		}
+		if !active[t.Key] && t.Status != StatusResolved {
+			if ok, _ := o.store.Transition(ctx, p.ID, ProposalSucceeded, ProposalVerified, "operator", "the violation cleared", now); ok {
+				o.metrics.action(ProposalVerified)
+			}
+			continue
+		}
+		if p.ExecutedAt == nil || now.Sub(*p.ExecutedAt) < o.cfg.VerifyWithin.Duration {
 			continue
 		}
 		if ok, _ := o.store.Transition(ctx, p.ID, ProposalSucceeded, ProposalVerifyFailed, "operator",
