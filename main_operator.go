@@ -340,13 +340,7 @@ func ticketsCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				return env.print(ts, func(w io.Writer) {
-					fmt.Fprintln(w, "ID\tSTATUS\tSEVERITY\tKEY\tSEEN\tLAST\tMESSAGE")
-					for _, t := range ts {
-						fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", t.ID, t.Status, t.Severity, t.Key, t.Occurrences,
-							t.LastSeen.Local().Format(time.TimeOnly), t.Message)
-					}
-				})
+				return env.print(ts, func(w io.Writer) { operator.WriteTickets(w, ts) })
 			})},
 		{Name: "show", ArgsUsage: "ID", Flags: operatorFlags(), Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
 			id, err := argID(c)
@@ -366,34 +360,7 @@ func ticketsCommand() *cli.Command {
 				return err
 			}
 			return env.print(map[string]any{"ticket": t, "proposals": props, "audit": audit}, func(w io.Writer) {
-				fmt.Fprintf(w, "ticket %d\t%s\t%s\n%s\n", t.ID, t.Status, t.Key, t.Message)
-				fmt.Fprintf(w, "first seen %s, last seen %s, %d occurrences\n", t.FirstSeen.Local().Format(time.DateTime), t.LastSeen.Local().Format(time.DateTime), t.Occurrences)
-				if len(t.Diagnosis) > 0 {
-					var d operator.Diagnosis
-					_ = json.Unmarshal(t.Diagnosis, &d)
-					fmt.Fprintf(w, "\ndiagnosis (%s, confidence %.2f): %s\nroot cause: %s\n", d.Diagnoser, d.Confidence, d.Summary, d.RootCause)
-					if d.Error != "" {
-						fmt.Fprintf(w, "error: %s\n", d.Error)
-					}
-					if d.Turns > 0 {
-						fmt.Fprintf(w, "model: %d turns, %d tokens\n", d.Turns, d.Tokens)
-					}
-					for _, sub := range d.Diagnoses { // diagnoser both: each one's view
-						fmt.Fprintf(w, "  %s (confidence %.2f): %s\n", sub.Diagnoser, sub.Confidence, sub.Summary)
-						if sub.Error != "" {
-							fmt.Fprintf(w, "    error: %s\n", sub.Error)
-						}
-					}
-				}
-				fmt.Fprintln(w, "\nPROPOSAL\tACTION\tSTATUS\tPARAMS\tRESULT")
-				for _, p := range props {
-					b, _ := json.Marshal(p.Params)
-					fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", p.ID, p.Action, p.Status, b, p.Result)
-				}
-				fmt.Fprintln(w, "\nAT\tACTOR\tEVENT\tDETAIL")
-				for _, a := range audit {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", a.At.Local().Format(time.TimeOnly), a.Actor, a.Event, a.Detail)
-				}
+				operator.WriteTicket(w, t, props, audit)
 			})
 		})},
 		{Name: "resolve", ArgsUsage: "ID", Flags: operatorFlags(), Action: status(operator.StatusResolved, nil)},
@@ -430,13 +397,7 @@ func actionsCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				return env.print(ps, func(w io.Writer) {
-					fmt.Fprintln(w, "ID\tTICKET\tACTION\tRISK\tAPPROVAL\tSTATUS\tPARAMS")
-					for _, p := range ps {
-						b, _ := json.Marshal(p.Params)
-						fmt.Fprintf(w, "%d\t%d\t%s\t%s\t%v\t%s\t%s\n", p.ID, p.TicketID, p.Action, p.RiskLevel, p.RequiresApproval, p.Status, b)
-					}
-				})
+				return env.print(ps, func(w io.Writer) { operator.WriteProposals(w, ps) })
 			})},
 		{Name: "show", ArgsUsage: "ID", Flags: operatorFlags(), Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
 			id, err := argID(c)
@@ -447,11 +408,7 @@ func actionsCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return env.print(p, func(w io.Writer) {
-				b, _ := json.Marshal(p.Params)
-				fmt.Fprintf(w, "proposal %d\tticket %d\n%s %s\nstatus %s, risk %s, requires approval %v\nreason: %s\nresult: %s\n",
-					p.ID, p.TicketID, p.Action, b, p.Status, p.RiskLevel, p.RequiresApproval, p.Reason, p.Result)
-			})
+			return env.print(p, func(w io.Writer) { operator.WriteProposal(w, p) })
 		})},
 		{Name: "approve", ArgsUsage: "ID", Flags: operatorFlags(), Action: decide(operator.ProposalApproved)},
 		{Name: "reject", ArgsUsage: "ID", Flags: operatorFlags(), Action: decide(operator.ProposalRejected)},
