@@ -25,6 +25,29 @@ func compileExpr(src string) (*vm.Program, error) {
 	return expr.Compile(src, expr.AllowUndefinedVariables())
 }
 
+// programs holds expressions compiled once, by source, for the ones the
+// loop evaluates every tick (observations' expr, SLOs' expr). It is filled
+// at start and only read after. A source not in it, or one that did not
+// compile, is compiled at use, so its error surfaces where it always did.
+type programs map[string]*vm.Program
+
+func compilePrograms(srcs ...string) programs {
+	ps := programs{}
+	for _, src := range srcs {
+		if p, err := compileExpr(src); src != "" && err == nil {
+			ps[src] = p
+		}
+	}
+	return ps
+}
+
+func (ps programs) get(src string) (*vm.Program, error) {
+	if p, ok := ps[src]; ok {
+		return p, nil
+	}
+	return compileExpr(src)
+}
+
 // runExpr evaluates prog against env.
 func runExpr(prog *vm.Program, env map[string]any) (any, error) {
 	return expr.Run(prog, env)

@@ -20,10 +20,15 @@ type observer struct {
 	urls   []string
 	client *http.Client
 	good   atomic.Int32 // index of the base URL that last answered
+	progs  programs     // every observation's expr
 }
 
 func newObserver(subj *Subject, urls []string) *observer {
-	return &observer{subj: subj, urls: urls, client: &http.Client{Timeout: subj.Timeout.Duration}}
+	var srcs []string
+	for _, ob := range subj.Observations {
+		srcs = append(srcs, ob.Expr)
+	}
+	return &observer{subj: subj, urls: urls, client: &http.Client{Timeout: subj.Timeout.Duration}, progs: compilePrograms(srcs...)}
 }
 
 // observe reads every observation in order (a for_each or expr may use the
@@ -111,7 +116,7 @@ func (o *observer) one(ctx context.Context, ob Observation, seen map[string]any)
 	if err != nil || ob.Expr == "" {
 		return v, err
 	}
-	prog, err := compileExpr(ob.Expr)
+	prog, err := o.progs.get(ob.Expr)
 	if err != nil {
 		return nil, err
 	}

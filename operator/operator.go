@@ -25,9 +25,10 @@ type Operator struct {
 	now   func() time.Time
 	owner string // lease holder name
 
-	obs  *observer
-	eval *evaluator
-	diag Diagnoser
+	obs      *observer
+	sloProgs programs // every SLO's expr, compiled once
+	eval     *evaluator
+	diag     Diagnoser
 	// diagNote, when set, says why the configured diagnoser is not the one
 	// in use (no API key in the environment); Run says it at start.
 	diagNote string
@@ -112,6 +113,11 @@ func New(cfg Config, subj Subject, urls []string, store *Store, secrets Secrets,
 	}
 	o.notify = newNotifier(cfg.Webhook, secrets.WebhookToken, cfg.Subject, o.metrics.set, o.log)
 	o.obs = newObserver(o.subj, subj.BaseURLs)
+	var slos []string
+	for _, slo := range subj.SLOs {
+		slos = append(slos, slo.Expr)
+	}
+	o.sloProgs = compilePrograms(slos...)
 	o.exec = newExecutor(o.subj, subj.BaseURLs, secrets.SubjectToken, &http.Client{Timeout: subj.Timeout.Duration})
 	if err := o.chooseDiagnoser(secrets.LLMKey); err != nil {
 		return nil, err

@@ -29,7 +29,7 @@ func (o *Operator) SLOs(obs map[string]any) []SLOStatus {
 	out := make([]SLOStatus, 0, len(o.subj.SLOs))
 	for _, slo := range o.subj.SLOs {
 		st := SLOStatus{Name: slo.Name, Target: slo.Target, Unit: slo.Unit, Status: "unknown"}
-		v, err := evalNumber(slo.Expr, obs)
+		v, err := evalNumber(o.sloProgs, slo.Expr, obs)
 		if err != nil {
 			st.Error = err.Error()
 			out = append(out, st)
@@ -70,8 +70,8 @@ func (o *Operator) SLOs(obs map[string]any) []SLOStatus {
 	return out
 }
 
-func evalNumber(src string, env map[string]any) (float64, error) {
-	prog, err := compileExpr(src)
+func evalNumber(ps programs, src string, env map[string]any) (float64, error) {
+	prog, err := ps.get(src)
 	if err != nil {
 		return 0, err
 	}
