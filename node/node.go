@@ -103,7 +103,7 @@ func New(cfg Config, store Store, log *slog.Logger, now func() time.Time) (*Node
 		if cfg.RedisURL == "" {
 			n.store = NewMemoryStore(now)
 		} else {
-			rs, err := NewRedisStore(cfg.RedisURL, cfg.RedisPrefix, time.Second)
+			rs, err := NewRedisStore(cfg.RedisURL, cfg.RedisPrefix, setupTimeout(cfg.RedisTimeout.Duration))
 			if err != nil {
 				return nil, err
 			}
@@ -265,7 +265,13 @@ func (n *Node) every(ctx context.Context, d time.Duration, f func(context.Contex
 
 // mgmtTimeout bounds management calls, which may move more data than a
 // decision but must still never hang a loop.
-func (n *Node) mgmtTimeout() time.Duration { return max(20*n.cfg.RedisTimeout.Duration, time.Second) }
+func (n *Node) mgmtTimeout() time.Duration { return setupTimeout(n.cfg.RedisTimeout.Duration) }
+
+// setupTimeout bounds what may take longer than a decision but must never
+// hang: connecting to Redis (unless the URL's dial_timeout says otherwise)
+// and management calls. It follows redis_timeout: 20 × redis_timeout, at
+// least 1 s.
+func setupTimeout(redisTimeout time.Duration) time.Duration { return max(20*redisTimeout, time.Second) }
 
 // storeOK and storeFailed track whether the store answers. A failed
 // background call marks it disconnected at once. Failed decisions do once

@@ -150,19 +150,22 @@ func redactURL(raw string) string {
 
 // NewRedisStore prepares a store on the Redis at url. It does not connect:
 // the first Ping does, and Ping keeps retrying while Redis is away, so a node
-// can start before its Redis.
+// can start before its Redis. A dial (data servers and sentinels alike)
+// gives up after the URL's dial_timeout, or dialTimeout without one.
 func NewRedisStore(rawURL, prefix string, dialTimeout time.Duration) (*RedisStore, error) {
 	opt, err := ParseRedisURL(rawURL)
 	if err != nil {
 		return nil, err
 	}
 	opt.DisableCache = true
-	opt.Dialer.Timeout = dialTimeout
+	if opt.Dialer.Timeout == 0 { // the URL's dial_timeout wins
+		opt.Dialer.Timeout = dialTimeout
+	}
 	// rueidis dials sentinels with their own dialer, whose zero timeout
 	// would leave a node waiting on an unreachable sentinel for the OS's
 	// connect timeout (minutes).
-	opt.Sentinel.Dialer.Timeout = dialTimeout
-	opt.ConnWriteTimeout = max(dialTimeout, time.Second)
+	opt.Sentinel.Dialer.Timeout = opt.Dialer.Timeout
+	opt.ConnWriteTimeout = max(opt.Dialer.Timeout, time.Second)
 	if prefix == "" {
 		prefix = "rl"
 	}
