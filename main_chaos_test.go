@@ -26,6 +26,7 @@ import (
 	"github.com/ratelimiter/ratelimiter/chaos/proxy"
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/limiter"
 	"github.com/ratelimiter/ratelimiter/operator"
 )
@@ -266,7 +267,7 @@ func TestChaosFaultsInjectAndRevert(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: revert: %v", spec.Kind, err)
 		}
-		if err := eventually(5*time.Second, after); err != nil {
+		if err := testkit.Retry(5*time.Second, 50*time.Millisecond, after); err != nil {
 			t.Errorf("%s, reverted (%s): %v", spec.Kind, what, err)
 		}
 		if what2, err := fault.Revert(ctx); err != nil {
@@ -313,7 +314,7 @@ func TestChaosFaultsInjectAndRevert(t *testing.T) {
 			// At 200/s the flood reaches the key's limit of 100 in half a
 			// second; give a stalled machine up to 5 s. A flood that never
 			// starts, or misses the key, still fails.
-			return eventually(5*time.Second, func() error {
+			return testkit.Retry(5*time.Second, 50*time.Millisecond, func() error {
 				var cv struct{ Used int64 }
 				if err := getJSON("/api/v1/counters/user:flood-hot", &cv); err != nil {
 					return err
@@ -322,19 +323,6 @@ func TestChaosFaultsInjectAndRevert(t *testing.T) {
 			})
 		},
 		func() error { return nil })
-}
-
-// eventually calls check until it returns nil, every 50 ms for up to d,
-// and returns its last error.
-func eventually(d time.Duration, check func() error) error {
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // TestChaosRunWithModel plays node-kill with the LLM diagnoser against a
@@ -424,7 +412,7 @@ func TestChaosProxyCommand(t *testing.T) {
 		done <- run(ctx, []string{"ratelimiter", "chaos", "proxy", "--listen", listen, "--upstream", rs.Addr, "--api", api}, io.Discard, &stderr)
 	}()
 	var resp *http.Response
-	nodetest.WaitFor(t, 5*time.Second, "the proxy API", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the proxy API", func() bool {
 		req, _ := http.NewRequest("PUT", "http://"+api+"/faults/slow", strings.NewReader(`{"type":"latency","latency_ms":40}`))
 		var err error
 		resp, err = http.DefaultClient.Do(req)

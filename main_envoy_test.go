@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // The --grpc-listen and --envoy-config flags reach the node.
@@ -26,7 +27,7 @@ func TestRunNodeEnvoyFlags(t *testing.T) {
 	}
 	addr, grpcAddr := nodetest.FreeAddr(t), nodetest.FreeAddr(t)
 	stop := startNodeCLI(t, "--listen", addr, "--node-id", "envoy", "--grpc-listen", grpcAddr, "--envoy-config", dir)
-	nodetest.WaitFor(t, 5*time.Second, "the node to serve on "+addr, func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the node to serve on "+addr, func() bool {
 		r, err := http.Get("http://" + addr + "/health")
 		if err != nil {
 			return false

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // TestNodeManagementFlags runs `ratelimiter node --management-listen
@@ -36,7 +37,7 @@ func TestNodeManagementFlags(t *testing.T) {
 		r.Body.Close()
 		return r.StatusCode
 	}
-	nodetest.WaitFor(t, 5*time.Second, "the node to serve on "+mgmt, func() bool { return get("http://"+mgmt+"/health", false) == 200 })
+	testkit.WaitFor(t, 5*time.Second, "the node to serve on "+mgmt, func() bool { return get("http://"+mgmt+"/health", false) == 200 })
 	for _, c := range []struct {
 		url  string
 		auth bool

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // TestHealth probes a real node while it serves and while it drains, a
@@ -46,7 +47,7 @@ func TestHealth(t *testing.T) {
 	if resp.StatusCode/100 != 2 {
 		t.Fatalf("POST drain: status %d", resp.StatusCode)
 	}
-	nodetest.WaitFor(t, 5*time.Second, "the node to report draining", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the node to report draining", func() bool {
 		r, err := http.Get(n.URL + "/health")
 		if err != nil {
 			return false

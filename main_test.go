@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/node"
 )
 
@@ -90,7 +91,7 @@ func TestRunNode(t *testing.T) {
 	addr := nodetest.FreeAddr(t)
 	stop := startNodeCLI(t, "--listen", addr, "--node-id", "inproc")
 	var resp *http.Response
-	nodetest.WaitFor(t, 5*time.Second, "the node to serve on "+addr, func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the node to serve on "+addr, func() bool {
 		r, err := http.Post("http://"+addr+"/api/v1/check", "application/json", strings.NewReader(`{"key":"user:1"}`))
 		if err != nil {
 			return false

@@ -16,6 +16,7 @@ import (
 	"github.com/ratelimiter/ratelimiter/config"
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
@@ -433,7 +434,7 @@ func postBlock(base, key string) error {
 func waitBlocked(t *testing.T, base, key string) {
 	t.Helper()
 	client := &http.Client{Timeout: time.Second}
-	nodetest.WaitFor(t, 3*time.Second, fmt.Sprintf("%s to list %q as blocked", base, key), func() bool {
+	testkit.WaitFor(t, 3*time.Second, fmt.Sprintf("%s to list %q as blocked", base, key), func() bool {
 		resp, err := client.Get(base + "/api/v1/blocks")
 		if err != nil {
 			return false

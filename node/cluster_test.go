@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // These tests run several nodes on one real redis-server and check what the
@@ -94,20 +96,6 @@ func tryCheck(base, key string) (checkResult, int, error) {
 	return r, status, nil
 }
 
-// pollFor evaluates cond every interval until it holds and returns how long
-// after start that was, or -1 if it did not hold by start+timeout.
-func pollFor(start time.Time, timeout, interval time.Duration, cond func() bool) time.Duration {
-	for {
-		if cond() {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			return -1
-		}
-		time.Sleep(interval)
-	}
-}
-
 // limitsOn reads GET /api/v1/limits (with deleted ones when asked) by pattern.
 func limitsOn(t *testing.T, base string, deleted bool) map[string]apiLimit {
 	t.Helper()
@@ -187,7 +175,7 @@ func expectApplied(t *testing.T, what string, start time.Time, nodes []*testNode
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			took[i] = pollFor(start, 3*propagationBound, 5*time.Millisecond, func() bool { return cond(n.URL) })
+			took[i] = testkit.PollSince(start, 3*propagationBound, 5*time.Millisecond, func() bool { return cond(n.URL) })
 		}()
 	}
 	wg.Wait()
@@ -332,7 +320,7 @@ func testLimitHistoryAndRollback(t *testing.T, red backend) {
 	}
 	verify("POST answer", changed)
 	verify("GET on a", limitsOn(t, a.URL, false)[pattern])
-	waitFor(t, propagationBound, "the change on b", func() bool { return limitsOn(t, b.URL, false)[pattern].MaxRequests == 20 })
+	testkit.WaitFor(t, propagationBound, "the change on b", func() bool { return limitsOn(t, b.URL, false)[pattern].MaxRequests == 20 })
 	verify("GET on b", limitsOn(t, b.URL, false)[pattern])
 	if r, _ := check(t, b.URL, "fw:hist", 1); r.Policy != pattern || r.Limit != 20 {
 		t.Errorf("check on b after the change = policy %q limit %d; want %q 20", r.Policy, r.Limit, pattern)
@@ -442,7 +430,7 @@ func testConcurrentClientsAdmitExactlyTheLimit(t *testing.T, red backend) {
 	mustCall(t, "POST", nodes[0].URL+"/api/v1/limits",
 		fmt.Sprintf(`{"key_pattern":"race:*","max_requests":%d,"window_seconds":60,"algorithm":"sliding_log"}`, limit), http.StatusCreated, nil)
 	for _, n := range nodes {
-		waitFor(t, propagationBound, "race:* on node "+n.ID(), func() bool {
+		testkit.WaitFor(t, propagationBound, "race:* on node "+n.ID(), func() bool {
 			c := counterOn(t, n.URL, "race:probe")
 			return c.Policy == "race:*" && c.Limit == limit
 		})

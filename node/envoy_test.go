@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // envoyNode is a node serving gRPC on a real Redis, its store and node
@@ -434,9 +435,9 @@ descriptors:
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("draining node answered %v; want Unavailable", err)
 	}
-	waitFor(t, 2*time.Second, "health NOT_SERVING while draining", func() bool { return serving() == healthpb.HealthCheckResponse_NOT_SERVING })
+	testkit.WaitFor(t, 2*time.Second, "health NOT_SERVING while draining", func() bool { return serving() == healthpb.HealthCheckResponse_NOT_SERVING })
 	mustCall(t, "DELETE", n.URL+"/api/v1/nodes/a/drain", "", http.StatusOK, nil)
-	waitFor(t, 2*time.Second, "health SERVING after the drain", func() bool { return serving() == healthpb.HealthCheckResponse_SERVING })
+	testkit.WaitFor(t, 2*time.Second, "health SERVING after the drain", func() bool { return serving() == healthpb.HealthCheckResponse_SERVING })
 }
 
 // A Redis outage answers by failure_mode within redis_timeout, never as a
@@ -533,7 +534,7 @@ descriptors:
     rate_limit: {unit: hour, requests_per_unit: 7}
 `)
 	for _, n := range []*envoyNode{a, b} {
-		took := waitFor(t, 2*time.Second, "reload on "+n.ID(), func() bool { return limitOf(n, "k=probe") == 7 })
+		took := testkit.WaitFor(t, 2*time.Second, "reload on "+n.ID(), func() bool { return limitOf(n, "k=probe") == 7 })
 		t.Logf("%s reloaded within %v", n.ID(), took.Round(time.Millisecond))
 	}
 	// Both nodes count on the same key.
@@ -552,7 +553,7 @@ descriptors:
       unit: fortnight
       requests_per_unit: 1
 `)
-	waitFor(t, 3*time.Second, "reload error counted", func() bool {
+	testkit.WaitFor(t, 3*time.Second, "reload error counted", func() bool {
 		return metricValue(t, a.URL, `ratelimiter_config_reload_errors_total{node_id="a"}`) == errsBefore+1
 	})
 	if got := limitOf(a, "k=probe2"); got != 7 {
@@ -570,7 +571,7 @@ descriptors:
   - key: x
     rate_limit: {unit: day, requests_per_unit: 2}
 `)
-	waitFor(t, 2*time.Second, "fixed file applied", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "fixed file applied", func() bool {
 		return a.ask(t, "other", 0, desc("x=1")).Statuses[0].GetCurrentLimit().GetRequestsPerUnit() == 2
 	})
 	close(stop)

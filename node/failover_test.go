@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // These tests SIGKILL a Redis master (or a Sentinel-managed primary) under
@@ -290,7 +291,7 @@ func expectExact(t *testing.T, nodes []*testNode, key string, limit int64) {
 func expectConnected(t *testing.T, nodes []*testNode) {
 	t.Helper()
 	for _, n := range nodes {
-		waitFor(t, 3*time.Second, "registry on "+n.ID()+" all healthy and connected", func() bool {
+		testkit.WaitFor(t, 3*time.Second, "registry on "+n.ID()+" all healthy and connected", func() bool {
 			view, src, err := tryNodes(n.URL)
 			if err != nil || src != "store" || len(view) != len(nodes) {
 				return false

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // These tests break things for real: a node process killed or terminated,
@@ -29,7 +30,7 @@ const (
 func testKilledNodeTurnsUnhealthy(t *testing.T, red backend) {
 	a := startNode(t, testConfig("a", red), nil, nil)
 	k := startChild(t, testConfig("k", red))
-	waitFor(t, 5*time.Second, "node k healthy in a's registry", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "node k healthy in a's registry", func() bool {
 		nodes, _, err := tryNodes(a.URL)
 		return err == nil && nodes["k"].State == stateHealthy
 	})
@@ -42,7 +43,7 @@ func testKilledNodeTurnsUnhealthy(t *testing.T, red backend) {
 		t.Fatal(err)
 	}
 	var last apiNode
-	took := pollFor(start, unhealthyBound, 20*time.Millisecond, func() bool {
+	took := testkit.PollSince(start, unhealthyBound, 20*time.Millisecond, func() bool {
 		nodes, _, err := tryNodes(a.URL)
 		last = nodes["k"]
 		return err == nil && last.State == stateUnhealthy
@@ -62,7 +63,7 @@ func testKilledNodeTurnsUnhealthy(t *testing.T, red backend) {
 func testTerminatedNodeDeregisters(t *testing.T, red backend) {
 	a := startNode(t, testConfig("a", red), nil, nil)
 	k := startChild(t, testConfig("k", red))
-	waitFor(t, 5*time.Second, "node k healthy in a's registry", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "node k healthy in a's registry", func() bool {
 		nodes, _, err := tryNodes(a.URL)
 		return err == nil && nodes["k"].State == stateHealthy
 	})
@@ -74,7 +75,7 @@ func testTerminatedNodeDeregisters(t *testing.T, red backend) {
 	exited := make(chan error, 1)
 	go func() { exited <- k.cmd.Wait() }()
 	var nodes map[string]apiNode
-	took := pollFor(start, 3*time.Second, 10*time.Millisecond, func() bool {
+	took := testkit.PollSince(start, 3*time.Second, 10*time.Millisecond, func() bool {
 		var err error
 		nodes, _, err = tryNodes(a.URL)
 		_, present := nodes["k"]
@@ -117,7 +118,7 @@ func testDrainThroughAnotherNode(t *testing.T, red backend) {
 	if info.ID != "b" || !info.Draining {
 		t.Errorf("POST /api/v1/nodes/b/drain answered %+v; want b draining", info)
 	}
-	took := pollFor(start, 3*time.Second, 5*time.Millisecond, func() bool {
+	took := testkit.PollSince(start, 3*time.Second, 5*time.Millisecond, func() bool {
 		_, status, err := tryCheck(b.URL, "drain:1")
 		return err == nil && status == http.StatusServiceUnavailable
 	})
@@ -169,7 +170,7 @@ func testDrainThroughAnotherNode(t *testing.T, red backend) {
 
 	start = time.Now()
 	mustCall(t, "DELETE", a.URL+"/api/v1/nodes/b/drain", "", http.StatusOK, &info)
-	took = pollFor(start, 3*time.Second, 5*time.Millisecond, func() bool {
+	took = testkit.PollSince(start, 3*time.Second, 5*time.Millisecond, func() bool {
 		_, status, err := tryCheck(b.URL, "drain:1")
 		hs, _, _, herr := send("GET", b.URL+"/health", "")
 		return err == nil && status == http.StatusOK && herr == nil && hs == http.StatusOK
@@ -249,7 +250,7 @@ func TestRedisOutage(t *testing.T) {
 
 	var self apiNode
 	var source string
-	disconnected := pollFor(downFrom, 5*time.Second, 20*time.Millisecond, func() bool {
+	disconnected := testkit.PollSince(downFrom, 5*time.Second, 20*time.Millisecond, func() bool {
 		nodes, src, err := tryNodes(n.URL)
 		self, source = nodes["a"], src
 		return err == nil && self.ID == "a" && !self.RedisConnected

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // TestNodesWithoutStore checks that any node still answers for the whole
@@ -18,12 +19,12 @@ func TestNodesWithoutStore(t *testing.T) {
 		Source string `json:"source"`
 	}
 	var v view
-	waitFor(t, 3*time.Second, "both nodes registered", func() bool {
+	testkit.WaitFor(t, 3*time.Second, "both nodes registered", func() bool {
 		call(t, "GET", a.URL+"/api/v1/nodes", "", &v)
 		return len(v.Nodes) == 2
 	})
 	srv.Kill()
-	waitFor(t, 3*time.Second, "a view pieced together from the peers", func() bool {
+	testkit.WaitFor(t, 3*time.Second, "a view pieced together from the peers", func() bool {
 		call(t, "GET", a.URL+"/api/v1/nodes", "", &v)
 		if v.Source != "peers" || len(v.Nodes) != 2 {
 			return false

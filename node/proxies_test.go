@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/internal/proxytest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
@@ -262,7 +263,7 @@ func TestNginx(t *testing.T) {
 
 	// Drain a: every check goes to b, and no client sees an error.
 	call(t, "POST", pc.a.URL+"/api/v1/nodes/a/drain", "", nil)
-	waitFor(t, 5*time.Second, "node a draining", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "node a draining", func() bool {
 		resp, err := http.Get(pc.a.URL + "/health")
 		if err != nil {
 			return false
@@ -301,7 +302,7 @@ func TestCaddy(t *testing.T) {
 	call(t, "POST", pc.a.URL+"/api/v1/nodes/a/drain", "", nil)
 	probe := clientFrom("127.0.0.9")
 	ok := 0
-	waitFor(t, 10*time.Second, "Caddy to skip the drained node", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "Caddy to skip the drained node", func() bool {
 		if sendVia(t, probe, "GET", url, "").status == 200 {
 			ok++
 		} else {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // mutedHeartbeats is a store whose heartbeats (and deregistration) fail
@@ -51,7 +52,7 @@ func TestStaleHeartbeatOfALiveNode(t *testing.T) {
 	store.muted.Store(true)
 	cfg := testConfig("b", srv)
 	stale := time.Now().Add(cfg.UnhealthyAfter.Duration + 2*cfg.HeartbeatInterval.Duration)
-	waitFor(t, 5*time.Second, "b reported disconnected by a", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "b reported disconnected by a", func() bool {
 		nodes, _, err := tryNodes(a.URL)
 		return err == nil && !nodes["b"].RedisConnected
 	})
@@ -60,7 +61,7 @@ func TestStaleHeartbeatOfALiveNode(t *testing.T) {
 	// can miss, so the answer is polled rather than read once.
 	var got apiNode
 	var src string
-	if !eventually(3*time.Second, func() bool {
+	if !testkit.Eventually(3*time.Second, func() bool {
 		nodes, s, err := tryNodes(a.URL)
 		got, src = nodes["b"], s
 		return err == nil && src == "store" && got.State == stateHealthy && !got.RedisConnected && got.HeartbeatAgeMs >= cfg.UnhealthyAfter.Milliseconds()
@@ -70,7 +71,7 @@ func TestStaleHeartbeatOfALiveNode(t *testing.T) {
 	}
 
 	b.stop()
-	if !eventually(3*time.Second, func() bool {
+	if !testkit.Eventually(3*time.Second, func() bool {
 		nodes, _, err := tryNodes(a.URL)
 		got = nodes["b"]
 		return err == nil && got.State == stateUnhealthy

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ratelimiter/ratelimiter/internal/nodetest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // TestModelDiagnosisBesideTheLoop: while a model takes its time (here,
@@ -39,7 +39,7 @@ func TestModelDiagnosisBesideTheLoop(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 	}()
-	nodetest.WaitFor(t, 10*time.Second, "a ticket diagnosing", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "a ticket diagnosing", func() bool {
 		ts := e.tickets(t)
 		return len(ts) == 1 && ts[0].Status == StatusDiagnosing
 	})
@@ -59,7 +59,7 @@ func TestModelDiagnosisBesideTheLoop(t *testing.T) {
 		t.Fatalf("ticket before the answer: %s with diagnosis %s; want diagnosing, none yet", ts[0].Status, ts[0].Diagnosis)
 	}
 	free()
-	nodetest.WaitFor(t, 10*time.Second, "the model's diagnosis", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the model's diagnosis", func() bool {
 		ts := e.tickets(t)
 		return ts[0].Status == StatusDiagnosed && len(ts[0].Diagnosis) > 0
 	})

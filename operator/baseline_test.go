@@ -13,6 +13,7 @@ import (
 
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
@@ -86,7 +87,7 @@ func TestFloodWithoutRecentChangeIsSurge(t *testing.T) {
 // rate counts complete seconds only).
 func waitBlocked(t *testing.T, e *opEnv, pct float64) {
 	t.Helper()
-	nodetest.WaitFor(t, 5*time.Second, fmt.Sprintf("a blocked rate of %v%%", pct), func() bool {
+	testkit.WaitFor(t, 5*time.Second, fmt.Sprintf("a blocked rate of %v%%", pct), func() bool {
 		obs, err := e.op.Observe(context.Background())
 		if err != nil {
 			return false
@@ -146,7 +147,7 @@ func TestTighteningDeniesTenPercentCaught(t *testing.T) {
 	// samples it.
 	// The node's 9 s window fills with the steady load, and the operator's
 	// latest sample (one per 5 s) shows it full.
-	nodetest.WaitFor(t, 25*time.Second, "a sample of a full window of steady load", func() bool {
+	testkit.WaitFor(t, 25*time.Second, "a sample of a full window of steady load", func() bool {
 		e.tick(t)
 		obs := e.op.eval.hist.at(clk.Now())
 		list, _ := obs["node_metrics"].([]any)

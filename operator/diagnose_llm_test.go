@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ratelimiter/ratelimiter/internal/nodetest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/operator/llm/llmtest"
 )
 
@@ -875,7 +875,7 @@ func TestLLMNoKey(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.op.Run(ctx) }()
-	nodetest.WaitFor(t, 5*time.Second, "the warning", func() bool { return strings.Contains(e.logs.String(), "$OPERATOR_TEST_UNSET_LLM_KEY is empty") })
+	testkit.WaitFor(t, 5*time.Second, "the warning", func() bool { return strings.Contains(e.logs.String(), "$OPERATOR_TEST_UNSET_LLM_KEY is empty") })
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run = %v", err)
@@ -928,7 +928,7 @@ func TestLLMPromptInjectedKeyCannotDrain(t *testing.T) {
 		t.Fatalf("flood: %d of 200 denied; want at least 150 (limit 10)", denied)
 	}
 	var tk Ticket
-	nodetest.WaitFor(t, 10*time.Second, "the hot_key ticket", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "the hot_key ticket", func() bool {
 		e.tick(t)
 		ts := e.withKey(t, "hot_key:"+key)
 		if len(ts) > 0 {

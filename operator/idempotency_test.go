@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ratelimiter/ratelimiter/internal/nodetest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // TestRetryAfterLostAnswerAppliesOnce: the first node applies the action
@@ -73,7 +73,7 @@ func TestRetryAfterLostAnswerAppliesOnce(t *testing.T) {
 		} `json:"previous"`
 	}
 	var got limit
-	nodetest.WaitFor(t, 5*time.Second, "hot:* rolled back on b", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "hot:* rolled back on b", func() bool {
 		var doc struct{ Limits []limit }
 		_, body := httpDo(t, "GET", b.URL+"/api/v1/limits", "")
 		_ = json.Unmarshal(body, &doc)

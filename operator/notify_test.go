@@ -14,7 +14,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/ratelimiter/ratelimiter/config"
-	"github.com/ratelimiter/ratelimiter/internal/nodetest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // receiver is a real HTTP webhook receiver: it keeps every body, and
@@ -146,7 +146,7 @@ func TestWebhookQueueBounded(t *testing.T) {
 		t.Errorf("dropped %d; want 2 (queue_size 2, 4 queued behind one in flight)", got)
 	}
 	close(rcv.hold)
-	nodetest.WaitFor(t, 5*time.Second, "the queued notifications sent", func() bool { return n.sent.Get() == 3 })
+	testkit.WaitFor(t, 5*time.Second, "the queued notifications sent", func() bool { return n.sent.Get() == 3 })
 	cancel()
 	<-done
 }

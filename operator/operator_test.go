@@ -16,6 +16,7 @@ import (
 	"github.com/ratelimiter/ratelimiter/config"
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
@@ -33,7 +34,7 @@ func startCluster(t *testing.T, n int) (*redistest.Server, []*nodetest.Node) {
 // waitSeen waits until the operator observes want nodes, all healthy.
 func waitSeen(t *testing.T, e *opEnv, want int) {
 	t.Helper()
-	nodetest.WaitFor(t, 10*time.Second, fmt.Sprintf("%d healthy nodes", want), func() bool {
+	testkit.WaitFor(t, 10*time.Second, fmt.Sprintf("%d healthy nodes", want), func() bool {
 		obs, err := e.op.Observe(context.Background())
 		if err != nil {
 			return false
@@ -95,7 +96,7 @@ func TestNodeKilledOpensNodeDown(t *testing.T) {
 	killed := time.Now()
 	victim.Kill(t)
 	bound := victimCfg.UnhealthyAfter.Duration + victimCfg.HeartbeatInterval.Duration + grace + 2*cfg.Interval.Duration + slack
-	took := nodetest.WaitFor(t, 15*time.Second, "a node_down:n1 ticket", func() bool { return len(e.withKey(t, "node_down:n1")) > 0 })
+	took := testkit.WaitFor(t, 15*time.Second, "a node_down:n1 ticket", func() bool { return len(e.withKey(t, "node_down:n1")) > 0 })
 	t.Logf("node_down:n1 opened %v after SIGKILL (bound: unhealthy_after %v + heartbeat %v + grace %v + 2 intervals of %v + slack %v = %v)",
 		took, victimCfg.UnhealthyAfter.Duration, victimCfg.HeartbeatInterval.Duration, grace, cfg.Interval.Duration, slack, bound)
 	if took > bound {
@@ -104,7 +105,7 @@ func TestNodeKilledOpensNodeDown(t *testing.T) {
 	tk := e.withKey(t, "node_down:n1")[0]
 	// The loop diagnoses and proposes right after opening, in later
 	// transactions.
-	nodetest.WaitFor(t, 2*time.Second, "the node_down proposal", func() bool { return len(e.proposals(t, tk.ID)) > 0 })
+	testkit.WaitFor(t, 2*time.Second, "the node_down proposal", func() bool { return len(e.proposals(t, tk.ID)) > 0 })
 	tk, _ = e.store.Ticket(context.Background(), tk.ID)
 	if tk.Severity != "critical" || tk.Entity != "n1" || !strings.Contains(tk.Message, "Node n1") || !strings.Contains(tk.Message, "unhealthy") {
 		t.Errorf("ticket = %+v; want a critical node_down for n1 with the shipped message", tk)
@@ -133,7 +134,7 @@ func TestNodeKilledOpensNodeDown(t *testing.T) {
 	// lower bound counts from before the start, the earliest the node can
 	// have heartbeated, so a slow start-up cannot make a correct
 	// keep_firing_for look too short either.
-	took = nodetest.WaitFor(t, 15*time.Second, "node_down:n1 resolved", func() bool {
+	took = testkit.WaitFor(t, 15*time.Second, "node_down:n1 resolved", func() bool {
 		ts := e.withKey(t, "node_down:n1")
 		return len(ts) == 1 && ts[0].Status == StatusResolved
 	})
@@ -265,7 +266,7 @@ func TestHotKeyAutoBlocks(t *testing.T) {
 	if got := blocks(t, a.URL); !slices.Contains(got, key) {
 		t.Fatalf("GET /api/v1/blocks on a = %v; want %s", got, key)
 	}
-	nodetest.WaitFor(t, 5*time.Second, "the block synced to b", func() bool { return slices.Contains(blocks(t, b.URL), key) })
+	testkit.WaitFor(t, 5*time.Second, "the block synced to b", func() bool { return slices.Contains(blocks(t, b.URL), key) })
 	if status, body := httpDo(t, "POST", b.URL+"/api/v1/check", `{"key":"`+key+`"}`); status != http.StatusTooManyRequests {
 		t.Errorf("check on the blocked key: HTTP %d %s; want 429", status, body)
 	}
@@ -491,7 +492,7 @@ func TestRestartMidGraceKeepsTimer(t *testing.T) {
 	}
 	const key = "hot:restart"
 	flood(t, a.URL, key, 200)
-	nodetest.WaitFor(t, 5*time.Second, key+" hot", func() bool { return slices.Contains(hotKeys(t, a.URL), key) })
+	testkit.WaitFor(t, 5*time.Second, key+" hot", func() bool { return slices.Contains(hotKeys(t, a.URL), key) })
 	k := "hot_key:" + key
 
 	clk := nodetest.NewClock()
@@ -773,7 +774,7 @@ func TestTwoOperatorsOneDB(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- first.op.Run(ctx) }()
-	nodetest.WaitFor(t, 5*time.Second, "the first operator's loop", func() bool { n, _ := q.statuses(); return n >= 2 })
+	testkit.WaitFor(t, 5*time.Second, "the first operator's loop", func() bool { n, _ := q.statuses(); return n >= 2 })
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 2*time.Second)
 	err := second.op.Run(ctx2)
 	cancel2()
@@ -890,7 +891,7 @@ func TestTwoOperatorProcessesOneDB(t *testing.T) {
 	q := startQueue(t, map[string]bool{"w1": false})
 	cfg, subj := queueSubject(t)
 	startChildOperator(t, childOp{DB: cfg.DB, URL: q.URL})
-	nodetest.WaitFor(t, 10*time.Second, "the child operator's loop", func() bool { n, _ := q.statuses(); return n >= 2 })
+	testkit.WaitFor(t, 10*time.Second, "the child operator's loop", func() bool { n, _ := q.statuses(); return n >= 2 })
 	e := newOp(t, cfg, subj, []string{q.URL}, time.Now)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -915,7 +916,7 @@ func TestOperatorSIGKILLedMidGrace(t *testing.T) {
 	subj.Invariants[0].GracePeriod.Duration = grace
 	cfg.Mode = ModeObserve
 	child := startChildOperator(t, childOp{DB: cfg.DB, URL: q.URL, Grace: grace})
-	nodetest.WaitFor(t, 10*time.Second, "the child operator's loop", func() bool { n, _ := q.statuses(); return n >= 1 })
+	testkit.WaitFor(t, 10*time.Second, "the child operator's loop", func() bool { n, _ := q.statuses(); return n >= 1 })
 	_, first := q.statuses()
 	time.Sleep(time.Until(first.Add(grace / 2)))
 	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
@@ -1026,7 +1027,7 @@ func TestBadLimitChangeRolledBack(t *testing.T) {
 		t.Fatalf("%d of 120 denied under a limit of 1; want most", denied)
 	}
 	// The node's rate counts complete seconds only.
-	nodetest.WaitFor(t, 5*time.Second, "the node's blocked rate", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the node's blocked rate", func() bool {
 		obs, err := e.op.Observe(context.Background())
 		if err != nil {
 			return false

@@ -23,6 +23,7 @@ import (
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 	"github.com/ratelimiter/ratelimiter/internal/promtest"
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/loadgen"
 )
 
@@ -78,7 +79,7 @@ func TestPrometheusObservations(t *testing.T) {
 	// Wait for the scrape that saw the last request, then read once more:
 	// the rate and the quantile must come from the same observation.
 	var obs map[string]any
-	nodetest.WaitFor(t, 10*time.Second, "Prometheus to hold every decision", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "Prometheus to hold every decision", func() bool {
 		var err error
 		if obs, err = env.op.Observe(context.Background()); err != nil {
 			t.Fatalf("Observe: %v", err)

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ratelimiter/ratelimiter/internal/nodetest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // TestHighRiskNeedsApprovalByDefault: a high-risk action waits for approval
@@ -168,7 +168,7 @@ func TestDrainStuckHonoursUntil(t *testing.T) {
 	if st, body := httpDo(t, "POST", a.URL+"/api/v1/nodes/n2/drain", `{"by":"deploy-bot","reason":"deploy 42"}`, auth...); st != 200 {
 		t.Fatalf("drain n2: %d %s", st, body)
 	}
-	nodetest.WaitFor(t, 5*time.Second, "both drains seen", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "both drains seen", func() bool {
 		obs, err := e.op.Observe(context.Background())
 		if err != nil {
 			return false

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ratelimiter/ratelimiter/config"
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/limiter"
 	"github.com/ratelimiter/ratelimiter/node"
 )
@@ -86,7 +87,7 @@ func (n *Node) Stop() {
 
 func waitHealth(t testing.TB, base string) {
 	t.Helper()
-	WaitFor(t, 5*time.Second, base+" serving", func() bool {
+	testkit.WaitFor(t, 5*time.Second, base+" serving", func() bool {
 		resp, err := http.Get(base + "/health")
 		if err != nil {
 			return false
@@ -120,22 +121,6 @@ func WaitLimits(t testing.TB, base string, limits []limiter.Limit) {
 		}
 	}
 	t.Fatalf("%s did not serve its limits within 5s; last answer: %s", base, last)
-}
-
-// WaitFor polls cond every 20 ms until it holds or timeout passes, and
-// returns how long that took.
-func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		if cond() {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // RunUntil runs run until cond holds (polled every 10 ms), then cancels

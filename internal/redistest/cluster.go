@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // ClusterNodeTimeout is the cluster-node-timeout of StartCluster: how long a
@@ -90,22 +92,7 @@ func (c *Cluster) Client(t testing.TB) rueidis.Client {
 // is up: the state in which a further failover can succeed.
 func (c *Cluster) WaitOK(t testing.TB, timeout time.Duration) {
 	t.Helper()
-	waitUntil(t, timeout, "cluster ready", c.ok)
-}
-
-// waitUntil polls cond until it returns nil, failing the test with cond's
-// last complaint after timeout.
-func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() error) {
-	t.Helper()
-	var why error
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if why = cond(); why == nil {
-			return
-		}
-		time.Sleep(clusterPoll)
-	}
-	t.Fatalf("redistest: %s: not within %v: %v", what, timeout, why)
+	testkit.WaitUntil(t, timeout, clusterPoll, "redistest: cluster ready", c.ok)
 }
 
 // ok says why the cluster is not ready yet, or nil.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // SentinelMasterSet is the name the sentinels of StartSentinel monitor.
@@ -38,7 +40,7 @@ func StartSentinel(t testing.TB) *Sentinel {
 	s.Replica = Start(t, "--replicaof", host, port, "--repl-diskless-sync-delay", "0")
 	// Sentinels learn of replicas from the primary's INFO, which they read
 	// every 10 s: a replica in sync before they start is known at once.
-	waitUntil(t, sentinelReadyTimeout, "the replica in sync", func() error { return inSync(s.Primary) })
+	testkit.WaitUntil(t, sentinelReadyTimeout, clusterPoll, "redistest: the replica in sync", func() error { return inSync(s.Primary) })
 	for range 3 {
 		s.Sentinels = append(s.Sentinels, startWith(t, func(p int, dir string) ([]string, error) {
 			return sentinelArgs(p, dir, host, port)
@@ -80,7 +82,7 @@ func (s *Sentinel) PrimaryNow(t testing.TB) *Server {
 	// After a failover the sentinels that did not lead it learn the new
 	// primary from hello messages, sent every 2 s: wait for them to agree.
 	var addr string
-	waitUntil(t, 15*time.Second, "sentinels agreeing on the primary", func() (err error) {
+	testkit.WaitUntil(t, 15*time.Second, clusterPoll, "redistest: sentinels agreeing on the primary", func() (err error) {
 		addr, err = s.agreedPrimary()
 		return err
 	})
@@ -148,7 +150,7 @@ func (s *Sentinel) Failover(t testing.TB) {
 		t.Fatalf("redistest: no sentinel is running")
 	}
 	var now string
-	waitUntil(t, sentinelReadyTimeout, "the sentinels' switch to a new primary", func() error {
+	testkit.WaitUntil(t, sentinelReadyTimeout, clusterPoll, "redistest: the sentinels' switch to a new primary", func() error {
 		if now, err = s.agreedPrimary(); err == nil && now == old {
 			err = fmt.Errorf("still on %s", old)
 		}
@@ -166,7 +168,7 @@ func (s *Sentinel) Failover(t testing.TB) {
 // failover can succeed.
 func (s *Sentinel) WaitReady(t testing.TB, timeout time.Duration) {
 	t.Helper()
-	waitUntil(t, timeout, "sentinel setup ready", s.ready)
+	testkit.WaitUntil(t, timeout, clusterPoll, "redistest: sentinel setup ready", s.ready)
 }
 
 // inSync checks that primary has one replica, online.
