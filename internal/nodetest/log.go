@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ratelimiter/ratelimiter/internal/syncbuf"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // Logger logs records at level and above to the test (shown on failure or
@@ -24,5 +24,5 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // Buffer is a bytes.Buffer safe for concurrent writers and the test
-// reading it (syncbuf.Buffer, named here for the tests that use nodetest).
-type Buffer = syncbuf.Buffer
+// reading it (testkit.Buffer, named here for the tests that use nodetest).
+type Buffer = testkit.Buffer

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ratelimiter/ratelimiter/internal/syncbuf"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 const (
@@ -84,7 +84,7 @@ type Proc struct {
 	name string
 	cmd  *exec.Cmd
 	done chan struct{}
-	out  *syncbuf.Buffer
+	out  *testkit.Buffer
 }
 
 // Nginx runs /usr/sbin/nginx in the foreground, as one process, with
@@ -144,7 +144,7 @@ func start(t testing.TB, name, dir, bin string, args ...string) *Proc {
 	if err != nil {
 		t.Fatalf("proxytest: %s is not installed (apt-get install %s; these tests must not be skipped): %v", bin, name, err)
 	}
-	p := &Proc{name: name, cmd: exec.Command(path, args...), done: make(chan struct{}), out: &syncbuf.Buffer{}}
+	p := &Proc{name: name, cmd: exec.Command(path, args...), done: make(chan struct{}), out: &testkit.Buffer{}}
 	p.cmd.Dir = dir
 	p.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir+"/data", "XDG_CONFIG_HOME="+dir+"/config")
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out

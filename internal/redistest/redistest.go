@@ -23,7 +23,7 @@ import (
 
 	"github.com/redis/rueidis"
 
-	"github.com/ratelimiter/ratelimiter/internal/syncbuf"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 const (
@@ -43,7 +43,7 @@ type Server struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}   // closed when cmd has exited
-	out  *syncbuf.Buffer // the running process's stdout and stderr
+	out  *testkit.Buffer // the running process's stdout and stderr
 }
 
 // Start runs redis-server without persistence on a free loopback port and
@@ -169,7 +169,7 @@ var errPortTaken = errors.New("port already in use")
 
 // start runs the process and waits for its first PONG.
 func (s *Server) start() error {
-	out := &syncbuf.Buffer{}
+	out := &testkit.Buffer{}
 	cmd := exec.Command(s.path, s.args...)
 	cmd.Stdout = out
 	cmd.Stderr = out

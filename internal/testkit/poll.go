@@ -1,5 +1,6 @@
 // Package testkit holds what the project's tests share and no test should
-// write again: for now, waiting for a condition by polling. It imports
+// write again: waiting for a condition by polling, and a buffer that
+// concurrent writers and a test share. It imports
 // nothing from the project, so every package's own tests (node's
 // in-package tests included, which cannot import internal/nodetest) can
 // use it. Production code never imports it.
