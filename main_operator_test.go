@@ -17,6 +17,7 @@ import (
 
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/operator"
 	"github.com/ratelimiter/ratelimiter/operator/llm/llmtest"
 )
@@ -27,7 +28,7 @@ func runOperatorCLI(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var out, errOut nodetest.Buffer
+	var out, errOut testkit.Buffer
 	err := run(ctx, append([]string{"ratelimiter", "operator"}, args...), &out, &errOut)
 	return out.String(), errOut.String(), err
 }
@@ -133,7 +134,7 @@ func TestOperatorApproveThroughCLI(t *testing.T) {
 	// runs and the other commands take turns: urfave/cli v2 mutates
 	// package-level flags (HelpFlag) in every run, so two run() calls must
 	// not overlap.
-	var logs nodetest.Buffer
+	var logs testkit.Buffer
 	loop := func(what string, done func() bool) {
 		t.Helper()
 		args := append([]string{"--mode", "approve", "--interval", "100ms", "--log-level", "debug"}, common...)
@@ -357,7 +358,7 @@ func TestOperatorDiagnoserFlag(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer st.Close()
-		var errOut nodetest.Buffer
+		var errOut testkit.Buffer
 		args := append([]string{"--mode", "observe", "--interval", "100ms", "--diagnoser", diagnoser}, common...)
 		// Until ticket 1 is diagnosed: its diagnosis is stored first.
 		if err := runOperatorUntil(t, args, &errOut, "ticket 1 diagnosed", func() bool {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/ratelimiter/ratelimiter/internal/nodetest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // standIn is an HTTP server standing in for a node: it answers every
@@ -217,7 +217,7 @@ func TestInterrupted(t *testing.T) {
 	cfg.Targets, cfg.Rate, cfg.Duration, cfg.Keys = []string{srv.URL}, 100, 10*time.Second, 10
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	r, err := Run(ctx, cfg, nil, false, nodetest.Logger(t, slog.LevelWarn))
+	r, err := Run(ctx, cfg, nil, false, testkit.Logger(t, slog.LevelWarn))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,7 +62,7 @@ func run(t *testing.T, cfg Config) *Report {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration+15*time.Second)
 	defer cancel()
-	r, err := Run(ctx, cfg, nil, false, nodetest.Logger(t, slog.LevelWarn))
+	r, err := Run(ctx, cfg, nil, false, testkit.Logger(t, slog.LevelWarn))
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -390,7 +390,7 @@ func TestVerify(t *testing.T) {
 		cfg.Method, cfg.Duration = method, 2*time.Second
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration+15*time.Second)
 		defer cancel()
-		return Run(ctx, cfg, nil, false, nodetest.Logger(t, slog.LevelWarn))
+		return Run(ctx, cfg, nil, false, testkit.Logger(t, slog.LevelWarn))
 	}
 	t.Run("blocked key excluded", func(t *testing.T) {
 		t.Parallel()

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // apiNodes returns a node on the in-process store and one on Redis, so
@@ -325,7 +327,7 @@ func testManagementRoundTrip(t *testing.T, red backend) {
 }
 
 func TestNodeMetricsRolling(t *testing.T) {
-	clock := newFakeClock()
+	clock := testkit.NewClock()
 	n := startNode(t, testConfig("roll", nil), NewMemoryStore(clock.Now), clock.Now)
 	for i := 0; i < 30; i++ {
 		check(t, n.URL, "log:m", 1) // 10 allowed, 20 denied

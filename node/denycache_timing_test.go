@@ -8,6 +8,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
@@ -63,7 +64,7 @@ func BenchmarkDeniedCheck(b *testing.B) {
 		b.Run(state, func(b *testing.B) {
 			cfg := testConfig("bench", nil)
 			cfg.Limits = []limiter.Limit{{KeyPattern: "*", MaxRequests: 1, WindowSeconds: 1, Algorithm: limiter.SlidingWindow}}
-			clock := newFakeClock()
+			clock := testkit.NewClock()
 			n := startNode(b, cfg, nil, clock.Now).Node
 			p := n.state.Load().policies["*"]
 			if state == "full" {

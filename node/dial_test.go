@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/config"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
+	"log/slog"
 )
 
 // hangingAddr is a loopback address where a TCP connect hangs: a socket
@@ -56,7 +58,7 @@ func TestDialTimeout(t *testing.T) {
 		cfg := testConfig("dial", nil)
 		cfg.RedisURL = "redis://" + addr + query
 		cfg.RedisTimeout = config.Duration{Duration: redisTimeout}
-		n, err := New(cfg, nil, testLogger(t), time.Now)
+		n, err := New(cfg, nil, testkit.Logger(t, slog.LevelWarn), time.Now)
 		if err != nil {
 			t.Fatal(err)
 		}

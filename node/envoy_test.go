@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -39,7 +40,7 @@ type envoyNode struct {
 
 // startEnvoyNode starts a node on srv with the descriptor files of dir.
 // edit adjusts the config before the node starts.
-func startEnvoyNode(t *testing.T, id string, srv *redistest.Server, dir string, clock *fakeClock, edit func(*Config)) *envoyNode {
+func startEnvoyNode(t *testing.T, id string, srv *redistest.Server, dir string, clock *testkit.Clock, edit func(*Config)) *envoyNode {
 	t.Helper()
 	cfg := exactConfig(id, srv)
 	cfg.GRPCListen = "127.0.0.1:0"
@@ -152,9 +153,9 @@ func seq(parts ...[]string) string {
 
 // alignedClock is a fake clock 100 ms into a minute, so every window of
 // a second or more is fresh and far from its edge.
-func alignedClock() *fakeClock {
-	c := newFakeClock()
-	c.us.Store(time.Date(2026, 3, 2, 10, 0, 0, 100e6, time.UTC).UnixMicro())
+func alignedClock() *testkit.Clock {
+	c := testkit.NewClock()
+	c.Set(time.Date(2026, 3, 2, 10, 0, 0, 100e6, time.UTC))
 	return c
 }
 
@@ -328,8 +329,8 @@ descriptors:
   - key: k
     rate_limit: {unit: second, requests_per_unit: 3}
 `)
-	clock := newFakeClock()
-	clock.us.Store(time.Date(2026, 3, 2, 10, 0, 0, 500_000_000, time.UTC).UnixMicro()) // half-way through a second
+	clock := testkit.NewClock()
+	clock.Set(time.Date(2026, 3, 2, 10, 0, 0, 500_000_000, time.UTC)) // half-way through a second
 	n := startEnvoyNode(t, "a", srv, dir, clock, nil)
 	r := n.ask(t, "d", 0, desc("k=x"))
 	if got := r.Statuses[0].DurationUntilReset.AsDuration(); got != 500*time.Millisecond {
@@ -740,7 +741,7 @@ func TestEnvoyBadConfigAtStart(t *testing.T) {
 	writeYAML(t, dir, "broken.yaml", "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second}\n")
 	cfg := testConfig("a", nil)
 	cfg.EnvoyConfigDir = dir
-	_, err := New(cfg, nil, testLogger(t), time.Now)
+	_, err := New(cfg, nil, testkit.Logger(t, slog.LevelWarn), time.Now)
 	if err == nil || !strings.Contains(err.Error(), "broken.yaml:4: descriptors[0].rate_limit.requests_per_unit: missing") {
 		t.Errorf("New = %v; want the file, line and path", err)
 	}

@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -120,7 +119,7 @@ func startNode(t testing.TB, cfg Config, store Store, now func() time.Time) *tes
 	if now == nil {
 		now = time.Now
 	}
-	n, err := New(cfg, store, testLogger(t), now)
+	n, err := New(cfg, store, testkit.Logger(t, slog.LevelWarn), now)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -196,17 +195,6 @@ func startChild(t *testing.T, cfg Config) *childNode {
 	return nil
 }
 
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
 // call sends one request and decodes a JSON answer into out (when not nil).
 func call(t testing.TB, method, url, body string, out any, hdr ...string) *http.Response {
 	t.Helper()
@@ -251,14 +239,3 @@ func check(t testing.TB, base, key string, cost int64) (checkResult, *http.Respo
 	resp := call(t, "POST", base+"/api/v1/check", string(body), &r)
 	return r, resp
 }
-
-// fakeClock is a settable clock for tests.
-type fakeClock struct{ us atomic.Int64 }
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	c.us.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro())
-	return c
-}
-func (c *fakeClock) Now() time.Time      { return time.UnixMicro(c.us.Load()) }
-func (c *fakeClock) Add(d time.Duration) { c.us.Add(d.Microseconds()) }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // TestIdempotencyKeyAcrossNodes: a mutating call repeated with its
@@ -15,7 +17,7 @@ import (
 // changes nothing; the key is honoured for ten minutes; reusing it for
 // another request is a 422.
 func TestIdempotencyKeyAcrossNodes(t *testing.T) {
-	clock := newFakeClock()
+	clock := testkit.NewClock()
 	store := NewMemoryStore(clock.Now)
 	a := startNode(t, testConfig("a", nil), store, clock.Now)
 	b := startNode(t, testConfig("b", nil), store, clock.Now)
@@ -89,7 +91,7 @@ func TestIdempotencyKeyAcrossNodes(t *testing.T) {
 // TestIdempotencyKeysExpire: keys older than ten minutes leave the shared
 // hash as later keyed calls come, so it holds the recent calls only.
 func TestIdempotencyKeysExpire(t *testing.T) {
-	clock := newFakeClock()
+	clock := testkit.NewClock()
 	store := NewMemoryStore(clock.Now)
 	a := startNode(t, testConfig("a", nil), store, clock.Now)
 	block := func(key, idem string) {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
+
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // memNode is a node serving its real handler on an in-memory listener over
@@ -25,8 +27,8 @@ type memNode struct {
 func startMemNode(t testing.TB, cfg Config) *memNode {
 	t.Helper()
 	cfg.Listen = "127.0.0.1:0"
-	clock := newFakeClock()
-	log := testLogger(t)
+	clock := testkit.NewClock()
+	log := testkit.Logger(t, slog.LevelWarn)
 	if _, fuzzing := t.(*testing.F); fuzzing {
 		// A fuzz target's workers must not log through F from the
 		// server's goroutines; the properties checked say what matters.

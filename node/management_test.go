@@ -1,10 +1,13 @@
 package node
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // TestManagementListen: with management_listen, the data plane answers
@@ -93,7 +96,7 @@ func TestManagementConfigProblems(t *testing.T) {
 		t.Helper()
 		cfg := testConfig("bad", nil)
 		edit(&cfg)
-		_, err := New(cfg, nil, testLogger(t), nil)
+		_, err := New(cfg, nil, testkit.Logger(t, slog.LevelWarn), nil)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("New = %v; want an error with %q", err, want)
 		}

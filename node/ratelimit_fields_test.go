@@ -12,6 +12,7 @@ import (
 	"github.com/dunglas/httpsfv"
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
@@ -93,12 +94,12 @@ func parseFields(t *testing.T, h http.Header) sfvFields {
 
 func TestRateLimitFields(t *testing.T) {
 	t.Run("memory", func(t *testing.T) {
-		clock := newFakeClock()
+		clock := testkit.NewClock()
 		testRateLimitFields(t, NewMemoryStore(clock.Now), clock)
 	})
 	t.Run("redis", func(t *testing.T) {
 		srv := redistest.Start(t)
-		clock := newFakeClock()
+		clock := testkit.NewClock()
 		rs, err := NewRedisStore(srv.URL(), "rl", time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -114,7 +115,7 @@ func TestRateLimitFields(t *testing.T) {
 // counts a unit into the next window), t = Retry-After when one unit is
 // denied, t = 0 at full quota, and t exact: more quota t seconds on, none
 // a second earlier.
-func testRateLimitFields(t *testing.T, store Store, clock *fakeClock) {
+func testRateLimitFields(t *testing.T, store Store, clock *testkit.Clock) {
 	cfg := exactConfig("fields", nil)
 	cfg.Limits = fieldsLimits()
 	n := startNode(t, cfg, store, clock.Now)

@@ -3,6 +3,8 @@ package node
 import (
 	"testing"
 	"time"
+
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // TestShadowNeverMakesHotKeysOrBlocks: a key that only exceeds a shadow
@@ -10,7 +12,7 @@ import (
 // an operator can never hard-block a key for what a dry run would have
 // done.
 func TestShadowNeverMakesHotKeysOrBlocks(t *testing.T) {
-	clock := newFakeClock()
+	clock := testkit.NewClock()
 	n := startNode(t, testConfig("shadow", nil), NewMemoryStore(clock.Now), clock.Now)
 	for range 50 {
 		check(t, n.URL, "shadow:flood", 1) // the shadow limit is 2 per 10 s

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
@@ -15,7 +16,7 @@ import (
 // live at any time when n is larger), spread over the four algorithms, and
 // returns the keys the store still holds and the live heap growth in bytes.
 func distinctKeys(tb testing.TB, n, perMs int) (held int, heap uint64) {
-	clock := newFakeClock()
+	clock := testkit.NewClock()
 	s := NewMemoryStore(clock.Now)
 	var pols [4]*Policy
 	for i, alg := range limiter.Algorithms {

@@ -31,6 +31,7 @@ import (
 	"github.com/ratelimiter/ratelimiter/config"
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/limiter"
 	"github.com/ratelimiter/ratelimiter/node"
 )
@@ -108,7 +109,7 @@ func startChildOperator(t *testing.T, c childOp) *exec.Cmd {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childOpEnv+"="+string(raw))
-	stderr := &nodetest.Buffer{}
+	stderr := &testkit.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -284,7 +285,7 @@ func hotKeys(t testing.TB, base string) []string {
 type opEnv struct {
 	op    *Operator
 	store *Store
-	logs  *nodetest.Buffer
+	logs  *testkit.Buffer
 }
 
 // newOp opens the store at cfg.DB and makes an operator on it; both are
@@ -296,8 +297,8 @@ func newOp(t testing.TB, cfg Config, subj Subject, urls []string, now func() tim
 		t.Fatalf("OpenStore(%q): %v", cfg.DB, err)
 	}
 	t.Cleanup(func() { st.Close() })
-	logs := &nodetest.Buffer{}
-	op, err := New(cfg, subj, urls, st, ResolveSecrets(cfg, subj, os.Getenv), nodetest.Logger(t, slog.LevelDebug, logs), now)
+	logs := &testkit.Buffer{}
+	op, err := New(cfg, subj, urls, st, ResolveSecrets(cfg, subj, os.Getenv), testkit.Logger(t, slog.LevelDebug, logs), now)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/internal/nodetest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // TestLeaseOfDeadOperatorTakenOver: an operator killed on this host leaves
@@ -44,7 +45,7 @@ func TestLeaseOfDeadOperatorTakenOver(t *testing.T) {
 		if held, _, err := store.AcquireLease(ctx, holder, time.Hour, time.Now()); err != nil || !held {
 			t.Fatalf("seeding the lease for %s: %v %v", holder, held, err)
 		}
-		op, err := New(cfg, subj, []string{"http://" + nodetest.FreeAddr(t)}, store, Secrets{}, nodetest.Logger(t, 0), time.Now)
+		op, err := New(cfg, subj, []string{"http://" + nodetest.FreeAddr(t)}, store, Secrets{}, testkit.Logger(t, 0), time.Now)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -427,7 +427,7 @@ func TestFlappingStaysOneTicket(t *testing.T) {
 	const keep, step = 30 * time.Second, 5 * time.Second
 	subj.Invariants = append(subj.Invariants, Invariant{Name: "node_draining", Over: "nodes", Entity: "id",
 		Expr: "draining", KeepFiringFor: config.Duration{Duration: keep}, Severity: "info", Message: "Node {{.id}} is draining"})
-	clk := nodetest.NewClock()
+	clk := testkit.NewClock()
 	e := newOp(t, cfg, subj, []string{a.URL}, clk.Now)
 	waitSeen(t, e, 2)
 	drain := func(on bool) {
@@ -495,7 +495,7 @@ func TestRestartMidGraceKeepsTimer(t *testing.T) {
 	testkit.WaitFor(t, 5*time.Second, key+" hot", func() bool { return slices.Contains(hotKeys(t, a.URL), key) })
 	k := "hot_key:" + key
 
-	clk := nodetest.NewClock()
+	clk := testkit.NewClock()
 	t0 := clk.Now()
 	first := newOp(t, cfg, subj, []string{a.URL}, clk.Now)
 	first.tick(t)
@@ -576,7 +576,7 @@ func TestHealthyClusterOpensNothing(t *testing.T) {
 	for _, n := range nodes {
 		urls = append(urls, n.URL)
 	}
-	clk := nodetest.NewClock()
+	clk := testkit.NewClock()
 	e := newOp(t, cfg, subj, urls, clk.Now)
 	waitSeen(t, e, 3)
 	// Warm up (script loads), and keep enough requests in each node's
@@ -735,7 +735,7 @@ func TestRemediationThatDoesNotHelpEscalates(t *testing.T) {
 	q := startQueue(t, map[string]bool{"w1": true})
 	q.set(func(q *queueService) { q.keepStuck = true })
 	cfg, subj := queueSubject(t)
-	clk := nodetest.NewClock()
+	clk := testkit.NewClock()
 	e := newOp(t, cfg, subj, []string{q.URL}, clk.Now)
 	e.tick(t)
 	if n := len(q.calls()); n != 1 {
@@ -1009,7 +1009,7 @@ func TestBadLimitChangeRolledBack(t *testing.T) {
 	grace := invariant(t, &subj, "high_block_rate").GracePeriod.Duration
 	// The clock starts at the real time: the limit's updated_at comes from
 	// the store's clock, and the rollback must see the change as recent.
-	clk := nodetest.NewClock()
+	clk := testkit.NewClock()
 	clk.Add(time.Since(clk.Now()))
 	e := newOp(t, cfg, subj, []string{a.URL}, clk.Now)
 	waitSeen(t, e, 1)

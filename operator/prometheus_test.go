@@ -52,7 +52,7 @@ func TestPrometheusObservations(t *testing.T) {
 	lc.Rate, lc.Duration, lc.Keys, lc.KeyPrefix = promLoadRate, promLoadDuration, 200, "prom:"
 	ctx, cancel := context.WithTimeout(context.Background(), 3*promLoadDuration)
 	defer cancel()
-	rep, err := loadgen.Run(ctx, lc, io.Discard, false, nodetest.Logger(t, slog.LevelWarn))
+	rep, err := loadgen.Run(ctx, lc, io.Discard, false, testkit.Logger(t, slog.LevelWarn))
 	if err != nil {
 		t.Fatalf("loadgen.Run: %v", err)
 	}

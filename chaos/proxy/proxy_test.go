@@ -16,15 +16,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ratelimiter/ratelimiter/internal/nodetest"
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // startProxy runs a proxy in front of a fresh redis-server.
 func startProxy(t *testing.T) (*Proxy, *redistest.Server) {
 	t.Helper()
 	rs := redistest.Start(t)
-	p, err := New("127.0.0.1:0", rs.Addr, nodetest.Logger(t, slog.LevelInfo))
+	p, err := New("127.0.0.1:0", rs.Addr, testkit.Logger(t, slog.LevelInfo))
 	if err != nil {
 		t.Fatal(err)
 	}

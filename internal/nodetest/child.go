@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/node"
 )
 
@@ -78,7 +79,7 @@ func StartChild(t *testing.T, cfg node.Config) *Child {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := &Buffer{}
+	stderr := &testkit.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -57,7 +57,7 @@ type Node struct {
 // once it answers /health. It logs warnings and errors to the test.
 func Start(t testing.TB, cfg node.Config) *Node {
 	t.Helper()
-	n, err := node.New(cfg, nil, Logger(t, slog.LevelWarn), time.Now)
+	n, err := node.New(cfg, nil, testkit.Logger(t, slog.LevelWarn), time.Now)
 	if err != nil {
 		t.Fatalf("node.New(%s): %v", cfg.ID, err)
 	}

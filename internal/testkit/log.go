@@ -1,12 +1,10 @@
-package nodetest
+package testkit
 
 import (
 	"io"
 	"log/slog"
 	"strings"
 	"testing"
-
-	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // Logger logs records at level and above to the test (shown on failure or
@@ -22,7 +20,3 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
-
-// Buffer is a bytes.Buffer safe for concurrent writers and the test
-// reading it (testkit.Buffer, named here for the tests that use nodetest).
-type Buffer = testkit.Buffer

@@ -1,4 +1,4 @@
-package nodetest
+package testkit
 
 import (
 	"sync/atomic"
@@ -19,3 +19,4 @@ func NewClock() *Clock {
 
 func (c *Clock) Now() time.Time      { return time.UnixMicro(c.us.Load()).UTC() }
 func (c *Clock) Add(d time.Duration) { c.us.Add(d.Microseconds()) }
+func (c *Clock) Set(t time.Time)     { c.us.Store(t.UnixMicro()) }
