@@ -30,7 +30,8 @@ import (
 // memory was pooled and the response allocated in blocks), against
 // BenchmarkCheckHandler/redis 11.0 µs/op, 1 alloc/op. Tried and not kept:
 // no stream workers with a shared write buffer, and 256 stream workers
-// instead of 4 per core (no better within the spread).
+// instead of 4 per core (no better within the spread). Kept, though within
+// the spread: fixed flow-control windows (no BDP pings; docs/envoy.md).
 
 // envoyBenchDescriptors is the number of distinct descriptors requested.
 const envoyBenchDescriptors = 10_000

@@ -44,6 +44,12 @@ func (n *Node) newGRPCServer() {
 		// than a new goroutine each (gRPC starts one anyway when all are
 		// busy, so a slow store never queues calls behind each other).
 		grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))),
+		// Fixed flow-control windows turn off the BDP estimator, which
+		// otherwise pings the peer every round trip while data arrives:
+		// Rate Limit Service messages are a few hundred bytes, so a
+		// window sized to the bandwidth-delay product buys nothing.
+		grpc.StaticStreamWindowSize(1<<20),
+		grpc.StaticConnWindowSize(1<<24),
 	)
 	rls.RegisterRateLimitServiceServer(e.grpc, rlsServer{n: n})
 	e.health = grpchealth.NewServer()
