@@ -50,6 +50,17 @@ var readmeRequests = []struct {
 	{"POST", "/api/v1/nodes/fuzz/drain", "", `null`, true},
 	{"POST", "/api/v1/check/batch", "", `{"checks":[[[[{"key":"a"}]]]]}`, false},
 	{"POST", "/api/v1/check/batch", "", `{"checks":[{"key":"a","cost":1e308}]}`, false},
+	// envoyproxy/ratelimit's POST /json (ShouldRateLimit in proto3 JSON),
+	// whose per-request scratch memory is pooled: hostile counts, overrides
+	// with unknown units and zero limits, nulls, nesting, NaN and -1.
+	{"POST", "/json", "", `{"domain":"web","descriptors":[{"entries":[{"key":"user","value":"u1"}]}],"hits_addend":1}`, false},
+	{"POST", "/json", "", `{"domain":"web","descriptors":[{"entries":[{"key":"k","value":"v"}],"limit":{"requests_per_unit":0,"unit":"SECOND"},"hits_addend":0},{"entries":[{"key":"k","value":"v"}],"limit":{"requests_per_unit":5,"unit":99}}],"hits_addend":4294967295}`, false},
+	{"POST", "/json", "", `{"domain":"web","descriptors":[{"entries":[{"key":"","value":""},{"key":"a|b=c\\","value":"*"}]}]}`, false},
+	{"POST", "/json", "", `{"domain":null,"descriptors":[null]}`, false},
+	{"POST", "/json", "", `{"domain":"d","descriptors":[{"entries":[[[[{}]]]]}]}`, false},
+	{"POST", "/json", "", `{"domain":"d","descriptors":[],"hits_addend":-1}`, false},
+	{"POST", "/json", "", `{"domain":"d","hits_addend":NaN}`, false},
+	{"POST", "/json", "", `null`, false},
 }
 
 // FuzzHTTP drives the node's real handler with arbitrary methods, paths,
