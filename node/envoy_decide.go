@@ -67,9 +67,13 @@ type envoyScratch struct {
 
 var envoyScratches = sync.Pool{New: func() any { return new(envoyScratch) }}
 
-// maxScratchKeys bounds the key buffer a pooled scratch keeps; a larger
-// request's buffer goes to the garbage collector.
-const maxScratchKeys = 16 << 10
+// A pooled scratch keeps buffers up to these sizes; a larger request's
+// (up to max_batch descriptors of 32 entries of 1 KiB) go to the garbage
+// collector, so the pool never holds on to what a hostile request made.
+const (
+	maxScratchKeys  = 16 << 10 // bytes
+	maxScratchItems = 64       // descriptors
+)
 
 func (sc *envoyScratch) release() {
 	clear(sc.items) // the limits, policies and keys they point to
@@ -77,6 +81,9 @@ func (sc *envoyScratch) release() {
 	clear(sc.entries[:cap(sc.entries)]) // the request's strings
 	if cap(sc.keys) > maxScratchKeys {
 		sc.keys = nil
+	}
+	if cap(sc.items) > maxScratchItems {
+		sc.items, sc.batch, sc.slots = nil, nil, nil
 	}
 	envoyScratches.Put(sc)
 }
