@@ -679,15 +679,24 @@ func (o *Operator) verify(ctx context.Context, active map[string]bool, now time.
 	if err != nil {
 		return err
 	}
+	if len(done) == 0 {
+		return nil // the quiet tick's case: one query
+	}
+	// One read of the unresolved tickets serves every proposal; a ticket
+	// not among them is resolved.
+	open, err := o.store.Tickets(ctx, TicketFilter{Unresolved: true})
+	if err != nil {
+		return err
+	}
+	unresolved := make(map[int64]Ticket, len(open))
+	for _, t := range open {
+		unresolved[t.ID] = t
+	}
 	for _, p := range done {
 		if p.TicketID == 0 {
 			continue // run by hand (operator act): no violation to clear
 		}
-		t, err := o.store.Ticket(ctx, p.TicketID)
-		if err != nil {
-			return err
-		}
-		if !active[t.Key] && t.Status != StatusResolved {
+		if t, ok := unresolved[p.TicketID]; ok && !active[t.Key] {
 			if ok, _ := o.store.Transition(ctx, p.ID, ProposalSucceeded, ProposalVerified, "operator", "the violation cleared", now); ok {
 				o.metrics.action(ProposalVerified)
 			}
