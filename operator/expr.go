@@ -34,7 +34,10 @@ type programs map[string]*vm.Program
 func compilePrograms(srcs ...string) programs {
 	ps := programs{}
 	for _, src := range srcs {
-		if p, err := compileExpr(src); src != "" && err == nil {
+		if src == "" {
+			continue // nothing to run
+		}
+		if p, err := compileExpr(src); err == nil {
 			ps[src] = p
 		}
 	}
