@@ -86,7 +86,12 @@ func ParseRedisURL(raw string) (rueidis.ClientOption, error) {
 	expanded, err := expandSeeds(raw)
 	if err == nil {
 		var opt rueidis.ClientOption
-		if opt, err = rueidis.ParseURL(expanded); err == nil {
+		if opt, err = rueidis.ParseURL(expanded); err == nil && opt.Dialer.Timeout < 0 {
+			// The node uses the URL's dial_timeout (0: its own default);
+			// a negative one would fail every connect at once.
+			err = fmt.Errorf("dial_timeout must not be negative, got %s", opt.Dialer.Timeout)
+		}
+		if err == nil {
 			return opt, nil
 		}
 	}

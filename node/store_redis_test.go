@@ -50,4 +50,11 @@ func TestParseRedisURL(t *testing.T) {
 	bad("redis://a:1,,b:2", "empty host")
 	bad("redis://u:hunter2@a:1,", "empty host")
 	bad("redis://u:hunter2@a:1/x", "database")
+	// dial_timeout is used (since 2026-12-05), so it is checked: a negative
+	// one would fail every connect, NaN and junk are no durations.
+	bad("redis://u:hunter2@a:1?dial_timeout=-1s", "dial_timeout must not be negative")
+	bad("redis://a:1?dial_timeout=NaN", "dial timeout")
+	bad("redis://a:1?dial_timeout=", "dial timeout")
+	f("redis://a:1?dial_timeout=0", []string{"a:1"}, "", "", "", 0) // 0: the node's default
+	f("redis://a:1?dial_timeout=8760h", []string{"a:1"}, "", "", "", 0)
 }
