@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/BurntSushi/toml"
 )
@@ -16,8 +17,8 @@ import (
 // Load reads the TOML file at path into dst, a pointer to a struct whose
 // fields have `toml:"..."` tags and which already holds the defaults. It
 // fails with every problem at once:
-//   - a syntax error: the parser's message with line and column, prefixed with
-//     the file name (nothing else can be checked then);
+//   - a syntax error: "file:line:col: toml: message" and the line itself
+//     (nothing else can be checked then);
 //   - every key that matched no field, as a *FieldError "unknown key";
 //   - every value of the wrong type (a string where an int is wanted), as a
 //     *FieldError naming its path;
@@ -44,7 +45,7 @@ func Decode(name string, data []byte, dst any) error {
 	if _, err := toml.Decode(string(data), &raw); err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return &syntaxError{file: name, err: pe}
+			return newSyntaxError(name, data, pe)
 		}
 		return fmt.Errorf("%s: %w", name, err)
 	}
@@ -64,13 +65,61 @@ func Decode(name string, data []byte, dst any) error {
 
 // syntaxError is a file the TOML parser rejected. Unwrap gives the
 // toml.ParseError for its Position.
+//
+// The message is formatted here rather than by ParseError.ErrorWithPosition,
+// which indexes the file's lines by the reported position without checking
+// it: for the two-byte file `"\` the parser reports line 0 and that method
+// panics. Here the line is clamped into the file, and the source line is
+// quoted only when it is short and printable, so a hostile file cannot make
+// the message huge or garble a terminal.
 type syntaxError struct {
 	file string
+	line int    // 1-based, within the file
+	col  int    // 1-based byte column
+	src  string // the line quoted under the message, or ""
 	err  toml.ParseError
 }
 
+const maxQuotedLine = 160
+
+func newSyntaxError(file string, data []byte, pe toml.ParseError) *syntaxError {
+	lines := strings.Split(string(data), "\n")
+	line := min(max(pe.Position.Line, 1), len(lines))
+	pe.Position.Line = line
+	e := &syntaxError{file: file, line: line, col: max(pe.Position.Col, 1), err: pe}
+	src := strings.TrimSuffix(lines[line-1], "\r")
+	printable := strings.IndexFunc(src, func(r rune) bool {
+		return r != '\t' && !unicode.IsPrint(r)
+	}) < 0
+	if printable && len(src) <= maxQuotedLine && e.col <= len(src)+1 {
+		e.src = src
+	}
+	return e
+}
+
+// Error reads "file:line:col: message", then the line with a caret under the
+// column, e.g.
+//
+//	t.toml:2:8: toml: expected value but found '=' instead
+//	    port = = 1
+//	           ^
 func (e *syntaxError) Error() string {
-	return e.file + ": " + strings.TrimRight(e.err.ErrorWithPosition(), "\n")
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s:%d:%d: toml: %s", e.file, e.line, e.col, e.err.Message)
+	if e.err.LastKey != "" {
+		fmt.Fprintf(&b, " (after key %q)", e.err.LastKey)
+	}
+	if e.src != "" {
+		// Keep the line's tabs in the caret's indent so it lines up.
+		indent := strings.Map(func(r rune) rune {
+			if r == '\t' {
+				return r
+			}
+			return ' '
+		}, e.src[:e.col-1])
+		fmt.Fprintf(&b, "\n    %s\n    %s^", e.src, indent)
+	}
+	return b.String()
 }
 
 func (e *syntaxError) Unwrap() error { return e.err }

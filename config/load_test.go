@@ -254,25 +254,36 @@ func TestLoadEveryProblemAtOnce(t *testing.T) {
 }
 
 func TestDecodeSyntaxError(t *testing.T) {
-	f := func(doc string, line, col int) {
+	f := func(doc string, line, col int, quoted string) {
 		t.Helper()
 		cfg := defaultTestConfig()
 		err := Decode("t.toml", []byte(doc), &cfg)
 		if err == nil {
 			t.Fatalf("Decode(%q) = nil; want a syntax error", doc)
 		}
-		at := fmt.Sprintf("At line %d, column %d", line, col)
-		if !strings.HasPrefix(err.Error(), "t.toml: toml: error: ") || !strings.Contains(err.Error(), at) {
-			t.Errorf("Decode(%q) = %q; want it to start with the file name and say %q", doc, err, at)
+		at := fmt.Sprintf("t.toml:%d:%d: toml: ", line, col)
+		msg := err.Error()
+		if !strings.HasPrefix(msg, at) {
+			t.Errorf("Decode(%q) = %q; want it to start with %q", doc, msg, at)
+		}
+		if _, rest, _ := strings.Cut(msg, "\n"); rest != quoted {
+			t.Errorf("Decode(%q): quoted source %q; want %q", doc, rest, quoted)
 		}
 		var pe toml.ParseError
 		if !errors.As(err, &pe) || pe.Position.Line != line {
 			t.Errorf("Decode(%q): errors.As(toml.ParseError) line = %d; want %d", doc, pe.Position.Line, line)
 		}
 	}
-	f("[node]\nport = = 1\n", 2, 8)
-	f("title = \"x\"\n\n[node]\nlisten = \"unterminated\n", 4, 23)
-	f("[node]\nport = 1\nport = 2\n", 3, 1)
+	f("[node]\nport = = 1\n", 2, 8, "    port = = 1\n           ^")
+	f("title = \"x\"\n\n[node]\nlisten = \"unterminated\n", 4, 23, "    listen = \"unterminated\n                          ^")
+	f("[node]\nport = 1\nport = 2\n", 3, 10, "") // the column is past the line's end
+	f("[node]\r\n\tport = = 1\r\n", 2, 9, "    \tport = = 1\n    \t       ^")
+	// The parser reports line 0 for this file; toml's own ErrorWithPosition
+	// panics on it (found by FuzzDecode).
+	f(`"\`, 1, 2, "    \"\\\n     ^")
+	// Lines that are too long or not printable are not quoted.
+	f("x = "+strings.Repeat("1", 200)+"z\n", 1, 5, "")
+	f("x = \x1b[2J =\n", 1, 4, "")
 }
 
 func TestDecodeNotAPointer(t *testing.T) {
