@@ -20,9 +20,10 @@ import (
 )
 
 // Bounds on one Envoy request, so a hostile request costs bounded memory.
+// The descriptor files are held to the same bounds.
 const (
-	maxEnvoyEntries    = 32  // entries of one descriptor
-	maxEnvoyEntryBytes = 512 // one key or value
+	maxEnvoyEntries    = descriptors.MaxEntries    // entries of one descriptor
+	maxEnvoyEntryBytes = descriptors.MaxEntryBytes // one key or value
 )
 
 var unitEnums = map[string]rls.RateLimitResponse_RateLimit_Unit{

@@ -40,6 +40,8 @@ fuzz node FuzzHTTP 10000x
 fuzz node FuzzNodeConfig 30000x
 fuzz node FuzzCheckDecoding 50000x
 fuzz node FuzzClientAddr 20000x
+fuzz node/descriptors FuzzParse 100000x
 fuzz config FuzzDecode 40000x
 fuzz operator FuzzSubject 20000x
 fuzz chaos FuzzScenarios 20000x
+fuzz limiter FuzzMatch 100000x

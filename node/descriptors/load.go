@@ -7,6 +7,7 @@ package descriptors
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -39,6 +40,19 @@ const maxAlgorithmWindow = 86400
 
 // maxExactLimit bounds requests_per_unit for those algorithms likewise.
 const maxExactLimit = 100_000_000
+
+// Bounds on what a descriptor can match. A request's descriptor has at most
+// MaxEntries entries and each key or value at most MaxEntryBytes (the node
+// refuses larger requests), so a file that nests deeper or names longer keys
+// describes something no request can reach: it is refused as a mistake. The
+// depth bound also keeps a hostile file from costing memory quadratic in its
+// nesting, as every level's YAML path and counter key extend its parent's.
+const (
+	MaxEntries    = 32
+	MaxEntryBytes = 512
+	// MaxFileBytes bounds one file: 10,000 descriptors take about 1 MiB.
+	MaxFileBytes = 16 << 20
+)
 
 // Limit is one rate_limit block.
 type Limit struct {
@@ -98,13 +112,32 @@ func Load(dir string, opt Options) (*Config, error) {
 	}
 	files := make(map[string][]byte, len(names))
 	for _, name := range names {
-		data, err := os.ReadFile(name)
+		data, err := readFile(name)
 		if err != nil {
 			return nil, fmt.Errorf("cannot read envoy config: %w", err)
 		}
 		files[filepath.Base(name)] = data
 	}
 	return Parse(files, opt)
+}
+
+// readFile reads at most MaxFileBytes of name, and fails on a larger file
+// rather than hold all of it (a device or a runaway generator in the
+// directory).
+func readFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxFileBytes {
+		return nil, fmt.Errorf("%s: larger than %d MiB", filepath.Base(name), MaxFileBytes>>20)
+	}
+	return data, nil
 }
 
 // Files lists the descriptor files of dir, sorted: every *.yaml except
@@ -183,6 +216,9 @@ func (p *parser) parse(data []byte) {
 		p.fail(&doc, "", "empty file: want a mapping with domain and descriptors")
 		return
 	}
+	if p.aliases(&doc) {
+		return
+	}
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
 		p.fail(root, "", "want a mapping with domain and descriptors")
@@ -204,6 +240,10 @@ func (p *parser) parse(data []byte) {
 		p.fail(orNode(domainNode, root), "domain", "must be a non-empty string")
 		return
 	}
+	if len(domain) > MaxEntryBytes {
+		p.fail(domainNode, "domain", "longer than %d bytes: no request could name it", MaxEntryBytes)
+		return
+	}
 	p.domain = domain
 	d, dup := p.cfg.Domains[domain]
 	switch {
@@ -218,8 +258,24 @@ func (p *parser) parse(data []byte) {
 	// With merging, a later file adds descriptors to the domain; one that
 	// is already there is a duplicate, as within one file.
 	if descs != nil {
-		p.descriptors(&d.root, descs, "descriptors", domain)
+		p.descriptors(&d.root, descs, "descriptors", domain, 1)
 	}
+}
+
+// aliases reports every YAML alias (*name) in the document and whether there
+// was one. envoyproxy/ratelimit's YAML library expands them; here they are
+// refused with their line rather than misread, since expanding them safely
+// needs a budget against nested expansion ("billion laughs").
+func (p *parser) aliases(n *yaml.Node) bool {
+	found := false
+	if n.Kind == yaml.AliasNode {
+		p.fail(n, "", "YAML alias *%s: aliases and merge keys are not supported; write the value out", n.Value)
+		return true
+	}
+	for _, c := range n.Content {
+		found = p.aliases(c) || found
+	}
+	return found
 }
 
 func orNode(n, alt *yaml.Node) *yaml.Node {
@@ -272,12 +328,17 @@ func (p *parser) boolean(n *yaml.Node, path string) bool {
 	return b
 }
 
-func (p *parser) descriptors(parent *descriptor, n *yaml.Node, path, fullKey string) {
+// descriptors reads a list of descriptors at depth (1 for the top level).
+func (p *parser) descriptors(parent *descriptor, n *yaml.Node, path, fullKey string, depth int) {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return
 	}
 	if n.Kind != yaml.SequenceNode {
 		p.fail(n, path, "must be a list of descriptors")
+		return
+	}
+	if depth > MaxEntries {
+		p.fail(n, path, "nested deeper than %d levels: a request's descriptor has at most %d entries, so none could match", MaxEntries, MaxEntries)
 		return
 	}
 	for i, item := range n.Content {
@@ -318,6 +379,10 @@ func (p *parser) descriptors(parent *descriptor, n *yaml.Node, path, fullKey str
 			p.fail(orNode(keyNode, item), at+".key", "descriptor has no key")
 			continue
 		}
+		if len(d.key) > MaxEntryBytes || len(d.value) > MaxEntryBytes {
+			p.fail(item, at, "key or value longer than %d bytes: no request could match it", MaxEntryBytes)
+			continue
+		}
 		if strings.HasSuffix(d.value, "*") {
 			d.wildcard, d.prefix = true, strings.TrimSuffix(d.value, "*")
 		}
@@ -342,7 +407,7 @@ func (p *parser) descriptors(parent *descriptor, n *yaml.Node, path, fullKey str
 			d.limit.DetailedMetric = d.detailedMetric
 		}
 		if kids != nil {
-			p.descriptors(d, kids, at+".descriptors", full)
+			p.descriptors(d, kids, at+".descriptors", full, depth+1)
 		}
 		parent.children[mapKey] = d
 		if d.wildcard {
