@@ -22,10 +22,11 @@ type executor struct {
 	token   string // from the environment; never logged or stored
 	client  *http.Client
 	actions map[string]*Action
+	tmpl    templates
 }
 
-func newExecutor(subj *Subject, urls []string, token string, client *http.Client) *executor {
-	x := &executor{subj: subj, urls: urls, token: token, client: client, actions: map[string]*Action{}}
+func newExecutor(subj *Subject, tmpl templates, urls []string, token string, client *http.Client) *executor {
+	x := &executor{subj: subj, urls: urls, token: token, client: client, actions: map[string]*Action{}, tmpl: tmpl}
 	for i := range subj.Actions {
 		x.actions[subj.Actions[i].Name] = &subj.Actions[i]
 	}
@@ -55,10 +56,10 @@ func (x *executor) request(a *Action, params map[string]any) (path, body string,
 		full[k], escaped[k] = v, url.PathEscape(fmt.Sprint(v))
 	}
 	params = full
-	if path, err = render(a.Path, escaped); err != nil {
+	if path, err = x.tmpl.render(a.Path, escaped); err != nil {
 		return "", "", fmt.Errorf("action %s path: %w", a.Name, err)
 	}
-	if body, err = render(a.Body, params); err != nil {
+	if body, err = x.tmpl.render(a.Body, params); err != nil {
 		return "", "", fmt.Errorf("action %s body: %w", a.Name, err)
 	}
 	return path, body, nil

@@ -68,11 +68,20 @@ func sloWindow(s SLO) time.Duration {
 	return defaultSLOWindow
 }
 
-// trackSLOs counts the time since the last loop for every SLO and returns
-// the burn-rate violations. A failed observation counts for nothing.
-func (o *Operator) trackSLOs(ctx context.Context, obs map[string]any, now time.Time) ([]Violation, error) {
+// sloPass is what one loop writes and reads of the SLOs, in its
+// transaction: the seconds to add, how long to keep them, and the starts
+// of the windows whose bad seconds it reads back.
+type sloPass struct {
+	times []SLOTime
+	keep  time.Duration
+	since []time.Time
+}
+
+// sloPass counts the time since the last loop for every SLO. A failed
+// observation counts for nothing (the caller does not call it).
+func (o *Operator) sloPass(obs map[string]any, now time.Time) sloPass {
 	if len(o.subj.SLOs) == 0 {
-		return nil, nil
+		return sloPass{}
 	}
 	tr := &o.slo
 	tr.mu.Lock()
@@ -82,8 +91,7 @@ func (o *Operator) trackSLOs(ctx context.Context, obs map[string]any, now time.T
 	}
 	tr.last = now
 	tr.mu.Unlock()
-	var times []SLOTime
-	keep := 6 * time.Hour
+	pass := sloPass{keep: 6 * time.Hour, since: o.budgetSince(now)}
 	for _, st := range o.SLOs(obs) {
 		if st.Status == "unknown" {
 			continue // the expression failed: neither good nor bad
@@ -92,16 +100,19 @@ func (o *Operator) trackSLOs(ctx context.Context, obs map[string]any, now time.T
 		if st.Status == "violated" {
 			t.Good, t.Bad = 0, dt.Seconds()
 		}
-		times = append(times, t)
-		keep = max(keep, sloWindow(o.sloByName(st.Name)))
+		pass.times = append(pass.times, t)
+		pass.keep = max(pass.keep, sloWindow(o.sloByName(st.Name)))
 	}
-	if err := o.store.AddSLOTimes(ctx, now, times, keep); err != nil {
-		return nil, err
+	return pass
+}
+
+// burns are the burn-rate violations of the bad seconds read by the
+// loop's transaction.
+func (o *Operator) burns(bad map[string][]float64, now time.Time) []Violation {
+	if len(o.subj.SLOs) == 0 {
+		return nil
 	}
-	all, err := o.budgets(ctx, now)
-	if err != nil {
-		return nil, err
-	}
+	all := o.budgetsOf(bad)
 	var out []Violation
 	for _, slo := range o.subj.SLOs {
 		b := all[slo.Name]
@@ -114,7 +125,7 @@ func (o *Operator) trackSLOs(ctx context.Context, obs map[string]any, now time.T
 			}
 		}
 	}
-	return out, nil
+	return out
 }
 
 func (o *Operator) sloByName(name string) SLO {
@@ -133,9 +144,9 @@ type budget struct {
 	burn      map[time.Duration]float64
 }
 
-// budgets reads every SLO's budget in one query. The burn rate over a
-// window is the bad seconds in it, over the window, over the budget share.
-func (o *Operator) budgets(ctx context.Context, now time.Time) (map[string]budget, error) {
+// budgetSince are the starts of the windows budgets reads: burnWindows,
+// then each SLO's window.
+func (o *Operator) budgetSince(now time.Time) []time.Time {
 	since := make([]time.Time, 0, len(burnWindows)+len(o.subj.SLOs))
 	for _, w := range burnWindows {
 		since = append(since, now.Add(-w.d))
@@ -143,15 +154,27 @@ func (o *Operator) budgets(ctx context.Context, now time.Time) (map[string]budge
 	for _, slo := range o.subj.SLOs {
 		since = append(since, now.Add(-sloWindow(slo)))
 	}
-	bad, err := o.store.SLOBad(ctx, since)
+	return since
+}
+
+// budgets reads every SLO's budget in one query.
+func (o *Operator) budgets(ctx context.Context, now time.Time) (map[string]budget, error) {
+	bad, err := o.store.SLOBad(ctx, o.budgetSince(now))
 	if err != nil {
 		return nil, err
 	}
+	return o.budgetsOf(bad), nil
+}
+
+// budgetsOf computes the budgets from the bad seconds since each of
+// budgetSince. The burn rate over a window is the bad seconds in it, over
+// the window, over the budget share.
+func (o *Operator) budgetsOf(bad map[string][]float64) map[string]budget {
 	out := map[string]budget{}
 	for i, slo := range o.subj.SLOs {
 		vals := bad[slo.Name]
 		if vals == nil {
-			vals = make([]float64, len(since))
+			vals = make([]float64, len(burnWindows)+len(o.subj.SLOs))
 		}
 		share := 1 - goal(slo)/100
 		b := budget{burn: map[time.Duration]float64{}}
@@ -161,7 +184,7 @@ func (o *Operator) budgets(ctx context.Context, now time.Time) (map[string]budge
 		b.remaining = round3(100 * (1 - vals[len(burnWindows)+i]/(sloWindow(slo).Seconds()*share)))
 		out[slo.Name] = b
 	}
-	return out, nil
+	return out
 }
 
 // addBudgets fills the budget and burn rates of each SLO status.

@@ -57,6 +57,7 @@ type rules struct {
 	invs      map[string]Invariant
 	hist      *history
 	now       func() time.Time
+	tmpl      templates
 }
 
 type compiledPlaybook struct {
@@ -64,8 +65,8 @@ type compiledPlaybook struct {
 	when *vm.Program // nil: always
 }
 
-func newRules(subj *Subject, hist *history, now func() time.Time) *rules {
-	r := &rules{playbooks: map[string][]compiledPlaybook{}, invs: map[string]Invariant{}, hist: hist, now: now}
+func newRules(subj *Subject, tmpl templates, hist *history, now func() time.Time) *rules {
+	r := &rules{playbooks: map[string][]compiledPlaybook{}, invs: map[string]Invariant{}, hist: hist, now: now, tmpl: tmpl}
 	for _, inv := range subj.Invariants {
 		r.invs[inv.Name] = inv
 	}
@@ -142,17 +143,17 @@ func (r *rules) Diagnose(_ context.Context, t Ticket, obs map[string]any) (Diagn
 	data := templateData(t, obs)
 	d := Diagnosis{Diagnoser: DiagnoserRules, Confidence: pb.Confidence, Alternatives: pb.Alternatives,
 		CauseInvariant: t.Invariant, CauseEntity: t.Entity}
-	if d.Summary, err = render(pb.Summary, data); err != nil {
+	if d.Summary, err = r.tmpl.render(pb.Summary, data); err != nil {
 		return d, fmt.Errorf("playbook %s summary: %w", pb.Invariant, err)
 	}
-	if d.RootCause, err = render(pb.RootCause, data); err != nil {
+	if d.RootCause, err = r.tmpl.render(pb.RootCause, data); err != nil {
 		return d, fmt.Errorf("playbook %s root_cause: %w", pb.Invariant, err)
 	}
 	d.Evidence = append([]string{t.Message}, pb.Evidence...)
 	for _, pa := range pb.Actions {
 		rec := Recommendation{Action: pa.Action, Params: map[string]any{}, Reason: pa.Reason}
 		for name, text := range pa.Params {
-			v, err := render(text, data)
+			v, err := r.tmpl.render(text, data)
 			if err != nil {
 				return d, fmt.Errorf("playbook %s action %s param %s: %w", pb.Invariant, pa.Action, name, err)
 			}

@@ -20,6 +20,7 @@ type evaluator struct {
 	invariants []compiledInvariant
 	timers     map[string]Timer
 	hist       *history // recent observations, for at/ago/age
+	tmpl       templates
 }
 
 type compiledInvariant struct {
@@ -29,8 +30,8 @@ type compiledInvariant struct {
 	used usedNames // the names its expression reads
 }
 
-func newEvaluator(subj *Subject, timers map[string]Timer, interval time.Duration) (*evaluator, error) {
-	e := &evaluator{timers: timers, hist: newHistory(interval)}
+func newEvaluator(subj *Subject, tmpl templates, timers map[string]Timer, interval time.Duration) (*evaluator, error) {
+	e := &evaluator{timers: timers, hist: newHistory(interval), tmpl: tmpl}
 	if e.timers == nil {
 		e.timers = map[string]Timer{}
 	}
@@ -123,7 +124,7 @@ func (e *evaluator) evaluate(obs map[string]any, now time.Time) evaluation {
 			switch state {
 			case stepFiring:
 				v.Entity = c.entity
-				v.Message = message(inv.Invariant, c)
+				v.Message = e.message(inv.Invariant, c)
 				v.Observation, _ = json.Marshal(c.element)
 				ev.firing = append(ev.firing, v)
 			case stepHolding:
@@ -224,7 +225,7 @@ func candidates(inv compiledInvariant, obs map[string]any, hist *history, now ti
 
 // message renders the invariant's message; a broken template still gives
 // a useful line.
-func message(inv Invariant, c candidate) string {
+func (e *evaluator) message(inv Invariant, c candidate) string {
 	if inv.Message == "" {
 		return fmt.Sprintf("%s violated for %q", inv.Name, c.entity)
 	}
@@ -235,7 +236,7 @@ func message(inv Invariant, c candidate) string {
 		}
 	}
 	data["entity"] = c.entity
-	s, err := render(inv.Message, data)
+	s, err := e.tmpl.render(inv.Message, data)
 	if err != nil {
 		return fmt.Sprintf("%s violated for %q (message template failed: %v)", inv.Name, c.entity, err)
 	}

@@ -70,11 +70,48 @@ func parseTemplate(text string) (*template.Template, error) {
 	return template.New("").Funcs(templateFuncs).Option("missingkey=error").Parse(text)
 }
 
-// render executes a template over data.
-func render(text string, data any) (string, error) {
-	t, err := parseTemplate(text)
-	if err != nil {
-		return "", err
+// templates holds the subject's templates parsed once, by text, as
+// programs holds its expressions: filled at start and only read after (a
+// parsed template is safe to execute concurrently). A text not in it is
+// parsed at use, so its error surfaces where it always did.
+type templates map[string]*template.Template
+
+// templates parses every template of the subject: invariants' messages,
+// playbooks' summaries, root causes and action parameters, and actions'
+// paths and bodies.
+func (s *Subject) templates() templates {
+	texts := []string{}
+	for _, inv := range s.Invariants {
+		texts = append(texts, inv.Message)
+	}
+	for _, pb := range s.Playbooks {
+		texts = append(texts, pb.Summary, pb.RootCause)
+		for _, pa := range pb.Actions {
+			for _, text := range pa.Params {
+				texts = append(texts, text)
+			}
+		}
+	}
+	for _, a := range s.Actions {
+		texts = append(texts, a.Path, a.Body)
+	}
+	ts := templates{}
+	for _, text := range texts {
+		if t, err := parseTemplate(text); err == nil {
+			ts[text] = t
+		}
+	}
+	return ts
+}
+
+// render executes the template of text over data.
+func (ts templates) render(text string, data any) (string, error) {
+	t, ok := ts[text]
+	if !ok {
+		var err error
+		if t, err = parseTemplate(text); err != nil {
+			return "", err
+		}
 	}
 	var b strings.Builder
 	if err := t.Execute(&b, data); err != nil {

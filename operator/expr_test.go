@@ -23,3 +23,44 @@ func TestProgramsCompileOnce(t *testing.T) {
 		t.Errorf("newObserver did not compile the observation's expr")
 	}
 }
+
+// TestTemplatesParseOnce: every template of the shipped subject is parsed
+// at start, so no tick parses one; a text not among them is parsed at use,
+// with its error.
+func TestTemplatesParseOnce(t *testing.T) {
+	_, subj := shipped(t)
+	ts := subj.templates()
+	want := 0
+	check := func(where, text string) {
+		t.Helper()
+		want++
+		if ts[text] == nil {
+			t.Errorf("%s template %q was not parsed at start", where, text)
+		}
+	}
+	for _, inv := range subj.Invariants {
+		check("invariant "+inv.Name+" message", inv.Message)
+	}
+	for _, pb := range subj.Playbooks {
+		check("playbook "+pb.Invariant+" summary", pb.Summary)
+		check("playbook "+pb.Invariant+" root_cause", pb.RootCause)
+		for _, pa := range pb.Actions {
+			for name, text := range pa.Params {
+				check("playbook "+pb.Invariant+" param "+name, text)
+			}
+		}
+	}
+	for _, a := range subj.Actions {
+		check("action "+a.Name+" path", a.Path)
+	}
+	if want < 20 {
+		t.Fatalf("the shipped subject has %d templates; the test expects a full subject", want)
+	}
+	out, err := ts.render("{{.entity}} is slow", map[string]any{"entity": "n1"})
+	if err != nil || out != "n1 is slow" {
+		t.Errorf("render of a text parsed at use = %q, %v", out, err)
+	}
+	if _, err := ts.render("{{.entity", nil); err == nil {
+		t.Errorf("render of a broken template succeeded; want its parse error")
+	}
+}

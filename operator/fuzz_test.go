@@ -27,11 +27,11 @@ func FuzzSubject(f *testing.F) {
 			if s.Validate() != nil {
 				continue
 			}
-			e, err := newEvaluator(&s, nil, tf.Operator.Interval.Duration)
+			e, err := newEvaluator(&s, s.templates(), nil, tf.Operator.Interval.Duration)
 			if err != nil {
 				t.Fatalf("subject %s validates but does not compile: %v", name, err)
 			}
-			newRules(&s, e.hist, time.Now)
+			newRules(&s, s.templates(), e.hist, time.Now)
 		}
 	})
 }

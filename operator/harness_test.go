@@ -297,6 +297,12 @@ func newOp(t testing.TB, cfg Config, subj Subject, urls []string, now func() tim
 		t.Fatalf("OpenStore(%q): %v", cfg.DB, err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return newOpOn(t, cfg, subj, urls, now, st)
+}
+
+// newOpOn is newOp on a store already open.
+func newOpOn(t testing.TB, cfg Config, subj Subject, urls []string, now func() time.Time, st *Store) *opEnv {
+	t.Helper()
 	logs := &testkit.Buffer{}
 	op, err := New(cfg, subj, urls, st, ResolveSecrets(cfg, subj, os.Getenv), testkit.Logger(t, slog.LevelDebug, logs), now)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -26,7 +27,8 @@ type Operator struct {
 	owner string // lease holder name
 
 	obs      *observer
-	sloProgs programs // every SLO's expr, compiled once
+	sloProgs programs  // every SLO's expr, compiled once
+	tmpl     templates // every template of the subject, parsed once
 	eval     *evaluator
 	diag     Diagnoser
 	// diagNote, when set, says why the configured diagnoser is not the one
@@ -49,6 +51,12 @@ type Operator struct {
 	// bg, set by Run, runs model diagnoses beside the loop, which keeps
 	// observing, evaluating and renewing its lease meanwhile.
 	bg *background
+	// leased, set by Run, has every Tick renew the lease in its
+	// transaction.
+	leased bool
+	// savedTimers are the grace timers as last stored: a tick stores them
+	// only when they changed.
+	savedTimers map[string]Timer
 }
 
 // background tracks the diagnoses in flight, one per ticket.
@@ -98,13 +106,15 @@ func New(cfg Config, subj Subject, urls []string, store *Store, secrets Secrets,
 	if err != nil {
 		return nil, fmt.Errorf("cannot read grace timers: %w", err)
 	}
-	eval, err := newEvaluator(&subj, timers, cfg.Interval.Duration)
+	tmpl := subj.templates()
+	eval, err := newEvaluator(&subj, tmpl, timers, cfg.Interval.Duration)
 	if err != nil {
 		return nil, err
 	}
 	host, _ := os.Hostname()
 	o := &Operator{cfg: cfg, subj: &subj, store: store, log: log.With("role", "operator", "subject", cfg.Subject),
 		now: now, owner: fmt.Sprintf("%s/%d/%08x", host, os.Getpid(), rand.Uint32()), eval: eval, metrics: newOpMetrics(),
+		savedTimers: maps.Clone(timers), tmpl: tmpl,
 		unreachable: Invariant{Name: SubjectUnreachable, Severity: "critical", Message: "the subject did not answer its observations"}}
 	for _, inv := range subj.Invariants {
 		if inv.Name == SubjectUnreachable {
@@ -118,7 +128,7 @@ func New(cfg Config, subj Subject, urls []string, store *Store, secrets Secrets,
 		slos = append(slos, slo.Expr)
 	}
 	o.sloProgs = compilePrograms(slos...)
-	o.exec = newExecutor(o.subj, subj.BaseURLs, secrets.SubjectToken, &http.Client{Timeout: subj.Timeout.Duration})
+	o.exec = newExecutor(o.subj, tmpl, subj.BaseURLs, secrets.SubjectToken, &http.Client{Timeout: subj.Timeout.Duration})
 	if err := o.chooseDiagnoser(secrets.LLMKey); err != nil {
 		return nil, err
 	}
@@ -129,7 +139,7 @@ func New(cfg Config, subj Subject, urls []string, store *Store, secrets Secrets,
 // in the environment is replaced by the playbooks, with a note that Run
 // logs: a missing key must not stop the operator watching.
 func (o *Operator) chooseDiagnoser(key string) error {
-	rules := newRules(o.subj, o.eval.hist, o.now)
+	rules := newRules(o.subj, o.tmpl, o.eval.hist, o.now)
 	o.diag, o.diagName = rules, DiagnoserRules
 	if o.cfg.Diagnoser != DiagnoserLLM && o.cfg.Diagnoser != DiagnoserBoth {
 		return nil
@@ -237,13 +247,14 @@ func (o *Operator) Run(ctx context.Context) error {
 		o.log.Warn(o.diagNote)
 	}
 	o.log.Info("operator running", "interval", o.cfg.Interval.Duration, "mode", o.mode(ctx), "db", o.cfg.DB, "diagnoser", o.diagName)
+	o.leased = true
+	defer func() { o.leased = false }()
 	t := time.NewTicker(o.cfg.Interval.Duration)
 	defer t.Stop()
 	for {
-		if held, holder, err = o.store.AcquireLease(ctx, o.owner, o.cfg.Lease.Duration, o.now()); err == nil && !held {
-			return fmt.Errorf("%w (%s took the lease)", ErrLeaseHeld, holder)
-		}
-		if err := o.Tick(ctx); err != nil && ctx.Err() == nil {
+		if err := o.Tick(ctx); errors.Is(err, ErrLeaseHeld) {
+			return err
+		} else if err != nil && ctx.Err() == nil {
 			o.log.Error("loop", "err", err)
 		}
 		select {
@@ -264,10 +275,14 @@ func (o *Operator) mode(ctx context.Context) string {
 }
 
 // Tick is one pass of the loop, in this order: observe the subject;
-// evaluate the invariants; open or update a ticket per violation (record),
-// which starts the diagnosis of a new one; verify executed actions, both
-// ways (verify); resolve the tickets whose violation cleared
-// (resolveCleared); act as the mode allows (act).
+// evaluate the invariants; write what every pass writes and read the
+// state, in one transaction (begin); open or update a ticket per violation
+// (record), which starts the diagnosis of a new one; verify executed
+// actions, both ways (verify); resolve the tickets whose violation cleared
+// (resolveCleared); act as the mode allows (act). A quiet pass, with
+// nothing firing, pending or to verify, makes no other SQLite call than
+// begin's. Under Run, a pass that finds the lease taken returns
+// ErrLeaseHeld and does nothing else.
 func (o *Operator) Tick(ctx context.Context) error {
 	start := time.Now()
 	defer o.metrics.loop.UpdateDuration(start)
@@ -279,41 +294,46 @@ func (o *Operator) Tick(ctx context.Context) error {
 		o.lastObs = obs
 	}
 	o.obsMu.Unlock()
+	if obsErr != nil && ctx.Err() != nil {
+		return nil // shutting down, not a failed observation
+	}
 	v, state := o.eval.unreachable(o.unreachable, obsErr != nil, now)
-	active := map[string]bool{}
+	var ev evaluation
+	var slo sloPass
+	if obsErr == nil {
+		ev = o.eval.evaluate(obs, now)
+		o.eval.hist.add(obs, now)
+		slo = o.sloPass(obs, now)
+	}
+	st, err := o.begin(ctx, now, slo)
+	if err != nil {
+		return err
+	}
 	var errs []error
 	if obsErr != nil {
-		if ctx.Err() != nil {
-			return nil // shutting down, not a failed observation
-		}
 		// A failed observation says nothing about the other invariants:
 		// their tickets and timers stay as they are.
 		o.log.Warn("observation failed", "err", obsErr)
 		if state == stepFiring {
-			v.Entity, v.Message = "", renderOr(o.unreachable.Message, map[string]any{"error": obsErr.Error()})
+			v.Entity, v.Message = "", o.renderOr(o.unreachable.Message, map[string]any{"error": obsErr.Error()})
 			v.Observation, _ = json.Marshal(map[string]any{"error": obsErr.Error()})
 			if err := o.record(ctx, v, now, nil); err != nil {
 				errs = append(errs, err)
 			}
 		}
-		return errors.Join(append(errs, o.saveTimers(ctx))...)
+		return errors.Join(errs...)
 	}
+	active := map[string]bool{}
 	if state == stepHolding {
 		active[SubjectUnreachable+":"] = true
 	}
-	ev := o.eval.evaluate(obs, now)
-	o.eval.hist.add(obs, now)
 	for _, err := range ev.errs {
 		o.log.Warn("invariant", "err", err)
 	}
 	for k := range ev.holding {
 		active[k] = true
 	}
-	burns, err := o.trackSLOs(ctx, obs, now)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	ev.config = append(ev.config, burns...)
+	ev.config = append(ev.config, o.burns(st.SLOBad, now)...)
 	for _, v := range ev.config {
 		if v.Invariant == OperatorConfig {
 			o.log.Error("configuration", "invariant", v.Entity, "problem", v.Message)
@@ -326,29 +346,71 @@ func (o *Operator) Tick(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	// What record wrote (a ticket, a diagnosis, proposals) is read again;
+	// a quiet pass wrote nothing and keeps begin's state.
+	if len(ev.firing) > 0 {
+		if st, err = o.reread(ctx, st); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+	}
 	// Verify before resolving (a cleared ticket's actions are verified by
 	// it) and both before acting: a ticket whose action failed its
 	// verification is escalated before anything else runs for it, and one
 	// whose violation cleared gets no further action.
-	if err := o.verify(ctx, active, now); err != nil {
+	wrote, err := o.verify(ctx, st, active, now)
+	if err != nil {
 		errs = append(errs, err)
 	}
-	if err := o.resolveCleared(ctx, active, now); err != nil {
+	resolved, err := o.resolveCleared(ctx, st, active, now)
+	if err != nil {
 		errs = append(errs, err)
 	}
-	if err := o.act(ctx, now); err != nil {
+	if wrote || resolved {
+		if st, err = o.reread(ctx, st); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+	}
+	if err := o.act(ctx, st, now); err != nil {
 		errs = append(errs, err)
 	}
-	errs = append(errs, o.saveTimers(ctx))
 	return errors.Join(errs...)
 }
 
-func (o *Operator) saveTimers(ctx context.Context) error {
-	return o.store.SaveTimers(ctx, o.eval.timers)
+// begin is the pass's one transaction: it renews the lease (under Run),
+// adds the SLOs' time and reads their budgets, stores the grace timers if
+// they changed, and reads the mode, the unresolved tickets and the
+// proposals still to run or verify.
+func (o *Operator) begin(ctx context.Context, now time.Time, slo sloPass) (TickState, error) {
+	w := TickWrites{SLOTimes: slo.times, SLOKeep: slo.keep, SLOSince: slo.since}
+	if o.leased {
+		w.LeaseOwner, w.LeaseTTL = o.owner, o.cfg.Lease.Duration
+	}
+	if !maps.EqualFunc(o.eval.timers, o.savedTimers, Timer.equal) {
+		w.Timers = o.eval.timers
+	}
+	st, err := o.store.Tick(ctx, now, w)
+	if err != nil {
+		return st, err
+	}
+	if !st.LeaseHeld {
+		return st, fmt.Errorf("%w (%s took the lease)", ErrLeaseHeld, st.LeaseHolder)
+	}
+	if w.Timers != nil {
+		o.savedTimers = maps.Clone(w.Timers)
+	}
+	return st, nil
 }
 
-func renderOr(text string, data map[string]any) string {
-	if s, err := render(text, data); err == nil && s != "" {
+// reread reads the state again after the pass wrote to it, keeping the SLO
+// budgets begin read.
+func (o *Operator) reread(ctx context.Context, st TickState) (TickState, error) {
+	fresh, err := o.store.Tick(ctx, o.now(), TickWrites{})
+	fresh.SLOBad = st.SLOBad
+	return fresh, err
+}
+
+func (o *Operator) renderOr(text string, data map[string]any) string {
+	if s, err := o.tmpl.render(text, data); err == nil && s != "" {
 		return s
 	}
 	return fmt.Sprint(data["error"])
@@ -496,54 +558,54 @@ func (o *Operator) modelPolicy(t Ticket, a *Action, params map[string]any) error
 
 // resolveCleared resolves every unresolved ticket whose violation is
 // neither firing nor held by keep_firing_for (a held ticket too: holding
-// stops the operator acting, but a cleared problem is still over).
-func (o *Operator) resolveCleared(ctx context.Context, active map[string]bool, now time.Time) error {
-	open, err := o.store.Tickets(ctx, TicketFilter{Unresolved: true})
-	if err != nil {
-		return err
-	}
-	for _, t := range open {
+// stops the operator acting, but a cleared problem is still over), and
+// skips its proposals still waiting to run. It reports whether it wrote.
+func (o *Operator) resolveCleared(ctx context.Context, st TickState, active map[string]bool, now time.Time) (bool, error) {
+	wrote := false
+	for _, t := range st.Tickets {
 		if active[t.Key] {
 			continue
 		}
 		if err := o.store.Resolve(ctx, t.ID, "operator", "the violation cleared", now); err != nil {
-			return err
+			return wrote, err
 		}
+		wrote = true
 		o.log.Info("ticket resolved", "ticket", t.ID, "key", t.Key)
 		o.notify.notify(EventResolved, t, "the violation cleared", now)
-		pending, err := o.store.Proposals(ctx, ProposalFilter{TicketID: t.ID, Status: []string{ProposalPending, ProposalApproved}})
-		if err != nil {
-			return err
-		}
-		for _, p := range pending {
-			_, _ = o.store.Transition(ctx, p.ID, p.Status, ProposalSkipped, "operator", "the ticket resolved first", now)
+		for _, p := range st.Proposals {
+			if p.TicketID == t.ID && (p.Status == ProposalPending || p.Status == ProposalApproved) {
+				_, _ = o.store.Transition(ctx, p.ID, p.Status, ProposalSkipped, "operator", "the ticket resolved first", now)
+			}
 		}
 	}
-	return nil
+	return wrote, nil
 }
 
 // act executes what the mode allows.
-func (o *Operator) act(ctx context.Context, now time.Time) error {
-	mode := o.mode(ctx)
+func (o *Operator) act(ctx context.Context, st TickState, now time.Time) error {
+	mode := st.Mode
+	if mode == "" {
+		mode = o.cfg.Mode
+	}
 	if mode == ModeObserve {
 		return nil
 	}
-	ready, err := o.store.Proposals(ctx, ProposalFilter{Status: []string{ProposalPending, ProposalApproved}})
-	if err != nil {
-		return err
+	unresolved := make(map[int64]Ticket, len(st.Tickets))
+	for _, t := range st.Tickets {
+		unresolved[t.ID] = t
 	}
-	for i := len(ready) - 1; i >= 0; i-- { // oldest first
-		p := ready[i]
+	for i := len(st.Proposals) - 1; i >= 0; i-- { // oldest first
+		p := st.Proposals[i]
+		if p.Status != ProposalPending && p.Status != ProposalApproved {
+			continue
+		}
 		if p.Status == ProposalPending && (mode == ModeApprove || p.RequiresApproval) {
 			continue // waits for `operator actions approve`
 		}
 		if p.TicketID != 0 {
-			t, err := o.store.Ticket(ctx, p.TicketID)
-			if err != nil {
-				return err
-			}
-			if t.Status == StatusHeld || t.Status == StatusRemediationFailed || t.Status == StatusResolved {
-				continue
+			t, ok := unresolved[p.TicketID]
+			if !ok || t.Status == StatusHeld || t.Status == StatusRemediationFailed {
+				continue // resolved, held or escalated
 			}
 		}
 		if p.Status == ProposalApproved {
@@ -674,31 +736,20 @@ func idempotencyKey(p Proposal) string {
 // held keys), verification_failed when it still fires VerifyWithin after
 // the action ran; the ticket is then escalated as remediation_failed and
 // nothing is retried. Until one or the other, the action waits.
-func (o *Operator) verify(ctx context.Context, active map[string]bool, now time.Time) error {
-	done, err := o.store.Proposals(ctx, ProposalFilter{Status: []string{ProposalSucceeded}})
-	if err != nil {
-		return err
-	}
-	if len(done) == 0 {
-		return nil // the quiet tick's case: one query
-	}
-	// One read of the unresolved tickets serves every proposal; a ticket
-	// not among them is resolved.
-	open, err := o.store.Tickets(ctx, TicketFilter{Unresolved: true})
-	if err != nil {
-		return err
-	}
-	unresolved := make(map[int64]Ticket, len(open))
-	for _, t := range open {
+func (o *Operator) verify(ctx context.Context, st TickState, active map[string]bool, now time.Time) (wrote bool, err error) {
+	unresolved := make(map[int64]Ticket, len(st.Tickets))
+	for _, t := range st.Tickets {
 		unresolved[t.ID] = t
 	}
-	for _, p := range done {
-		if p.TicketID == 0 {
-			continue // run by hand (operator act): no violation to clear
+	for _, p := range st.Proposals {
+		if p.Status != ProposalSucceeded || p.TicketID == 0 {
+			continue // not executed, or run by hand (operator act): no violation to clear
 		}
+		// A ticket not among the unresolved is resolved.
 		if t, ok := unresolved[p.TicketID]; ok && !active[t.Key] {
 			if ok, _ := o.store.Transition(ctx, p.ID, ProposalSucceeded, ProposalVerified, "operator", "the violation cleared", now); ok {
 				o.metrics.action(ProposalVerified)
+				wrote = true
 			}
 			continue
 		}
@@ -710,9 +761,10 @@ func (o *Operator) verify(ctx context.Context, active map[string]bool, now time.
 			o.escalate(ctx, p.TicketID, "operator", "escalated: "+p.Action+" did not clear the violation within "+o.cfg.VerifyWithin.Duration.String())
 			o.metrics.action(ProposalVerifyFailed)
 			o.log.Error("remediation failed: escalating", "ticket", p.TicketID, "action", p.Action)
+			wrote = true
 		}
 	}
-	return nil
+	return wrote, nil
 }
 
 func (o *Operator) audit(ctx context.Context, ticket, proposal int64, event string, detail any) {

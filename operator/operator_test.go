@@ -577,7 +577,11 @@ func TestHealthyClusterOpensNothing(t *testing.T) {
 		urls = append(urls, n.URL)
 	}
 	clk := testkit.NewClock()
-	e := newOp(t, cfg, subj, urls, clk.Now)
+	// The store counts its SQLite transactions: a quiet tick, lease
+	// renewal and SLO time included, makes exactly one.
+	st, transactions := countingStore(t, cfg.DB)
+	e := newOpOn(t, cfg, subj, urls, clk.Now, st)
+	e.op.leased = true
 	waitSeen(t, e, 3)
 	// Warm up (script loads), and keep enough requests in each node's
 	// 10 s window that its p99 is not simply its slowest request: the
@@ -597,7 +601,11 @@ func TestHealthyClusterOpensNothing(t *testing.T) {
 			n := nodes[j%len(nodes)]
 			flood(t, n.URL, fmt.Sprintf("user:%d", (ticks*9+j)%90), 1)
 		}
+		before := transactions.Load()
 		e.tick(t)
+		if n := transactions.Load() - before; n != 1 {
+			t.Errorf("tick %d made %d SQLite transactions; want 1", ticks, n)
+		}
 		ticks++
 		clk.Add(step)
 	}

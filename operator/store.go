@@ -43,6 +43,11 @@ type Timer struct {
 	Firing   bool
 }
 
+// equal compares the stored fields (microseconds, as SaveTimers keeps them).
+func (t Timer) equal(u Timer) bool {
+	return t.Firing == u.Firing && micros(t.Since) == micros(u.Since) && micros(t.LastTrue) == micros(u.LastTrue)
+}
+
 // Store is the operator's SQLite database. It is safe for concurrent use,
 // and several Stores (in one process or several) may share one file.
 type Store struct {
@@ -141,6 +146,12 @@ CREATE TABLE lease (
 // OpenStore opens (creating if needed) the SQLite file at path and brings
 // its schema up to date.
 func OpenStore(path string) (*Store, error) {
+	return openStore(path, "sqlite")
+}
+
+// openStore is OpenStore on a named database/sql driver: tests wrap the
+// SQLite driver to count its transactions.
+func openStore(path, driver string) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("cannot open store: empty path")
 	}
@@ -149,7 +160,7 @@ func OpenStore(path string) (*Store, error) {
 	name := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
 	dsn := "file:" + name + "?_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
 		"&_pragma=synchronous(NORMAL)&_txlock=immediate"
-	db, err := sql.Open("sqlite", dsn)
+	db, err := sql.Open(driver, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("cannot open store %q: %w", path, err)
 	}
@@ -306,6 +317,10 @@ func (s *Store) Ticket(ctx context.Context, id int64) (Ticket, error) {
 
 // Tickets lists tickets, newest first.
 func (s *Store) Tickets(ctx context.Context, f TicketFilter) ([]Ticket, error) {
+	return listTickets(ctx, s.db, f)
+}
+
+func listTickets(ctx context.Context, db sqlQueryer, f TicketFilter) ([]Ticket, error) {
 	var (
 		where []string
 		args  []any
@@ -317,7 +332,7 @@ func (s *Store) Tickets(ctx context.Context, f TicketFilter) ([]Ticket, error) {
 	}
 	q := `SELECT ` + ticketColumns + ` FROM tickets` + sqlWhere(where) + ` ORDER BY id DESC LIMIT ?`
 	args = append(args, sqlLimit(f.Limit))
-	return queryAll(ctx, s.db, "tickets", q, args, scanTicket)
+	return queryAll(ctx, db, "tickets", q, args, scanTicket)
 }
 
 // statusIn adds a "status IN (...)" condition when statuses are given.
@@ -332,7 +347,7 @@ func statusIn(where []string, args []any, statuses []string) ([]string, []any) {
 }
 
 // queryAll runs q and scans every row; errors name what was listed.
-func queryAll[T any](ctx context.Context, db *sql.DB, what, q string, args []any, scan func(rowScanner) (T, error)) ([]T, error) {
+func queryAll[T any](ctx context.Context, db sqlQueryer, what, q string, args []any, scan func(rowScanner) (T, error)) ([]T, error) {
 	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("cannot list %s: %w", what, err)
@@ -555,6 +570,10 @@ func (s *Store) Proposal(ctx context.Context, id int64) (Proposal, error) {
 
 // Proposals lists proposals, newest first.
 func (s *Store) Proposals(ctx context.Context, f ProposalFilter) ([]Proposal, error) {
+	return listProposals(ctx, s.db, f)
+}
+
+func listProposals(ctx context.Context, db sqlQueryer, f ProposalFilter) ([]Proposal, error) {
 	var (
 		where []string
 		args  []any
@@ -566,7 +585,7 @@ func (s *Store) Proposals(ctx context.Context, f ProposalFilter) ([]Proposal, er
 	where, args = statusIn(where, args, f.Status)
 	q := `SELECT ` + proposalColumns + ` FROM proposals` + sqlWhere(where) + ` ORDER BY id DESC LIMIT ?`
 	args = append(args, sqlLimit(f.Limit))
-	return queryAll(ctx, s.db, "proposals", q, args, scanProposal)
+	return queryAll(ctx, db, "proposals", q, args, scanProposal)
 }
 
 // Transition moves a proposal from one status to another atomically (UPDATE
@@ -734,31 +753,33 @@ func (s *Store) Timers(ctx context.Context) (map[string]Timer, error) {
 // SaveTimers replaces the whole set of timers in one transaction. The map
 // key is the timer's key (Timer.Key is ignored).
 func (s *Store) SaveTimers(ctx context.Context, timers map[string]Timer) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM timers`); err != nil {
-			return err
-		}
-		st, err := tx.PrepareContext(ctx, `INSERT INTO timers (key, since, last_true, firing) VALUES (?, ?, ?, ?)`)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		for k, t := range timers {
-			if _, err := st.ExecContext(ctx, k, micros(t.Since), micros(t.LastTrue), t.Firing); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return s.tx(ctx, func(tx *sql.Tx) error { return saveTimers(ctx, tx, timers) })
+}
+
+func saveTimers(ctx context.Context, tx *sql.Tx, timers map[string]Timer) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM timers`); err != nil {
+		return fmt.Errorf("cannot save timers: %w", err)
+	}
+	st, err := tx.PrepareContext(ctx, `INSERT INTO timers (key, since, last_true, firing) VALUES (?, ?, ?, ?)`)
 	if err != nil {
 		return fmt.Errorf("cannot save timers: %w", err)
+	}
+	defer st.Close()
+	for k, t := range timers {
+		if _, err := st.ExecContext(ctx, k, micros(t.Since), micros(t.LastTrue), t.Firing); err != nil {
+			return fmt.Errorf("cannot save timers: %w", err)
+		}
 	}
 	return nil
 }
 
 // Mode returns the mode last set; ok is false when it was never set.
 func (s *Store) Mode(ctx context.Context) (mode string, ok bool, err error) {
-	err = s.db.QueryRowContext(ctx, `SELECT value FROM settings WHERE name = 'mode'`).Scan(&mode)
+	return readMode(ctx, s.db)
+}
+
+func readMode(ctx context.Context, db sqlQueryer) (mode string, ok bool, err error) {
+	err = db.QueryRowContext(ctx, `SELECT value FROM settings WHERE name = 'mode'`).Scan(&mode)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", false, nil
 	}
@@ -799,36 +820,39 @@ func (s *Store) AcquireLease(ctx context.Context, owner string, ttl time.Duratio
 	if owner == "" || ttl <= 0 {
 		return false, "", fmt.Errorf("cannot acquire lease: need an owner and a positive ttl, got %q and %v", owner, ttl)
 	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
-		var (
-			cur     string
-			expires int64
-		)
-		err := tx.QueryRowContext(ctx, `SELECT owner, expires FROM lease WHERE id = 1`).Scan(&cur, &expires)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			cur = ""
-		case err != nil:
-			return err
-		case cur != owner && expires > micros(now):
-			holder = cur
-			return nil
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO lease (id, owner, expires) VALUES (1, ?, ?)
-			ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, expires = excluded.expires`, owner, micros(now.Add(ttl))); err != nil {
-			return err
-		}
-		held, holder = true, owner
-		if cur == owner {
-			return nil
-		}
-		return insertAudit(ctx, tx, AuditEntry{At: now, Actor: owner, Event: "lease",
-			Detail: auditDetail(map[string]any{"acquired": true, "previous": cur})})
+	err = s.tx(ctx, func(tx *sql.Tx) (err error) {
+		held, holder, err = acquireLease(ctx, tx, owner, ttl, now)
+		return err
 	})
 	if err != nil {
 		return false, "", fmt.Errorf("cannot acquire lease for %q: %w", owner, err)
 	}
 	return held, holder, nil
+}
+
+func acquireLease(ctx context.Context, tx *sql.Tx, owner string, ttl time.Duration, now time.Time) (held bool, holder string, err error) {
+	var (
+		cur     string
+		expires int64
+	)
+	err = tx.QueryRowContext(ctx, `SELECT owner, expires FROM lease WHERE id = 1`).Scan(&cur, &expires)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		cur = ""
+	case err != nil:
+		return false, "", err
+	case cur != owner && expires > micros(now):
+		return false, cur, nil
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO lease (id, owner, expires) VALUES (1, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, expires = excluded.expires`, owner, micros(now.Add(ttl))); err != nil {
+		return false, "", err
+	}
+	if cur != owner {
+		err = insertAudit(ctx, tx, AuditEntry{At: now, Actor: owner, Event: "lease",
+			Detail: auditDetail(map[string]any{"acquired": true, "previous": cur})})
+	}
+	return err == nil, owner, err
 }
 
 // ReleaseLease frees the lease if owner holds it, and audits that.
