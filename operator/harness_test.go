@@ -22,7 +22,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -94,6 +93,8 @@ func runChildOperator(raw string) {
 	if err != nil {
 		panic(err)
 	}
+	// testkit.StartChild returns once the child wrote its first line.
+	fmt.Println("operator started")
 	if err := op.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "operator:", err)
 		os.Exit(1)
@@ -107,21 +108,7 @@ func startChildOperator(t *testing.T, c childOp) *exec.Cmd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childOpEnv+"="+string(raw))
-	stderr := &testkit.Buffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("child operator stderr:\n%s", stderr.String())
-		}
-	})
-	return cmd
+	return testkit.StartChild(t, "operator", childOpEnv, string(raw)).Cmd
 }
 
 // testFile is the layout of config.toml as the operator sees it: its own
@@ -197,24 +184,14 @@ func nodeConfig(id string, srv *redistest.Server) node.Config {
 	return cfg
 }
 
-// httpDo sends one request and returns the status and body.
+// httpDo sends one request, with a JSON Content-Type when it has a body,
+// and returns the status and body.
 func httpDo(t testing.TB, method, u, body string, hdr ...string) (int, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, u, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
 	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
+		hdr = append([]string{"Content-Type", "application/json"}, hdr...)
 	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
-	}
-	defer resp.Body.Close()
+	resp := testkit.Call(t, method, u, body, nil, hdr...)
 	data, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, data
 }

@@ -1,16 +1,13 @@
 package nodetest
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -73,43 +70,10 @@ func StartChild(t *testing.T, cfg node.Config) *Child {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+string(raw))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr := &testkit.Buffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("child node %s stderr:\n%s", cfg.ID, stderr.String())
-		}
-	})
-	line := make(chan string, 1)
-	go func() {
-		r := bufio.NewReader(out)
-		s, _ := r.ReadString('\n')
-		line <- strings.TrimSpace(s)
-		_, _ = io.Copy(io.Discard, r)
-	}()
-	select {
-	case addr := <-line:
-		if addr == "" {
-			t.Fatalf("child node %s exited without an address (does TestMain call nodetest.RunChildIfRequested first?); stderr:\n%s", cfg.ID, stderr.String())
-		}
-		c := &Child{ID: cfg.ID, URL: "http://" + addr, cmd: cmd}
-		waitHealth(t, c.URL)
-		return c
-	case <-time.After(10 * time.Second):
-		t.Fatalf("child node %s did not start; stderr:\n%s", cfg.ID, stderr.String())
-	}
-	return nil
+	ch := testkit.StartChild(t, "node "+cfg.ID, childEnv, string(raw))
+	c := &Child{ID: cfg.ID, URL: "http://" + ch.Line, cmd: ch.Cmd}
+	waitHealth(t, c.URL)
+	return c
 }
 
 // Kill SIGKILLs the child and waits for it to exit.

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 const (
@@ -52,7 +54,7 @@ func Start(t testing.TB, job string, interval time.Duration, targets ...string) 
 	}
 	var lastErr error
 	for attempt := range portAttempts {
-		port, err := freePort()
+		port, err := testkit.FreePort()
 		if err != nil {
 			t.Fatalf("promtest: cannot find a free port: %v", err)
 		}
@@ -212,15 +214,6 @@ func (s *Server) output() string {
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // CheckMetrics runs `promtool check metrics` on text, a /metrics answer,

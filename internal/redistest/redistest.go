@@ -76,7 +76,7 @@ func startWith(t testing.TB, args func(port int, dir string) ([]string, error)) 
 	dir := t.TempDir()
 	var lastErr error
 	for range portAttempts {
-		port, err := freePort()
+		port, err := testkit.FreePort()
 		if err != nil {
 			t.Fatalf("redistest: cannot find a free port: %v", err)
 		}
@@ -268,15 +268,4 @@ func ping(addr string) error {
 		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
 	}
 	return nil
-}
-
-// freePort asks the kernel for an unused loopback port. Another process may
-// take it before redis-server binds it; Start then retries with a new one.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	return port, l.Close()
 }

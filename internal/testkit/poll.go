@@ -1,6 +1,8 @@
 // Package testkit holds what the project's tests share and no test should
-// write again: waiting for a condition by polling, and a buffer that
-// concurrent writers and a test share. It imports
+// write again: waiting for a condition by polling, a settable clock, a test
+// logger, a buffer that concurrent writers and a test share, the test
+// binary re-run as a child process, one HTTP call with its JSON answer,
+// and a free port. It imports
 // nothing from the project, so every package's own tests (node's
 // in-package tests included, which cannot import internal/nodetest) can
 // use it. Production code never imports it.
