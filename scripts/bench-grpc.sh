@@ -6,7 +6,11 @@
 # concurrent streams, and the node's CPU µs per decision on each path, read
 # from /proc. Rounds alternate and the script ends with the medians; on a
 # shared 2-core machine one round varies by ±30 %.
-# Needs redis-server and wrk. RUNS (default 3) and DURATION (default 10s).
+# The gRPC load comes from rlsload writing HTTP/2 frames by hand, about as
+# light as wrk is for HTTP; CLIENT=grpc uses grpc-go's client instead, which
+# takes about a core of the two for itself.
+# Needs redis-server and wrk. RUNS (default 3), DURATION (default 10s) and
+# CLIENT (raw or grpc, default raw).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
@@ -55,8 +59,8 @@ printf '%-5s %-3s %8s %6s %6s %4s %6s | %8s %6s %6s %6s | %8s %6s %6s %6s %5s\n'
   round c grpc/s p50ms p99ms err cpuus noop/s p50ms p99ms cpuus http/s p50ms p99ms cpuus ratio
 for r in $(seq "${RUNS:-3}"); do
   for c in 64 16; do
-    read -r gr g50 g99 gerr gcpu < <("$tmp/rlsload" --target 127.0.0.1:18097 -c "$c" -d "${DURATION:-10s}" --pid "$node")
-    read -r nr n50 n99 _ ncpu < <("$tmp/rlsload" --target 127.0.0.1:18095 -c "$c" -d "${DURATION:-10s}" --pid "$noop")
+    read -r gr g50 g99 gerr gcpu < <("$tmp/rlsload" --client "${CLIENT:-raw}" --target 127.0.0.1:18097 -c "$c" -d "${DURATION:-10s}" --pid "$node")
+    read -r nr n50 n99 _ ncpu < <("$tmp/rlsload" --client "${CLIENT:-raw}" --target 127.0.0.1:18095 -c "$c" -d "${DURATION:-10s}" --pid "$noop")
     read -r hr h50 h99 _ hcpu < <(http "$c")
     printf '%-5s %-3s %8s %6s %6s %4s %6s | %8s %6s %6s %6s | %8s %6s %6s %6s %5.2f\n' "$r" "$c" \
       "$gr" "$g50" "$g99" "$gerr" "$gcpu" "$nr" "$n50" "$n99" "$ncpu" "$hr" "$h50" "$h99" "$hcpu" \

@@ -4,6 +4,8 @@
 // concurrent streams over descriptors user=u0 … u(N-1) of one domain for a
 // duration, and prints "decisions/s p50_ms p99_ms errors cpu_us", where
 // cpu_us is the CPU time of process --pid per decision, read from /proc.
+// By default it writes HTTP/2 frames by hand (raw.go), as light a driver as
+// wrk is for the HTTP path; --client grpc uses grpc-go's client instead.
 package main
 
 import (
@@ -43,6 +45,7 @@ func main() {
 	target := flag.String("target", "127.0.0.1:18097", "gRPC address to load")
 	conc := flag.Int("c", 16, "concurrent streams")
 	conns := flag.Int("conns", 2, "HTTP/2 connections the streams share")
+	client := flag.String("client", "raw", "raw: HTTP/2 frames written by hand, one goroutine per connection; grpc: grpc-go's client, a goroutine per stream")
 	dur := flag.Duration("d", 10*time.Second, "duration")
 	pid := flag.Int("pid", 0, "server process whose CPU time to report")
 	n := flag.Int("descriptors", 10_000, "distinct descriptors")
@@ -57,49 +60,85 @@ func main() {
 		rls.RegisterRateLimitServiceServer(s, noop{})
 		log.Fatal(s.Serve(ln))
 	}
-	clients := make([]rls.RateLimitServiceClient, *conns)
-	for i := range clients {
-		cc, err := grpc.NewClient(*target, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			log.Fatal(err)
-		}
-		defer cc.Close()
-		clients[i] = rls.NewRateLimitServiceClient(cc)
+	if *conns < 1 || *conc < *conns {
+		log.Fatalf("want 1 <= --conns <= -c, got %d and %d", *conns, *conc)
 	}
 	reqs := make([]*rls.RateLimitRequest, *n)
 	for i := range reqs {
 		reqs[i] = &rls.RateLimitRequest{Domain: *domain, Descriptors: []*rlcommon.RateLimitDescriptor{{
 			Entries: []*rlcommon.RateLimitDescriptor_Entry{{Key: "user", Value: "u" + strconv.Itoa(i)}}}}}
 	}
-	var errs, done atomic.Int64
-	var mu sync.Mutex
+	var (
+		errs, done atomic.Int64
+		mu         sync.Mutex
+		wg         sync.WaitGroup
+	)
 	hist := hdrhistogram.New(1, 10_000_000, 3) // µs
+	merge := func(h *hdrhistogram.Histogram, ok, failed int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		hist.Merge(h)
+		done.Add(ok)
+		errs.Add(failed)
+	}
 	cpu0 := cpuTicks(*pid)
 	start := time.Now()
 	deadline := start.Add(*dur)
-	var wg sync.WaitGroup
-	for w := range *conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := clients[w%len(clients)]
-			h := hdrhistogram.New(1, 10_000_000, 3)
-			for time.Now().Before(deadline) {
-				t0 := time.Now()
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				_, err := c.ShouldRateLimit(ctx, reqs[rand.IntN(len(reqs))])
-				cancel()
-				if err != nil {
-					errs.Add(1)
-					continue
-				}
-				done.Add(1)
-				_ = h.RecordValue(time.Since(t0).Microseconds())
+	switch *client {
+	case "raw":
+		bodies, err := rawRequests(reqs)
+		if err != nil {
+			log.Fatal(err)
+		}
+		for i := range *conns {
+			streams := *conc / *conns
+			if i < *conc%*conns {
+				streams++
 			}
-			mu.Lock()
-			hist.Merge(h)
-			mu.Unlock()
-		}()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := runRaw(*target, streams, deadline, bodies, func() int { return rand.IntN(len(bodies)) })
+				if err != nil {
+					log.Fatalf("connection %d: %v", i, err)
+				}
+				merge(c.hist, c.done, c.errs)
+			}()
+		}
+	case "grpc":
+		clients := make([]rls.RateLimitServiceClient, *conns)
+		for i := range clients {
+			cc, err := grpc.NewClient(*target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				log.Fatal(err)
+			}
+			defer cc.Close()
+			clients[i] = rls.NewRateLimitServiceClient(cc)
+		}
+		for w := range *conc {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c := clients[w%len(clients)]
+				h := hdrhistogram.New(1, 10_000_000, 3)
+				var ok, failed int64
+				for time.Now().Before(deadline) {
+					t0 := time.Now()
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					_, err := c.ShouldRateLimit(ctx, reqs[rand.IntN(len(reqs))])
+					cancel()
+					if err != nil {
+						failed++
+						continue
+					}
+					ok++
+					_ = h.RecordValue(time.Since(t0).Microseconds())
+				}
+				merge(h, ok, failed)
+			}()
+		}
+	default:
+		log.Fatalf("--client must be raw or grpc, got %q", *client)
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
