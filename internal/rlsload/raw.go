@@ -41,19 +41,25 @@ func rawRequests(reqs []*rls.RateLimitRequest) ([][]byte, error) {
 	return out, nil
 }
 
-// rawHeaders is the header block of every request. Every field is marked
-// sensitive, so the encoder adds nothing to its dynamic table and the same
-// bytes stay valid for every request on a connection.
-func rawHeaders(authority string) []byte {
+// rawHeaders are the header blocks of a connection's requests: first is
+// the first request's, which adds the fields to the server's HPACK table
+// as a client such as Envoy does; rest is every later request's, the same
+// fields as indexes into that table (7 bytes), which stay valid since
+// nothing else is added.
+func rawHeaders(authority string) (first, rest []byte) {
 	var buf bytes.Buffer
 	enc := hpack.NewEncoder(&buf)
-	for _, f := range [][2]string{
-		{":method", "POST"}, {":scheme", "http"}, {":path", shouldRateLimitPath}, {":authority", authority},
-		{"content-type", "application/grpc"}, {"te", "trailers"},
-	} {
-		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1], Sensitive: true})
+	block := func() []byte {
+		buf.Reset()
+		for _, f := range [][2]string{
+			{":method", "POST"}, {":scheme", "http"}, {":path", shouldRateLimitPath}, {":authority", authority},
+			{"content-type", "application/grpc"}, {"te", "trailers"},
+		} {
+			_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		return bytes.Clone(buf.Bytes())
 	}
-	return buf.Bytes()
+	return block(), block()
 }
 
 // rawConn is one HTTP/2 connection keeping streams calls in flight until
@@ -63,7 +69,8 @@ type rawConn struct {
 	r       *bufio.Reader
 	w       *bufio.Writer
 	fr      *http2.Framer
-	headers []byte
+	first   []byte // the first request's header block
+	headers []byte // every later one's
 	bodies  [][]byte
 	pick    func() int
 	next    uint32               // the next stream id
@@ -85,8 +92,9 @@ func runRaw(target string, streams int, deadline time.Time, bodies [][]byte, pic
 		return nil, err
 	}
 	defer conn.Close()
-	c := &rawConn{conn: conn, r: bufio.NewReaderSize(conn, 64<<10), w: bufio.NewWriterSize(conn, 64<<10), headers: rawHeaders(target), bodies: bodies, pick: pick,
+	c := &rawConn{conn: conn, r: bufio.NewReaderSize(conn, 64<<10), w: bufio.NewWriterSize(conn, 64<<10), bodies: bodies, pick: pick,
 		next: 1, started: map[uint32]time.Time{}, window: 65535, hist: hdrhistogram.New(1, 10_000_000, 3)}
+	c.first, c.headers = rawHeaders(target)
 	c.fr = http2.NewFramer(c.w, c.r)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	if _, err := c.w.WriteString(http2.ClientPreface); err != nil {
@@ -132,7 +140,11 @@ func (c *rawConn) send() {
 	id := c.next
 	c.next += 2
 	c.started[id] = time.Now()
-	_ = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.headers, EndHeaders: true})
+	block := c.headers
+	if id == 1 {
+		block = c.first
+	}
+	_ = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true})
 	_ = c.fr.WriteData(id, true, body)
 }
 

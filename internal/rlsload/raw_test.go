@@ -81,6 +81,16 @@ func TestRawClientCountsWhatTheServerAnswered(t *testing.T) {
 	}
 }
 
+// TestRawHeadersIndexed: after the first request, a request's header block
+// is six indexes into the server's HPACK table, as a client such as Envoy
+// sends, not literals the server must decode every time.
+func TestRawHeadersIndexed(t *testing.T) {
+	first, rest := rawHeaders("127.0.0.1:1")
+	if len(rest) != 6 || len(first) <= len(rest) {
+		t.Fatalf("header blocks of %d and %d bytes; want the later ones 6 bytes, one index per field", len(first), len(rest))
+	}
+}
+
 // TestRawClientCountsErrors: a call answered with a gRPC error is an error,
 // not a decision.
 func TestRawClientCountsErrors(t *testing.T) {
