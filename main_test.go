@@ -50,7 +50,7 @@ func TestBadConfigRefusesToStart(t *testing.T) {
 	f("unknown.toml", "[node]\nlisten = \"127.0.0.1:0\"\nlisen = \"x\"\n", "node.lisen", "unknown key", ":3:")
 	f("limits.toml", "[[limits]]\nkey_pattern = \"a:*\"\nmax_requests = 5\nwindow_seconds = 10\n\n[[limits]]\nkey_pattern = \"b:*\"\nmax_requests = 5\nwindow_seconds = 0\nalgorithm = \"leaky\"\n",
 		"limits[1].window_seconds", ":9:", "limits[1].algorithm", "leaky", ":10:")
-	f("syntax.toml", "[node\nlisten = 1\n", "line")
+	f("syntax.toml", "[node\nlisten = 1\n", "syntax.toml:1:6: toml: expected", "[node")
 	f("type.toml", "[node]\nredis_timeout = 50\n", "node.redis_timeout")
 	f("duration.toml", "[node]\nredis_timeout = \"fast\"\n", "node.redis_timeout", "fast")
 	f("table.toml", "[nodes]\nlisten = \"x\"\n", "nodes", "unknown")

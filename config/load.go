@@ -83,11 +83,28 @@ type syntaxError struct {
 const maxQuotedLine = 160
 
 func newSyntaxError(file string, data []byte, pe toml.ParseError) *syntaxError {
-	lines := strings.Split(string(data), "\n")
-	line := min(max(pe.Position.Line, 1), len(lines))
-	pe.Position.Line = line
-	e := &syntaxError{file: file, line: line, col: max(pe.Position.Col, 1), err: pe}
-	src := strings.TrimSuffix(lines[line-1], "\r")
+	// The line and column come from the error's byte offset: the parser's
+	// own line can be one past it (an error at a line's end is counted on
+	// the next line, or on line 0 for the file's first) while its column
+	// is the offset's. The offset counts from after a byte-order mark,
+	// which the parser skips.
+	start := pe.Position.Start
+	switch {
+	case bytes.HasPrefix(data, []byte("\xef\xbb\xbf")):
+		start += 3
+	case bytes.HasPrefix(data, []byte("\xff\xfe")), bytes.HasPrefix(data, []byte("\xfe\xff")):
+		start += 2
+	}
+	start = min(max(start, 0), len(data))
+	bol := bytes.LastIndexByte(data[:start], '\n') + 1
+	line, col := bytes.Count(data[:start], []byte("\n"))+1, start-bol+1
+	pe.Position.Line, pe.Position.Col = line, col
+	e := &syntaxError{file: file, line: line, col: col, err: pe}
+	raw, _, _ := bytes.Cut(data[bol:], []byte("\n"))
+	if len(raw) > maxQuotedLine+1 {
+		return e
+	}
+	src := strings.TrimSuffix(string(raw), "\r")
 	printable := strings.IndexFunc(src, func(r rune) bool {
 		return r != '\t' && !unicode.IsPrint(r)
 	}) < 0

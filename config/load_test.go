@@ -276,7 +276,12 @@ func TestDecodeSyntaxError(t *testing.T) {
 	}
 	f("[node]\nport = = 1\n", 2, 8, "    port = = 1\n           ^")
 	f("title = \"x\"\n\n[node]\nlisten = \"unterminated\n", 4, 23, "    listen = \"unterminated\n                          ^")
-	f("[node]\nport = 1\nport = 2\n", 3, 10, "") // the column is past the line's end
+	f("[node]\nport = 1\nport = 2\n", 3, 1, "    port = 2\n    ^")
+	// The parser counts an error at a line's end on the next line; the
+	// position is the offending byte's, the end of line 1.
+	f("[node\nlisten = 1\n", 1, 6, "    [node\n         ^")
+	// A byte-order mark, which the parser skips, does not shift the position.
+	f("\xef\xbb\xbf[node]\nport = = 1\n", 2, 8, "    port = = 1\n           ^")
 	f("[node]\r\n\tport = = 1\r\n", 2, 9, "    \tport = = 1\n    \t       ^")
 	// The parser reports line 0 for this file; toml's own ErrorWithPosition
 	// panics on it (found by FuzzDecode).
