@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestStatusMoves(t *testing.T) {
@@ -112,5 +114,60 @@ func TestStoreRefusesIllegalMoves(t *testing.T) {
 	}
 	if got, _ := s.Proposal(ctx, p.ID); got.Status != ProposalRejected || got.ExecutedAt != nil || got.Actor != "alice" {
 		t.Errorf("after a refused move: status %q, executed_at %v, actor %q; want rejected, unset, alice", got.Status, got.ExecutedAt, got.Actor)
+	}
+}
+
+// TestResolveSkipsWaitingProposals: resolving a ticket skips its pending
+// and approved proposals in the same transaction, audited; one already
+// executing or done keeps its status, and another ticket's is untouched.
+func TestResolveSkipsWaitingProposals(t *testing.T) {
+	ctx := context.Background()
+	s := storeTestOpen(t, filepath.Join(t.TempDir(), "op.db"))
+	tk, _, err := s.RecordViolation(ctx, Violation{Invariant: "node_down", Entity: "n1", Severity: "critical"}, storeT0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := s.RecordViolation(ctx, Violation{Invariant: "node_down", Entity: "n2", Severity: "critical"}, storeT0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	add := func(ticket int64, moves ...string) int64 {
+		t.Helper()
+		p, err := s.AddProposal(ctx, Proposal{TicketID: ticket, Action: "drain_node", Source: "playbook", CreatedAt: storeT0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		from := ProposalPending
+		for _, to := range moves {
+			if ok, err := s.Transition(ctx, p.ID, from, to, "alice", "", storeT0); !ok || err != nil {
+				t.Fatalf("%s → %s: %v, %v", from, to, ok, err)
+			}
+			from = to
+		}
+		return p.ID
+	}
+	pending, approved, running := add(tk.ID), add(tk.ID, ProposalApproved), add(tk.ID, ProposalApproved, ProposalExecuting)
+	elsewhere := add(other.ID)
+	if err := s.Resolve(ctx, tk.ID, "cli", "resolved by hand", storeT0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[int64]string{pending: ProposalSkipped, approved: ProposalSkipped, running: ProposalExecuting, elsewhere: ProposalPending} {
+		p, err := s.Proposal(ctx, id)
+		if err != nil || p.Status != want {
+			t.Errorf("proposal %d after Resolve: %s, %v; want %s", id, p.Status, err, want)
+		}
+		if want == ProposalSkipped && (p.Actor != "cli" || p.Result != "the ticket resolved first") {
+			t.Errorf("skipped proposal %d: actor %q, result %q; want the resolver and the reason", id, p.Actor, p.Result)
+		}
+	}
+	audit, _ := s.AuditLog(ctx, tk.ID, 0)
+	skips := 0
+	for _, e := range audit {
+		if e.Event == "proposal_status" && strings.Contains(string(e.Detail), `"to":"skipped"`) {
+			skips++
+		}
+	}
+	if skips != 2 {
+		t.Errorf("audit log has %d skips; want 2", skips)
 	}
 }

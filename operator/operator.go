@@ -558,7 +558,7 @@ func (o *Operator) modelPolicy(t Ticket, a *Action, params map[string]any) error
 
 // resolveCleared resolves every unresolved ticket whose violation is
 // neither firing nor held by keep_firing_for (a held ticket too: holding
-// stops the operator acting, but a cleared problem is still over), and
+// stops the operator acting, but a cleared problem is still over); Resolve
 // skips its proposals still waiting to run. It reports whether it wrote.
 func (o *Operator) resolveCleared(ctx context.Context, st TickState, active map[string]bool, now time.Time) (bool, error) {
 	wrote := false
@@ -572,11 +572,6 @@ func (o *Operator) resolveCleared(ctx context.Context, st TickState, active map[
 		wrote = true
 		o.log.Info("ticket resolved", "ticket", t.ID, "key", t.Key)
 		o.notify.notify(EventResolved, t, "the violation cleared", now)
-		for _, p := range st.Proposals {
-			if p.TicketID == t.ID && (p.Status == ProposalPending || p.Status == ProposalApproved) {
-				_, _ = o.store.Transition(ctx, p.ID, p.Status, ProposalSkipped, "operator", "the ticket resolved first", now)
-			}
-		}
 	}
 	return wrote, nil
 }

@@ -435,7 +435,9 @@ func (s *Store) SetDiagnosis(ctx context.Context, id int64, diagnosis json.RawMe
 }
 
 // Resolve sets status resolved and ResolvedAt unless already resolved, and
-// audits it (event "resolved").
+// audits it (event "resolved"). In the same transaction the ticket's
+// proposals still waiting to run (pending or approved) become skipped, so
+// no reader ever sees a resolved ticket with an action that may still run.
 func (s *Store) Resolve(ctx context.Context, id int64, actor, note string, now time.Time) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var old string
@@ -455,8 +457,20 @@ func (s *Store) Resolve(ctx context.Context, id int64, actor, note string, now t
 			StatusResolved, micros(now), id); err != nil {
 			return err
 		}
-		return insertAudit(ctx, tx, AuditEntry{At: now, TicketID: id, Actor: actor, Event: "resolved",
-			Detail: auditDetail(map[string]any{"from": old, "note": note})})
+		if err := insertAudit(ctx, tx, AuditEntry{At: now, TicketID: id, Actor: actor, Event: "resolved",
+			Detail: auditDetail(map[string]any{"from": old, "note": note})}); err != nil {
+			return err
+		}
+		waiting, err := listProposals(ctx, tx, ProposalFilter{TicketID: id, Status: []string{ProposalPending, ProposalApproved}})
+		if err != nil {
+			return err
+		}
+		for _, p := range waiting {
+			if _, err := transition(ctx, tx, p.ID, p.Status, ProposalSkipped, actor, "the ticket resolved first", now); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("cannot resolve ticket %d: %w", id, err)
@@ -599,38 +613,44 @@ func (s *Store) Transition(ctx context.Context, id int64, from, to, actor, resul
 		return false, fmt.Errorf("cannot move proposal %d: %w", id, err)
 	}
 	var moved bool
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		var executedAt any
-		if to == ProposalExecuting {
-			executedAt = micros(now)
-		}
-		var ticket sql.NullInt64
-		err := tx.QueryRowContext(ctx, `UPDATE proposals SET status = ?, updated_at = ?,
-			actor = CASE WHEN ? <> '' THEN ? ELSE actor END,
-			result = CASE WHEN ? <> '' THEN ? ELSE result END,
-			executed_at = COALESCE(?, executed_at)
-			WHERE id = ? AND status = ? RETURNING ticket_id`,
-			to, micros(now), actor, actor, result, result, executedAt, id, from).Scan(&ticket)
-		if errors.Is(err, sql.ErrNoRows) {
-			var one int
-			if err := tx.QueryRowContext(ctx, `SELECT 1 FROM proposals WHERE id = ?`, id).Scan(&one); errors.Is(err, sql.ErrNoRows) {
-				return ErrNotFound
-			} else if err != nil {
-				return err
-			}
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		moved = true
-		return insertAudit(ctx, tx, AuditEntry{At: now, TicketID: ticket.Int64, ProposalID: id, Actor: actor,
-			Event: "proposal_status", Detail: auditDetail(map[string]any{"from": from, "to": to, "result": result})})
+	err := s.tx(ctx, func(tx *sql.Tx) (err error) {
+		moved, err = transition(ctx, tx, id, from, to, actor, result, now)
+		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("cannot move proposal %d from %s to %s: %w", id, from, to, err)
 	}
 	return moved, nil
+}
+
+// transition is Transition's move inside a transaction; the caller has
+// checked the move.
+func transition(ctx context.Context, tx *sql.Tx, id int64, from, to, actor, result string, now time.Time) (bool, error) {
+	var executedAt any
+	if to == ProposalExecuting {
+		executedAt = micros(now)
+	}
+	var ticket sql.NullInt64
+	err := tx.QueryRowContext(ctx, `UPDATE proposals SET status = ?, updated_at = ?,
+		actor = CASE WHEN ? <> '' THEN ? ELSE actor END,
+		result = CASE WHEN ? <> '' THEN ? ELSE result END,
+		executed_at = COALESCE(?, executed_at)
+		WHERE id = ? AND status = ? RETURNING ticket_id`,
+		to, micros(now), actor, actor, result, result, executedAt, id, from).Scan(&ticket)
+	if errors.Is(err, sql.ErrNoRows) {
+		var one int
+		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM proposals WHERE id = ?`, id).Scan(&one); errors.Is(err, sql.ErrNoRows) {
+			return false, ErrNotFound
+		} else if err != nil {
+			return false, err
+		}
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, insertAudit(ctx, tx, AuditEntry{At: now, TicketID: ticket.Int64, ProposalID: id, Actor: actor,
+		Event: "proposal_status", Detail: auditDetail(map[string]any{"from": from, "to": to, "result": result})})
 }
 
 // Executed counts proposals that reached executing or beyond: for one
