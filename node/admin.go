@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fastjson"
 
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 const maxBlock = 30 * 24 * time.Hour
@@ -56,7 +57,7 @@ func (n *Node) handleBlock(ctx *fasthttp.RequestCtx, key string, add bool) {
 		}
 	}
 	var view BlockView
-	err := n.changeShared(ctx, hashBlocks, key, func(now int64, raw string) (string, error) {
+	err := n.changeShared(ctx, store.HashBlocks, key, func(now int64, raw string) (string, error) {
 		if add && raw == "" && len(n.state.Load().blocks) >= n.cfg.MaxBlocks {
 			return "", &problemError{status: fasthttp.StatusConflict, typ: "too-many-blocks",
 				detail: "the cluster has max_blocks (" + formatInt(int64(n.cfg.MaxBlocks)) + ") live blocks: unblock some, or let them expire"}
@@ -90,11 +91,11 @@ func (n *Node) handleBlock(ctx *fasthttp.RequestCtx, key string, add bool) {
 // value ("" deletes it), with a compare-and-swap retried when another node
 // wrote in between. Returning the current value changes nothing.
 func (n *Node) changeShared(ctx context.Context, hash, field string, change func(now int64, raw string) (string, error)) error {
-	return n.swapShared(ctx, hash, field, func(snap Snapshot, raw string) (string, error) { return change(snap.Now, raw) })
+	return n.swapShared(ctx, hash, field, func(snap store.Snapshot, raw string) (string, error) { return change(snap.Now, raw) })
 }
 
 // swapShared is changeShared for a change that reads the whole hash too.
-func (n *Node) swapShared(ctx context.Context, hash, field string, change func(snap Snapshot, raw string) (string, error)) error {
+func (n *Node) swapShared(ctx context.Context, hash, field string, change func(snap store.Snapshot, raw string) (string, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, n.mgmtTimeout())
 	defer cancel()
 	for range 8 {
@@ -161,7 +162,7 @@ func (n *Node) handleCounter(ctx *fasthttp.RequestCtx, key string, reset bool) {
 		return
 	}
 	p := st.policies[l.KeyPattern]
-	items := []Item{{Key: key, Cost: 0, Policy: p}}
+	items := []store.Item{{Key: key, Cost: 0, Limit: &p.Limit}}
 	if err := n.decideStored(items, "peek", n.now()); err != nil {
 		n.storeProblem(ctx, err)
 		return
@@ -202,8 +203,9 @@ func (n *Node) handleBatch(ctx *fasthttp.RequestCtx) {
 	now := clock.UnixMicro()
 	ins := make([]checkInput, len(arr))
 	out := make([]decision, len(arr))
-	var items []Item
-	var slots []int // out index of each item
+	var items []store.Item
+	var slots []int    // out index of each item
+	var pols []*Policy // policy of each item
 	for i, cv := range arr {
 		in, perr := parseCheck(cv)
 		var pol *Policy
@@ -227,13 +229,14 @@ func (n *Node) handleBatch(ctx *fasthttp.RequestCtx) {
 			out[i] = d
 			continue
 		}
-		items = append(items, Item{Key: string(in.key), Cost: in.cost, Policy: pol})
+		items = append(items, store.Item{Key: string(in.key), Cost: in.cost, Limit: &pol.Limit})
 		slots = append(slots, i)
+		pols = append(pols, pol)
 	}
 	if len(items) > 0 {
 		_ = n.decideStored(items, "check_batch", clock) // failures are per item
 		for j, it := range items {
-			out[slots[j]] = n.finish(it.Policy, ins[slots[j]], it.Result, it.Err, now)
+			out[slots[j]] = n.finish(pols[j], ins[slots[j]], it.Result, it.Err, now)
 		}
 	}
 	body := append(make([]byte, 0, 128*len(out)), `{"results":[`...)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // apiNodes returns a node on the in-process store and one on Redis, so
@@ -326,7 +328,7 @@ func testManagementRoundTrip(t *testing.T, red backend) {
 
 func TestNodeMetricsRolling(t *testing.T) {
 	clock := newFakeClock()
-	n := startNode(t, testConfig("roll", nil), NewMemoryStore(clock.Now), clock.Now)
+	n := startNode(t, testConfig("roll", nil), store.NewMemoryStore(clock.Now), clock.Now)
 	for i := 0; i < 30; i++ {
 		check(t, n.URL, "log:m", 1) // 10 allowed, 20 denied
 	}

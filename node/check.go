@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fastjson"
 
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // Reasons given with a decision.
@@ -156,11 +157,11 @@ func (n *Node) decide(st *sharedState, p *Policy, in checkInput, clock time.Time
 	if d, ok := n.localDecision(st, p, in, now); ok {
 		return d
 	}
-	items := n.items.Get().(*[1]Item)
-	items[0] = Item{Key: unsafeString(in.key), Cost: in.cost, Policy: p}
+	items := n.items.Get().(*[1]store.Item)
+	items[0] = store.Item{Key: unsafeString(in.key), Cost: in.cost, Limit: &p.Limit}
 	err := n.decideStored(items[:], "check", clock)
 	res := items[0].Result
-	items[0] = Item{}
+	items[0] = store.Item{}
 	n.items.Put(items)
 	return n.finish(p, in, res, err, now)
 }
@@ -184,11 +185,11 @@ func (n *Node) localDecision(st *sharedState, p *Policy, in checkInput, now int6
 
 // decideStored asks the store, bounded by the Redis timeout (through a
 // shared deadline; the in-process store never waits and needs none).
-func (n *Node) decideStored(items []Item, op string, clock time.Time) error {
+func (n *Node) decideStored(items []store.Item, op string, clock time.Time) error {
 	ctx := context.Background()
 	t0 := time.Now()
 	if !n.inProcess {
-		ctx = n.deadlines.get(t0)
+		ctx = n.deadlines.Get(t0)
 	}
 	n.calls.Add(1)
 	err := n.store.Decide(ctx, items)

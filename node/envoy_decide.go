@@ -15,6 +15,7 @@ import (
 
 	"github.com/ratelimiter/ratelimiter/limiter"
 	"github.com/ratelimiter/ratelimiter/node/descriptors"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // Bounds on one Envoy request, so a hostile request costs bounded memory.
@@ -99,7 +100,7 @@ func (n *Node) shouldRateLimit(req *rls.RateLimitRequest) (*rls.RateLimitRespons
 	}
 
 	// A limit named by another matched limit's replaces is not evaluated.
-	var batch []Item
+	var batch []store.Item
 	var slots []int
 	for i := range items {
 		it := &items[i]
@@ -126,7 +127,7 @@ func (n *Node) shouldRateLimit(req *rls.RateLimitRequest) (*rls.RateLimitRespons
 				it.d, it.done = d, true
 				continue
 			}
-			batch = append(batch, Item{Key: unsafeString(it.key), Cost: it.cost, Policy: it.policy})
+			batch = append(batch, store.Item{Key: unsafeString(it.key), Cost: it.cost, Limit: &it.policy.Limit})
 			slots = append(slots, i)
 		}
 	}
@@ -142,7 +143,7 @@ func (n *Node) shouldRateLimit(req *rls.RateLimitRequest) (*rls.RateLimitRespons
 		}
 		for j, b := range batch {
 			it := &items[slots[j]]
-			it.d = n.finish(b.Policy, checkInput{key: it.key, cost: it.cost}, b.Result, b.Err, now)
+			it.d = n.finish(it.policy, checkInput{key: it.key, cost: it.cost}, b.Result, b.Err, now)
 			it.done = true
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // envoyNode is a node serving gRPC on a real Redis, its store and node
@@ -46,13 +47,13 @@ func startEnvoyNode(t *testing.T, id string, srv *redistest.Server, dir string, 
 	if edit != nil {
 		edit(&cfg)
 	}
-	store, err := NewRedisStore(cfg.RedisURL, cfg.RedisPrefix, time.Second)
+	shared, err := store.NewRedisStore(cfg.RedisURL, cfg.RedisPrefix, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	store.now = clock.Now
-	t.Cleanup(store.Close)
-	n := startNode(t, cfg, store, clock.Now)
+	shared.SetClock(clock.Now)
+	t.Cleanup(shared.Close)
+	n := startNode(t, cfg, shared, clock.Now)
 	conn := dialGRPC(t, n.GRPCAddr())
 	return &envoyNode{testNode: n, rls: rls.NewRateLimitServiceClient(conn), conn: conn, dir: dir}
 }

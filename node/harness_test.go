@@ -21,6 +21,7 @@ import (
 
 	"github.com/ratelimiter/ratelimiter/config"
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // TestMain doubles as a node process for tests that must kill one for real:
@@ -114,12 +115,12 @@ type testNode struct {
 }
 
 // startNode runs a node until the test ends (or stop is called).
-func startNode(t testing.TB, cfg Config, store Store, now func() time.Time) *testNode {
+func startNode(t testing.TB, cfg Config, shared store.Store, now func() time.Time) *testNode {
 	t.Helper()
 	if now == nil {
 		now = time.Now
 	}
-	n, err := New(cfg, store, testLogger(t), now)
+	n, err := New(cfg, shared, testLogger(t), now)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ratelimiter/ratelimiter/internal/proxytest"
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // The proxy tests run docs/proxies.md's configurations in front of two
@@ -105,7 +106,7 @@ type proxyCluster struct {
 
 func startProxyCluster(t *testing.T, tweak func(*Config)) *proxyCluster {
 	t.Helper()
-	store := NewMemoryStore(time.Now)
+	shared := store.NewMemoryStore(time.Now)
 	limits := []limiter.Limit{
 		{KeyPattern: "*", MaxRequests: 1000, WindowSeconds: 60},
 		{KeyPattern: "ip:*", MaxRequests: 5, WindowSeconds: 60},
@@ -119,7 +120,7 @@ func startProxyCluster(t *testing.T, tweak func(*Config)) *proxyCluster {
 		if tweak != nil {
 			tweak(&cfg)
 		}
-		n := startNode(t, cfg, store, nil)
+		n := startNode(t, cfg, shared, nil)
 		if id == "a" {
 			pc.a = n
 		} else {

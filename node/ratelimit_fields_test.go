@@ -13,6 +13,7 @@ import (
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // fieldsLimits has one limit per algorithm, token buckets with a burst
@@ -94,16 +95,16 @@ func parseFields(t *testing.T, h http.Header) sfvFields {
 func TestRateLimitFields(t *testing.T) {
 	t.Run("memory", func(t *testing.T) {
 		clock := newFakeClock()
-		testRateLimitFields(t, NewMemoryStore(clock.Now), clock)
+		testRateLimitFields(t, store.NewMemoryStore(clock.Now), clock)
 	})
 	t.Run("redis", func(t *testing.T) {
 		srv := redistest.Start(t)
 		clock := newFakeClock()
-		rs, err := NewRedisStore(srv.URL(), "rl", time.Second)
+		rs, err := store.NewRedisStore(srv.URL(), "rl", time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rs.now = clock.Now
+		rs.SetClock(clock.Now)
 		t.Cleanup(rs.Close)
 		testRateLimitFields(t, rs, clock)
 	})
@@ -114,10 +115,10 @@ func TestRateLimitFields(t *testing.T) {
 // counts a unit into the next window), t = Retry-After when one unit is
 // denied, t = 0 at full quota, and t exact: more quota t seconds on, none
 // a second earlier.
-func testRateLimitFields(t *testing.T, store Store, clock *fakeClock) {
+func testRateLimitFields(t *testing.T, shared store.Store, clock *fakeClock) {
 	cfg := exactConfig("fields", nil)
 	cfg.Limits = fieldsLimits()
-	n := startNode(t, cfg, store, clock.Now)
+	n := startNode(t, cfg, shared, clock.Now)
 	rng := rand.New(rand.NewPCG(9, 10))
 	const step = 100 * time.Millisecond
 	for _, prefix := range []string{"log", "sw", "tb", "tbs", "fw"} {

@@ -1,4 +1,4 @@
-package node
+package store
 
 import (
 	"context"
@@ -44,11 +44,11 @@ type Store interface {
 
 // Shared hashes.
 const (
-	hashLimits = "limits"
-	hashBlocks = "blocks"
-	hashDrain  = "drain"
-	hashNodes  = "nodes"
-	hashBeats  = "beats" // node id -> store time (µs) of its last heartbeat
+	HashLimits = "limits"
+	HashBlocks = "blocks"
+	HashDrain  = "drain"
+	HashNodes  = "nodes"
+	HashBeats  = "beats" // node id -> store time (µs) of its last heartbeat
 )
 
 // Snapshot is what Read returns.
@@ -64,10 +64,31 @@ type Item struct {
 	// keeps it must copy it.
 	Key    string
 	Cost   int64
-	Policy *Policy
+	Limit  *Limit
 	Result limiter.Result
 	Err    error
 }
 
-// errUnavailable is returned while a store cannot be reached at all.
-var errUnavailable = errors.New("store unavailable")
+// Limit is what a decision needs of a limit, computed once per limit
+// change instead of once per request.
+type Limit struct {
+	limiter.Limit
+	alg  int       // index into limiter.Algorithms
+	args [3]string // limit, window (µs), burst: the scripts' first arguments
+}
+
+// Compile prepares l for decisions.
+func Compile(l limiter.Limit) Limit {
+	c := Limit{Limit: l}
+	for i, a := range limiter.Algorithms {
+		if a == l.Algorithm {
+			c.alg = i
+		}
+	}
+	pr := l.Params(0)
+	c.args = [3]string{formatInt(pr.Limit), formatInt(pr.Window), formatInt(pr.Burst)}
+	return c
+}
+
+// ErrUnavailable is returned while a store cannot be reached at all.
+var ErrUnavailable = errors.New("store unavailable")

@@ -1,4 +1,4 @@
-package node
+package store
 
 import (
 	"context"
@@ -224,6 +224,13 @@ func (s *RedisStore) Close() {
 
 func (s *RedisStore) dataKey(alg int, key string) string { return s.algKey[alg] + key }
 
+// DataKey is the Redis key that holds key's state under l.
+func (s *RedisStore) DataKey(l *Limit, key string) string { return s.dataKey(l.alg, key) }
+
+// SetClock makes the decision scripts take their time from now instead of
+// Redis TIME. Only tests call it, before the first decision.
+func (s *RedisStore) SetClock(now func() time.Time) { s.now = now }
+
 func (s *RedisStore) nowArg() string {
 	if s.now == nil {
 		return ""
@@ -235,9 +242,9 @@ func (s *RedisStore) Decide(ctx context.Context, items []Item) error {
 	c := s.get()
 	if c == nil {
 		for i := range items {
-			items[i].Err = errUnavailable
+			items[i].Err = ErrUnavailable
 		}
-		return errUnavailable
+		return ErrUnavailable
 	}
 	if b := s.batcher.Load(); b != nil && len(items) == 1 {
 		return b.decide(ctx, &items[0])
@@ -245,7 +252,7 @@ func (s *RedisStore) Decide(ctx context.Context, items []Item) error {
 	now := s.nowArg()
 	if len(items) == 1 {
 		it := &items[0]
-		p := it.Policy
+		p := it.Limit
 		keys := [1]string{s.dataKey(p.alg, it.Key)}
 		args := [5]string{p.args[0], p.args[1], p.args[2], formatInt(it.Cost), now}
 		it.Result, it.Err = parseResult(s.algos[p.alg].lua.Exec(ctx, c, keys[:], args[:]))
@@ -297,7 +304,7 @@ func (s *RedisStore) decideEach(ctx context.Context, c rueidis.Client, items []I
 }
 
 func (s *RedisStore) evalCmd(c rueidis.Client, it *Item, now string, keyed bool) rueidis.Completed {
-	p := it.Policy
+	p := it.Limit
 	key, cost := it.Key, formatInt(it.Cost)
 	if !keyed {
 		key = s.dataKey(p.alg, key)
@@ -349,7 +356,7 @@ func parseReply(arr []rueidis.RedisMessage) (limiter.Result, error) {
 func (s *RedisStore) ResetCounter(ctx context.Context, key string) error {
 	c := s.get()
 	if c == nil {
-		return errUnavailable
+		return ErrUnavailable
 	}
 	// One DEL per algorithm: on a Cluster the four keys live in different slots.
 	cmds := make(rueidis.Commands, 0, 5)
@@ -368,7 +375,7 @@ func (s *RedisStore) ResetCounter(ctx context.Context, key string) error {
 func (s *RedisStore) Version(ctx context.Context) (int64, error) {
 	c := s.get()
 	if c == nil {
-		return 0, errUnavailable
+		return 0, ErrUnavailable
 	}
 	v, err := c.Do(ctx, c.B().Get().Key(s.version).Build()).AsInt64()
 	if rueidis.IsRedisNil(err) {
@@ -380,7 +387,7 @@ func (s *RedisStore) Version(ctx context.Context) (int64, error) {
 func (s *RedisStore) Read(ctx context.Context, hashes ...string) (Snapshot, error) {
 	c := s.get()
 	if c == nil {
-		return Snapshot{}, errUnavailable
+		return Snapshot{}, ErrUnavailable
 	}
 	cmds := make(rueidis.Commands, 0, 2+len(hashes))
 	cmds = append(cmds, c.B().Time().Build(), c.B().Get().Key(s.version).Build())
@@ -417,7 +424,7 @@ func (s *RedisStore) Read(ctx context.Context, hashes ...string) (Snapshot, erro
 func (s *RedisStore) Swap(ctx context.Context, hash, field, old, new string) (bool, error) {
 	c := s.get()
 	if c == nil {
-		return false, errUnavailable
+		return false, ErrUnavailable
 	}
 	n, err := s.swap.lua.Exec(ctx, c, []string{s.hkey + hash, s.version}, []string{field, old, new}).AsInt64()
 	return n == 1, err
@@ -426,20 +433,20 @@ func (s *RedisStore) Swap(ctx context.Context, hash, field, old, new string) (bo
 func (s *RedisStore) Heartbeat(ctx context.Context, id, record string) (int64, error) {
 	c := s.get()
 	if c == nil {
-		return 0, errUnavailable
+		return 0, ErrUnavailable
 	}
-	return s.heartbeat.lua.Exec(ctx, c, []string{s.hkey + hashNodes, s.hkey + hashBeats}, []string{id, record}).AsInt64()
+	return s.heartbeat.lua.Exec(ctx, c, []string{s.hkey + HashNodes, s.hkey + HashBeats}, []string{id, record}).AsInt64()
 }
 
 func (s *RedisStore) Forget(ctx context.Context, id string) error {
 	c := s.get()
 	if c == nil {
-		return errUnavailable
+		return ErrUnavailable
 	}
 	for _, r := range c.DoMulti(ctx,
-		c.B().Hdel().Key(s.hkey+hashNodes).Field(id).Build(),
-		c.B().Hdel().Key(s.hkey+hashBeats).Field(id).Build(),
-		c.B().Hdel().Key(s.hkey+hashDrain).Field(id).Build(),
+		c.B().Hdel().Key(s.hkey+HashNodes).Field(id).Build(),
+		c.B().Hdel().Key(s.hkey+HashBeats).Field(id).Build(),
+		c.B().Hdel().Key(s.hkey+HashDrain).Field(id).Build(),
 		c.B().Incr().Key(s.version).Build(),
 	) {
 		if err := r.Error(); err != nil {

@@ -1,4 +1,4 @@
-package node
+package store
 
 import (
 	"context"
@@ -6,13 +6,13 @@ import (
 	"time"
 )
 
-// deadlines hands out shared timeout contexts: every decision that starts
+// Deadlines hands out shared timeout contexts: every decision that starts
 // within the same slice of time shares one context, whose deadline is
 // timeout+slice after the slice began. A store call is thus bounded by
 // between timeout and timeout+slice, and the hot path creates one timer per
 // slice instead of one per request.
-type deadlines struct {
-	timeout, slice time.Duration
+type Deadlines struct {
+	Timeout, Slice time.Duration
 	cur            atomic.Pointer[sharedDeadline]
 }
 
@@ -24,13 +24,14 @@ type sharedDeadline struct {
 	until  time.Time // hand this context out to calls starting before until
 }
 
-func (d *deadlines) get(now time.Time) context.Context {
+// Get returns the shared context for a call starting at now.
+func (d *Deadlines) Get(now time.Time) context.Context {
 	cur := d.cur.Load()
 	if cur != nil && now.Before(cur.until) {
 		return cur.ctx
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), d.timeout+d.slice)
-	next := &sharedDeadline{ctx: ctx, cancel: cancel, until: now.Add(d.slice)}
+	ctx, cancel := context.WithTimeout(context.Background(), d.Timeout+d.Slice)
+	next := &sharedDeadline{ctx: ctx, cancel: cancel, until: now.Add(d.Slice)}
 	if !d.cur.CompareAndSwap(cur, next) {
 		cancel() // another request installed one first; use it
 		return d.cur.Load().ctx

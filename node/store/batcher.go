@@ -1,4 +1,4 @@
-package node
+package store
 
 import (
 	"context"
@@ -48,7 +48,7 @@ type waiter struct {
 	// reply: a call that failed (a timeout above all) may leave the command
 	// queued in the client, which would still read the key.
 	buf      []byte
-	policy   *Policy
+	limit    *Limit
 	cost     int64
 	deadline time.Time
 	res      limiter.Result
@@ -87,8 +87,8 @@ func (b *batcher) close() {
 // decide runs one item through a batch and waits for it, or for ctx.
 func (b *batcher) decide(ctx context.Context, it *Item) error {
 	w := waiters.Get().(*waiter)
-	w.buf = append(append(w.buf[:0], b.s.algKey[it.Policy.alg]...), it.Key...)
-	w.key, w.policy, w.cost = unsafe.String(unsafe.SliceData(w.buf), len(w.buf)), it.Policy, it.Cost
+	w.buf = append(append(w.buf[:0], b.s.algKey[it.Limit.alg]...), it.Key...)
+	w.key, w.limit, w.cost = unsafe.String(unsafe.SliceData(w.buf), len(w.buf)), it.Limit, it.Cost
 	w.deadline, _ = ctx.Deadline()
 	select {
 	case b.in <- w:
@@ -187,14 +187,14 @@ func (b *batcher) run(batch []*waiter, keys, args []string) ([]string, []string)
 	c := b.s.get()
 	if c == nil {
 		for _, w := range batch {
-			w.err = errUnavailable
+			w.err = ErrUnavailable
 		}
 		return keys, args
 	}
 	nowArg := b.s.nowArg()
 	if len(batch) == 1 {
 		w := batch[0]
-		p := w.policy
+		p := w.limit
 		k := [1]string{w.key}
 		a := [5]string{p.args[0], p.args[1], p.args[2], formatInt(w.cost), nowArg}
 		w.res, w.err = parseResult(b.s.algos[p.alg].lua.Exec(ctx, c, k[:], a[:]))
@@ -206,7 +206,7 @@ func (b *batcher) run(batch []*waiter, keys, args []string) ([]string, []string)
 	}
 	args = append(args, nowArg)
 	for _, w := range batch {
-		p := w.policy
+		p := w.limit
 		keys = append(keys, w.key)
 		args = append(args, algIndex[p.alg], p.args[0], p.args[1], p.args[2], formatInt(w.cost))
 	}
@@ -234,7 +234,7 @@ func (b *batcher) run(batch []*waiter, keys, args []string) ([]string, []string)
 func (b *batcher) runEach(ctx context.Context, c rueidis.Client, batch []*waiter, now string) {
 	items := make([]Item, len(batch))
 	for i, w := range batch {
-		items[i] = Item{Key: w.key, Cost: w.cost, Policy: w.policy}
+		items[i] = Item{Key: w.key, Cost: w.cost, Limit: w.limit}
 	}
 	b.s.decideEach(ctx, c, items, now, true)
 	for i, w := range batch {
