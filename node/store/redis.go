@@ -197,7 +197,7 @@ func (s *RedisStore) connect() (rueidis.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.batcher.Store(newBatcher(s))
+	s.batcher.Store(newBatcher(s.runBatch))
 	s.client.Store(&c)
 	return c, nil
 }
@@ -247,17 +247,10 @@ func (s *RedisStore) Decide(ctx context.Context, items []Item) error {
 		return ErrUnavailable
 	}
 	if b := s.batcher.Load(); b != nil && len(items) == 1 {
-		return b.decide(ctx, &items[0])
+		it := &items[0]
+		return b.decide(ctx, it, s.algKey[it.Limit.alg])
 	}
 	now := s.nowArg()
-	if len(items) == 1 {
-		it := &items[0]
-		p := it.Limit
-		keys := [1]string{s.dataKey(p.alg, it.Key)}
-		args := [5]string{p.args[0], p.args[1], p.args[2], formatInt(it.Cost), now}
-		it.Result, it.Err = parseResult(s.algos[p.alg].lua.Exec(ctx, c, keys[:], args[:]))
-		return it.Err
-	}
 	s.decideEach(ctx, c, items, now, false)
 	for i := range items {
 		if items[i].Err != nil {
@@ -304,13 +297,71 @@ func (s *RedisStore) decideEach(ctx context.Context, c rueidis.Client, items []I
 }
 
 func (s *RedisStore) evalCmd(c rueidis.Client, it *Item, now string, keyed bool) rueidis.Completed {
-	p := it.Limit
-	key, cost := it.Key, formatInt(it.Cost)
+	key := it.Key
 	if !keyed {
-		key = s.dataKey(p.alg, key)
+		key = s.dataKey(it.Limit.alg, key)
 	}
-	return c.B().Evalsha().Sha1(s.algos[p.alg].sha).Numkeys(1).Key(key).Arg(p.args[0], p.args[1], p.args[2], cost, now).Build()
+	a := it.scriptArgs(now)
+	return c.B().Evalsha().Sha1(s.algos[it.Limit.alg].sha).Numkeys(1).Key(key).Arg(a[0], a[1], a[2], a[3], a[4]).Build()
 }
+
+// runBatch decides a batch from the batcher, whose keys are data keys
+// already: on a single Redis with one call of limiter.BatchScript, on a
+// Cluster (where the keys of one script call must share a slot) with one
+// script call per item, all handed to the client at once, which pipelines
+// them to each master in one write.
+func (s *RedisStore) runBatch(ctx context.Context, batch []*Item, sc *scratch) {
+	c := s.get()
+	if c == nil {
+		for _, it := range batch {
+			it.Err = ErrUnavailable
+		}
+		return
+	}
+	now := s.nowArg()
+	if len(batch) == 1 {
+		it := batch[0]
+		k := [1]string{it.Key}
+		a := it.scriptArgs(now)
+		it.Result, it.Err = parseResult(s.algos[it.Limit.alg].lua.Exec(ctx, c, k[:], a[:]))
+		return
+	}
+	if c.Mode() == rueidis.ClientModeCluster {
+		items := make([]Item, len(batch))
+		for i, it := range batch {
+			items[i] = *it
+		}
+		s.decideEach(ctx, c, items, now, true)
+		for i, it := range batch {
+			it.Result, it.Err = items[i].Result, items[i].Err
+		}
+		return
+	}
+	keys, args := sc.keys[:0], append(sc.args[:0], now)
+	for _, it := range batch {
+		a := it.scriptArgs(now)
+		keys = append(keys, it.Key)
+		args = append(args, algIndex[it.Limit.alg], a[0], a[1], a[2], a[3])
+	}
+	sc.keys, sc.args = keys, args
+	arr, err := s.batch.lua.Exec(ctx, c, keys, args).ToArray()
+	if err == nil && len(arr) != len(batch) {
+		err = fmt.Errorf("batch script returned %d results for %d keys", len(arr), len(batch))
+	}
+	for i, it := range batch {
+		if err != nil {
+			it.Err = err
+			continue
+		}
+		var reply []rueidis.RedisMessage
+		if reply, it.Err = arr[i].ToArray(); it.Err == nil {
+			it.Result, it.Err = parseReply(reply)
+		}
+	}
+}
+
+// algIndex is each algorithm's 1-based index, as BatchScript wants it.
+var algIndex = [4]string{"1", "2", "3", "4"}
 
 // loadScripts loads every decision script on every server the client
 // knows: each master of a Cluster, or the one Redis.

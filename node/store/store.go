@@ -69,6 +69,14 @@ type Item struct {
 	Err    error
 }
 
+// scriptArgs is the item's arguments to its algorithm's script, after its
+// one key: limit, window (µs), burst, cost, and now (µs; "" for Redis TIME).
+// Every script call builds them here.
+func (it *Item) scriptArgs(now string) [5]string {
+	l := it.Limit
+	return [5]string{l.args[0], l.args[1], l.args[2], formatInt(it.Cost), now}
+}
+
 // Limit is what a decision needs of a limit, computed once per limit
 // change instead of once per request.
 type Limit struct {
