@@ -138,7 +138,7 @@ func BenchmarkDecide(b *testing.B) {
 					} else {
 						url = redistest.StartCluster(b).URL()
 					}
-					rs, err := store.NewRedisStore(url, "rl", time.Second)
+					rs, err := store.NewRedisStore(url, "rl", store.TimeoutsFor(time.Second))
 					if err != nil {
 						b.Fatal(err)
 					}

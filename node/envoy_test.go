@@ -47,7 +47,7 @@ func startEnvoyNode(t *testing.T, id string, srv *redistest.Server, dir string, 
 	if edit != nil {
 		edit(&cfg)
 	}
-	shared, err := store.NewRedisStore(cfg.RedisURL, cfg.RedisPrefix, time.Second)
+	shared, err := store.NewRedisStore(cfg.RedisURL, cfg.RedisPrefix, store.TimeoutsFor(cfg.RedisTimeout.Duration))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ var memoryCases = []struct {
 // docs/redis.md.)
 func testMemoryPerKey(t *testing.T, c *redistest.Cluster) {
 	const keys = 20
-	s, err := store.NewRedisStore(asNodeUser{c}.URL(), "rl", 5*time.Second)
+	s, err := store.NewRedisStore(asNodeUser{c}.URL(), "rl", store.TimeoutsFor(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

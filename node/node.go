@@ -54,6 +54,7 @@ type Node struct {
 	view            atomic.Pointer[clusterView]
 
 	deadlines store.Deadlines
+	timeouts  store.Timeouts // every Redis timeout, from redis_timeout
 	denies    *denyCache
 	hot       *hotKeys
 	stats     stats
@@ -97,14 +98,15 @@ func New(cfg Config, st store.Store, log *slog.Logger, now func() time.Time) (*N
 		host, _ := os.Hostname()
 		cfg.ID = host
 	}
-	n := &Node{cfg: cfg, now: now, store: st, id: cfg.ID, started: now(), keysRotated: now()}
+	n := &Node{cfg: cfg, now: now, store: st, id: cfg.ID, started: now(), keysRotated: now(),
+		timeouts: store.TimeoutsFor(cfg.RedisTimeout.Duration)}
 	n.log = log.With("role", "node", "node_id", n.id)
 	if n.store == nil {
 		n.ownStore = true
 		if cfg.RedisURL == "" {
 			n.store = store.NewMemoryStore(now)
 		} else {
-			rs, err := store.NewRedisStore(cfg.RedisURL, cfg.RedisPrefix, time.Second)
+			rs, err := store.NewRedisStore(cfg.RedisURL, cfg.RedisPrefix, n.timeouts)
 			if err != nil {
 				return nil, err
 			}
@@ -124,7 +126,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, now func() time.Time) (*N
 	if n.addr == "" {
 		n.addr = ln.Addr().String()
 	}
-	n.deadlines = store.Deadlines{Timeout: cfg.RedisTimeout.Duration, Slice: time.Millisecond}
+	n.deadlines = store.Deadlines{Timeout: n.timeouts.Decision, Slice: time.Millisecond}
 	n.denies = newDenyCache(cfg.DenyCacheSize)
 	n.hot = newHotKeys(10_000, min(0.5, cfg.HotKeyRatio), 10e6)
 	n.metrics = newNodeMetrics(n)
@@ -266,7 +268,7 @@ func (n *Node) every(ctx context.Context, d time.Duration, f func(context.Contex
 
 // mgmtTimeout bounds management calls, which may move more data than a
 // decision but must still never hang a loop.
-func (n *Node) mgmtTimeout() time.Duration { return max(20*n.cfg.RedisTimeout.Duration, time.Second) }
+func (n *Node) mgmtTimeout() time.Duration { return n.timeouts.Management }
 
 // storeOK and storeFailed track whether the store answers. A failed
 // background call marks it disconnected at once. Failed decisions do once

@@ -100,7 +100,7 @@ func TestRateLimitFields(t *testing.T) {
 	t.Run("redis", func(t *testing.T) {
 		srv := redistest.Start(t)
 		clock := newFakeClock()
-		rs, err := store.NewRedisStore(srv.URL(), "rl", time.Second)
+		rs, err := store.NewRedisStore(srv.URL(), "rl", store.TimeoutsFor(time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -41,7 +41,7 @@ func (s *mutedHeartbeats) Forget(ctx context.Context, id string) error {
 func TestStaleHeartbeatOfALiveNode(t *testing.T) {
 	srv := redistest.Start(t)
 	a := startNode(t, testConfig("a", srv), nil, nil)
-	rs, err := store.NewRedisStore(srv.URL(), "rl", time.Second)
+	rs, err := store.NewRedisStore(srv.URL(), "rl", store.TimeoutsFor(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

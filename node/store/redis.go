@@ -150,19 +150,20 @@ func redactURL(raw string) string {
 
 // NewRedisStore prepares a store on the Redis at url. It does not connect:
 // the first Ping does, and Ping keeps retrying while Redis is away, so a node
-// can start before its Redis.
-func NewRedisStore(rawURL, prefix string, dialTimeout time.Duration) (*RedisStore, error) {
+// can start before its Redis. The client's timeouts come from t (their
+// values in the URL, dial_timeout say, are overridden).
+func NewRedisStore(rawURL, prefix string, t Timeouts) (*RedisStore, error) {
 	opt, err := ParseRedisURL(rawURL)
 	if err != nil {
 		return nil, err
 	}
 	opt.DisableCache = true
-	opt.Dialer.Timeout = dialTimeout
+	opt.Dialer.Timeout = t.Dial
 	// rueidis dials sentinels with their own dialer, whose zero timeout
 	// would leave a node waiting on an unreachable sentinel for the OS's
 	// connect timeout (minutes).
-	opt.Sentinel.Dialer.Timeout = dialTimeout
-	opt.ConnWriteTimeout = max(dialTimeout, time.Second)
+	opt.Sentinel.Dialer.Timeout = t.Dial
+	opt.ConnWriteTimeout = t.Management
 	if prefix == "" {
 		prefix = "rl"
 	}

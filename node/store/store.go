@@ -1,3 +1,12 @@
+// Package store keeps the cluster's state for the node: the Store interface,
+// the Redis store (standalone, Sentinel or Cluster) with its batcher, the
+// in-process twin, Redis URL parsing, and every Redis timeout (Timeouts,
+// all derived from redis_timeout: decisions and connects take at most
+// redis_timeout, shared-hash calls and the client's write timeout 20 times
+// that, at least 1 s).
+//
+// It decides; it does not serve. It must not import node: what a decision
+// needs of a limit arrives as a Limit (Compile), not as node's policy.
 package store
 
 import (
