@@ -25,7 +25,7 @@ type MemoryStore struct {
 
 type memShard struct {
 	mu      sync.Mutex
-	states  [4]map[string]*limiter.State // one map per algorithm, like one Redis key per algorithm
+	states  [limiter.NumAlgorithms]map[string]*limiter.State // one map per algorithm, like one Redis key per algorithm
 	inserts int
 }
 
@@ -84,7 +84,11 @@ func (s *MemoryStore) Decide(_ context.Context, items []Item) error {
 }
 
 func (sh *memShard) size() int {
-	return len(sh.states[0]) + len(sh.states[1]) + len(sh.states[2]) + len(sh.states[3])
+	n := 0
+	for _, m := range sh.states {
+		n += len(m)
+	}
+	return n
 }
 
 func (sh *memShard) sweep(now int64) {

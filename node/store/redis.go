@@ -33,12 +33,13 @@ type RedisStore struct {
 	mu     sync.Mutex // serializes connecting
 	client atomic.Pointer[rueidis.Client]
 
-	algos                  [4]script
+	algos                  [limiter.NumAlgorithms]script
 	swap, heartbeat, batch script
 	// batcher groups concurrent checks; nil until the first connection.
 	batcher       atomic.Pointer[batcher]
 	version, hkey string
-	algKey        [4]string // data key prefixes, one per algorithm
+	algKey        [limiter.NumAlgorithms]string // data key prefixes, one per algorithm
+	algIndex      [limiter.NumAlgorithms]string // 1-based, as BatchScript numbers them
 }
 
 type script struct {
@@ -170,16 +171,13 @@ func NewRedisStore(rawURL, prefix string, t Timeouts) (*RedisStore, error) {
 	s := &RedisStore{opt: opt, prefix: prefix,
 		swap: newScript(swapLua), heartbeat: newScript(heartbeatLua), batch: newScript(limiter.BatchScript()),
 		version: "{" + prefix + "}:version", hkey: "{" + prefix + "}:"}
-	for i, a := range limiter.Algorithms {
-		s.algos[i] = newScript(limiter.Script(a))
-		s.algKey[i] = prefix + ":" + algShort[i] + ":"
+	for i, row := range limiter.AlgorithmTable {
+		s.algos[i] = newScript(row.Lua)
+		s.algKey[i] = prefix + ":" + row.Short + ":"
+		s.algIndex[i] = strconv.Itoa(i + 1)
 	}
 	return s, nil
 }
-
-// algShort names each algorithm in data keys, so changing a limit's
-// algorithm never meets the other algorithm's data type.
-var algShort = [4]string{"sl", "sw", "tb", "fw"}
 
 func (s *RedisStore) get() rueidis.Client {
 	if c := s.client.Load(); c != nil {
@@ -342,7 +340,7 @@ func (s *RedisStore) runBatch(ctx context.Context, batch []*Item, sc *scratch) {
 	for _, it := range batch {
 		a := it.scriptArgs(now)
 		keys = append(keys, it.Key)
-		args = append(args, algIndex[it.Limit.alg], a[0], a[1], a[2], a[3])
+		args = append(args, s.algIndex[it.Limit.alg], a[0], a[1], a[2], a[3])
 	}
 	sc.keys, sc.args = keys, args
 	arr, err := s.batch.lua.Exec(ctx, c, keys, args).ToArray()
@@ -360,9 +358,6 @@ func (s *RedisStore) runBatch(ctx context.Context, batch []*Item, sc *scratch) {
 		}
 	}
 }
-
-// algIndex is each algorithm's 1-based index, as BatchScript wants it.
-var algIndex = [4]string{"1", "2", "3", "4"}
 
 // loadScripts loads every decision script on every server the client
 // knows: each master of a Cluster, or the one Redis.
@@ -410,8 +405,8 @@ func (s *RedisStore) ResetCounter(ctx context.Context, key string) error {
 	if c == nil {
 		return ErrUnavailable
 	}
-	// One DEL per algorithm: on a Cluster the four keys live in different slots.
-	cmds := make(rueidis.Commands, 0, 5)
+	// One DEL per algorithm: on a Cluster their keys live in different slots.
+	cmds := make(rueidis.Commands, 0, len(s.algKey)+1)
 	for a := range s.algKey {
 		cmds = append(cmds, c.B().Del().Key(s.dataKey(a, key)).Build())
 	}

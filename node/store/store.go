@@ -90,18 +90,13 @@ func (it *Item) scriptArgs(now string) [5]string {
 // change instead of once per request.
 type Limit struct {
 	limiter.Limit
-	alg  int       // index into limiter.Algorithms
+	alg  int       // index into limiter.AlgorithmTable
 	args [3]string // limit, window (µs), burst: the scripts' first arguments
 }
 
 // Compile prepares l for decisions.
 func Compile(l limiter.Limit) Limit {
-	c := Limit{Limit: l}
-	for i, a := range limiter.Algorithms {
-		if a == l.Algorithm {
-			c.alg = i
-		}
-	}
+	c := Limit{Limit: l, alg: max(l.Algorithm.Index(), 0)}
 	pr := l.Params(0)
 	c.args = [3]string{formatInt(pr.Limit), formatInt(pr.Window), formatInt(pr.Burst)}
 	return c
