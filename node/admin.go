@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fastjson"
 
 	"github.com/ratelimiter/ratelimiter/limiter"
 	"github.com/ratelimiter/ratelimiter/node/store"
@@ -172,82 +171,4 @@ func (n *Node) handleCounter(ctx *fasthttp.RequestCtx, key string, reset bool) {
 	writeJSON(ctx, fasthttp.StatusOK, CounterView{Key: key, Policy: p.Name, Algorithm: p.Algorithm, Limit: p.Capacity(),
 		Used: p.Capacity() - r.Remaining, Remaining: r.Remaining, ResetAfterMs: ceilMillis(r.ResetAfter),
 		Blocked: blocked && n.now().UnixMicro() < b.until})
-}
-
-// handleBatch decides many checks with one store round trip. One invalid
-// check fails the whole request, naming its index, so nothing is half done.
-func (n *Node) handleBatch(ctx *fasthttp.RequestCtx) {
-	start := time.Now()
-	if n.refuseDraining(ctx) {
-		return
-	}
-	p := parsers.Get()
-	defer parsers.Put(p)
-	v, err := p.ParseBytes(ctx.PostBody())
-	if err != nil {
-		n.problem(ctx, badRequest("malformed JSON: "+err.Error()))
-		return
-	}
-	cv := v.Get("checks")
-	if cv == nil || cv.Type() != fastjson.TypeArray {
-		n.problem(ctx, badRequest(`the body must be {"checks": [{"key": ..., "cost": ...}, ...]}`))
-		return
-	}
-	arr, _ := cv.Array()
-	if len(arr) == 0 || len(arr) > n.cfg.MaxBatch {
-		n.problem(ctx, badRequest("a batch holds 1 to "+formatInt(int64(n.cfg.MaxBatch))+" checks"))
-		return
-	}
-	st := n.state.Load()
-	clock := n.now()
-	now := clock.UnixMicro()
-	ins := make([]checkInput, len(arr))
-	out := make([]decision, len(arr))
-	var items []store.Item
-	var slots []int    // out index of each item
-	var pols []*Policy // policy of each item
-	for i, cv := range arr {
-		in, perr := parseCheck(cv)
-		var pol *Policy
-		if perr == nil {
-			if l := st.table.Match(in.key); l != nil {
-				pol = st.policies[l.KeyPattern]
-			}
-			perr = in.validate(pol)
-		}
-		if perr != nil {
-			perr.detail = "checks[" + formatInt(int64(i)) + "]: " + perr.detail
-			n.problem(ctx, perr)
-			return
-		}
-		ins[i] = in
-		if pol == nil {
-			out[i] = decision{reason: reasonNoLimit, allowed: n.cfg.Unmatched == "allow"}
-			continue
-		}
-		if d, ok := n.localDecision(st, pol, in, now); ok {
-			out[i] = d
-			continue
-		}
-		items = append(items, store.Item{Key: string(in.key), Cost: in.cost, Limit: &pol.Limit})
-		slots = append(slots, i)
-		pols = append(pols, pol)
-	}
-	if len(items) > 0 {
-		_ = n.decideStored(items, "check_batch", clock) // failures are per item
-		for j, it := range items {
-			out[slots[j]] = n.finish(pols[j], ins[slots[j]], it.Result, it.Err, now)
-		}
-	}
-	body := append(make([]byte, 0, 128*len(out)), `{"results":[`...)
-	for i := range out {
-		if i > 0 {
-			body = append(body, ',')
-		}
-		n.account(&out[i], ins[i].key, start, clock)
-		body = appendDecision(body, &out[i], ins[i].key)
-	}
-	body = append(body, "]}"...)
-	ctx.SetContentType("application/json")
-	ctx.SetBody(body)
 }

@@ -317,7 +317,7 @@ func testManagementRoundTrip(t *testing.T, red backend) {
 			if cs.NodeCount != 1 || cs.HealthyNodes != 1 || len(cs.Limits) != len(testLimits()) || cs.TotalKeys < 4 {
 				t.Fatalf("cluster state: %+v", cs)
 			}
-			var m Metrics
+			var m Figures
 			call(t, "GET", n.URL+"/api/v1/nodes/"+n.ID()+"/metrics", "", &m)
 			if m.NodeID != n.ID() || m.ActiveKeys < 4 {
 				t.Fatalf("node metrics: %+v", m)

@@ -118,11 +118,8 @@ func (n *Node) handleCheck(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	st := n.state.Load()
-	var p *Policy
-	if l := st.table.Match(in.key); l != nil {
-		p = st.policies[l.KeyPattern]
-	}
-	if perr = in.validate(p); perr != nil {
+	p, perr := st.policyFor(in)
+	if perr != nil {
 		n.metrics.badRequests.Inc()
 		n.problem(ctx, perr)
 		return
@@ -134,6 +131,96 @@ func (n *Node) handleCheck(ctx *fasthttp.RequestCtx) {
 	if !d.allowed && in.denyStatus != 0 {
 		ctx.SetStatusCode(in.denyStatus)
 	}
+}
+
+// policyFor finds the policy of a check's key (nil: no limit applies) and
+// validates the check against it.
+func (st *sharedState) policyFor(in checkInput) (*Policy, *problemError) {
+	var p *Policy
+	if l := st.table.Match(in.key); l != nil {
+		p = st.policies[l.KeyPattern]
+	}
+	return p, in.validate(p)
+}
+
+// unlimited is the answer to a key that no limit matches.
+func (n *Node) unlimited() decision {
+	return decision{reason: reasonNoLimit, allowed: n.cfg.Unmatched == "allow"}
+}
+
+// handleBatch decides many checks with one store round trip. One invalid
+// check fails the whole request, naming its index, so nothing is half done.
+func (n *Node) handleBatch(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	if n.refuseDraining(ctx) {
+		return
+	}
+	p := parsers.Get()
+	defer parsers.Put(p)
+	v, err := p.ParseBytes(ctx.PostBody())
+	if err != nil {
+		n.problem(ctx, badRequest("malformed JSON: "+err.Error()))
+		return
+	}
+	cv := v.Get("checks")
+	if cv == nil || cv.Type() != fastjson.TypeArray {
+		n.problem(ctx, badRequest(`the body must be {"checks": [{"key": ..., "cost": ...}, ...]}`))
+		return
+	}
+	arr, _ := cv.Array()
+	if len(arr) == 0 || len(arr) > n.cfg.MaxBatch {
+		n.problem(ctx, badRequest("a batch holds 1 to "+formatInt(int64(n.cfg.MaxBatch))+" checks"))
+		return
+	}
+	st := n.state.Load()
+	clock := n.now()
+	now := clock.UnixMicro()
+	ins := make([]checkInput, len(arr))
+	out := make([]decision, len(arr))
+	var items []store.Item
+	var slots []int    // out index of each item
+	var pols []*Policy // policy of each item
+	for i, cv := range arr {
+		in, perr := parseCheck(cv)
+		var pol *Policy
+		if perr == nil {
+			pol, perr = st.policyFor(in)
+		}
+		if perr != nil {
+			perr.detail = "checks[" + formatInt(int64(i)) + "]: " + perr.detail
+			n.problem(ctx, perr)
+			return
+		}
+		ins[i] = in
+		if pol == nil {
+			out[i] = n.unlimited()
+			continue
+		}
+		if d, ok := n.localDecision(st, pol, in, now); ok {
+			out[i] = d
+			continue
+		}
+		items = append(items, store.Item{Key: string(in.key), Cost: in.cost, Limit: &pol.Limit})
+		slots = append(slots, i)
+		pols = append(pols, pol)
+	}
+	if len(items) > 0 {
+		_ = n.decideStored(items, "check_batch", clock) // failures are per item
+		for j, it := range items {
+			out[slots[j]] = n.finish(pols[j], ins[slots[j]], it.Result, it.Err, now)
+		}
+	}
+	body := append(make([]byte, 0, 128*len(out)), `{"results":[`...)
+	for i := range out {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		n.account(&out[i], ins[i].key, start, clock)
+		body = appendDecision(body, &out[i], ins[i].key)
+	}
+	body = append(body, "]}"...)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(body)
 }
 
 // refuseDraining answers a check with 503 while this node drains, so a load
@@ -151,7 +238,7 @@ func (n *Node) refuseDraining(ctx *fasthttp.RequestCtx) bool {
 // rest from the store, by the failure mode when the store fails.
 func (n *Node) decide(st *sharedState, p *Policy, in checkInput, clock time.Time) decision {
 	if p == nil {
-		return decision{reason: reasonNoLimit, allowed: n.cfg.Unmatched == "allow"}
+		return n.unlimited()
 	}
 	now := clock.UnixMicro()
 	if d, ok := n.localDecision(st, p, in, now); ok {

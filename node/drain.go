@@ -80,7 +80,7 @@ func (rec drainRecord) merge(raw string, now time.Time) string {
 // setDrain fills the drain fields of info from its stored drain; storeNow
 // is the store's clock in µs. The fields are always present (null or 0 when
 // not draining), so an expression over them never names a missing field.
-func (info *NodeInfo) setDrain(raw string, storeNow int64) {
+func (info *Member) setDrain(raw string, storeNow int64) {
 	info.Draining = raw != ""
 	if raw == "" {
 		return

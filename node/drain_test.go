@@ -13,7 +13,7 @@ import (
 func TestDrainWhoWhyUntil(t *testing.T) {
 	n := startNode(t, testConfig("d", nil), nil, nil)
 	url := n.URL + "/api/v1/nodes/d/drain"
-	var info NodeInfo
+	var info Member
 	for _, body := range []string{`{"by":"alice","until":"2001-01-01T00:00:00Z"}`, `{"until":"x"}`, `{"by":"a","colour":"red"}`,
 		`{"duration_seconds":60,"until":"2999-01-01T00:00:00Z"}`, `{"duration_seconds":-1}`, `{"reason":"` + strings.Repeat("x", 300) + `"}`} {
 		resp := call(t, "POST", url, body, nil)

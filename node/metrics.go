@@ -10,9 +10,9 @@ import (
 	"github.com/ratelimiter/ratelimiter/internal/promtext"
 )
 
-// nodeMetrics are the Prometheus series of one node. Each node owns its Set,
+// promMetrics are the Prometheus series of one node. Each node owns its Set,
 // so several nodes in one process (the demo, tests) never share counters.
-type nodeMetrics struct {
+type promMetrics struct {
 	set                       *metrics.Set
 	allowed, denied           *metrics.Counter
 	shadow, failOpen, failCl  *metrics.Counter
@@ -29,10 +29,10 @@ var redisOperations = []string{"check", "check_batch", "sync", "heartbeat", "nod
 // millisecond, and a dead Redis costs up to the timeout.
 var latencyBuckets = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
 
-func newNodeMetrics(n *Node) *nodeMetrics {
+func newPromMetrics(n *Node) *promMetrics {
 	s := metrics.NewSet()
 	id := strconv.Quote(n.id)
-	m := &nodeMetrics{
+	m := &promMetrics{
 		set:          s,
 		allowed:      s.NewCounter(`ratelimiter_requests_total{node_id=` + id + `,result="allowed"}`),
 		denied:       s.NewCounter(`ratelimiter_requests_total{node_id=` + id + `,result="blocked"}`),
@@ -67,7 +67,7 @@ func b2f(b bool) float64 {
 }
 
 // write writes the metrics with their HELP and TYPE (see metricsMeta).
-func (m *nodeMetrics) write(w io.Writer) {
+func (m *promMetrics) write(w io.Writer) {
 	var b bytes.Buffer
 	m.set.WritePrometheus(&b)
 	metrics.WriteProcessMetrics(&b)

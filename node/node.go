@@ -62,7 +62,7 @@ type Node struct {
 	keysCur   atomic.Int32
 	// keysRotated is touched only by the heartbeat goroutine.
 	keysRotated time.Time
-	metrics     *nodeMetrics
+	metrics     *promMetrics
 	server      *fasthttp.Server
 	peers       *fasthttp.Client
 	items       sync.Pool // *[1]store.Item for single checks
@@ -129,7 +129,7 @@ func New(cfg Config, st store.Store, log *slog.Logger, now func() time.Time) (*N
 	n.deadlines = store.Deadlines{Timeout: n.timeouts.Decision, Slice: time.Millisecond}
 	n.denies = newDenyCache(cfg.DenyCacheSize)
 	n.hot = newHotKeys(10_000, min(0.5, cfg.HotKeyRatio), 10e6)
-	n.metrics = newNodeMetrics(n)
+	n.metrics = newPromMetrics(n)
 	n.items.New = func() any { return new([1]store.Item) }
 	if err := n.setupEnvoy(); err != nil {
 		ln.Close()

@@ -14,8 +14,8 @@ func TestNodesWithoutStore(t *testing.T) {
 	a := startNode(t, testConfig("a", srv), nil, nil)
 	b := startNode(t, testConfig("b", srv), nil, nil)
 	type view struct {
-		Nodes  []NodeInfo `json:"nodes"`
-		Source string     `json:"source"`
+		Nodes  []Member `json:"nodes"`
+		Source string   `json:"source"`
 	}
 	var v view
 	waitFor(t, 3*time.Second, "both nodes registered", func() bool {

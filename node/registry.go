@@ -21,13 +21,13 @@ type nodeRecord struct {
 	Address        string    `json:"address"`
 	StartedAt      time.Time `json:"started_at"`
 	RedisConnected bool      `json:"redis_connected"`
-	Metrics        Metrics   `json:"metrics"`
+	Metrics        Figures   `json:"metrics"`
 	HotKeys        []HotKey  `json:"hot_keys,omitempty"`
 	Keys           []byte    `json:"keys,omitempty"` // distinct-key sketch registers
 }
 
-// NodeInfo is one node as GET /api/v1/nodes shows it.
-type NodeInfo struct {
+// Member is one node as GET /api/v1/nodes shows it.
+type Member struct {
 	ID             string    `json:"id"`
 	Address        string    `json:"address"`
 	State          string    `json:"state"`
@@ -51,7 +51,7 @@ type NodeInfo struct {
 // clusterView is the registry as last read, or as pieced together from
 // the peers themselves while the store is unreachable.
 type clusterView struct {
-	Nodes []NodeInfo
+	Nodes []Member
 	// Source is "store", or "peers" when the store did not answer and the
 	// node asked the last known peers directly.
 	Source string
@@ -113,7 +113,7 @@ func (n *Node) nodes(ctx context.Context) clusterView {
 			_ = n.store.Forget(rctx, id)
 			continue
 		}
-		info := NodeInfo{ID: id, Address: rec.Address, RedisConnected: rec.RedisConnected,
+		info := Member{ID: id, Address: rec.Address, RedisConnected: rec.RedisConnected,
 			LastHeartbeat: time.UnixMicro(beat).UTC(), HeartbeatAgeMs: age / 1000, StartedAt: rec.StartedAt, record: rec}
 		info.setDrain(snap.Hashes[2][id], snap.Now)
 		switch {
@@ -144,7 +144,7 @@ func (n *Node) nodes(ctx context.Context) clusterView {
 // longer is not coming back from a failover, and asking it on every read
 // of the registry would cost each read the probe's timeout on a network
 // that drops its packets.
-func (n *Node) askStale(nodes []NodeInfo) {
+func (n *Node) askStale(nodes []Member) {
 	recent := askStaleFor * n.cfg.UnhealthyAfter.Milliseconds()
 	var wg sync.WaitGroup
 	for i := range nodes {
@@ -152,7 +152,7 @@ func (n *Node) askStale(nodes []NodeInfo) {
 			continue
 		}
 		wg.Add(1)
-		go func(info *NodeInfo) {
+		go func(info *Member) {
 			defer wg.Done()
 			if h, ok := n.askHealth(info); ok {
 				info.State, info.RedisConnected = h.State, h.RedisConnected
@@ -168,7 +168,7 @@ func (n *Node) askStale(nodes []NodeInfo) {
 const askStaleFor = 10
 
 // askHealth asks a peer for its /health, briefly.
-func (n *Node) askHealth(info *NodeInfo) (health, bool) {
+func (n *Node) askHealth(info *Member) (health, bool) {
 	var h health
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -191,12 +191,12 @@ type health struct {
 // node reports itself, and asks each last-known peer for its own /health.
 func (n *Node) peerView() clusterView {
 	view := clusterView{Source: "peers"}
-	var known []NodeInfo
+	var known []Member
 	if v := n.view.Load(); v != nil {
 		known = v.Nodes
 	}
-	view.Nodes = make([]NodeInfo, 0, len(known)+1)
-	self := NodeInfo{ID: n.id, Address: n.addr, State: n.selfState(), RedisConnected: n.connected.Load(),
+	view.Nodes = make([]Member, 0, len(known)+1)
+	self := Member{ID: n.id, Address: n.addr, State: n.selfState(), RedisConnected: n.connected.Load(),
 		StartedAt: n.started.UTC(), Draining: n.selfState() == stateDraining, record: n.record()}
 	view.Nodes = append(view.Nodes, self)
 	var mu sync.Mutex
@@ -206,7 +206,7 @@ func (n *Node) peerView() clusterView {
 			continue
 		}
 		wg.Add(1)
-		go func(info NodeInfo) {
+		go func(info Member) {
 			defer wg.Done()
 			info.State, info.RedisConnected = stateUnhealthy, false
 			if h, ok := n.askHealth(&info); ok {
@@ -236,14 +236,14 @@ func (n *Node) handleNodes(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"nodes": nonNil(v.Nodes), "source": v.Source})
 }
 
-func (n *Node) findNode(ctx *fasthttp.RequestCtx, id string) (NodeInfo, bool) {
+func (n *Node) findNode(ctx *fasthttp.RequestCtx, id string) (Member, bool) {
 	for _, info := range n.nodes(ctx).Nodes {
 		if info.ID == id {
 			return info, true
 		}
 	}
 	n.problem(ctx, &problemError{status: fasthttp.StatusNotFound, typ: "not-found", detail: "no node " + strconvQuote(id) + " in the registry"})
-	return NodeInfo{}, false
+	return Member{}, false
 }
 
 func (n *Node) handleNode(ctx *fasthttp.RequestCtx, id string) {

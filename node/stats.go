@@ -75,9 +75,10 @@ func (s *stats) slot(now time.Time) *statSlot {
 	return sl
 }
 
-// Metrics is one node's rolling figures (GET /api/v1/nodes/{id}/metrics),
-// published with its heartbeat so they exist without Prometheus.
-type Metrics struct {
+// Figures are one node's rolling figures (GET /api/v1/nodes/{id}/metrics),
+// published with its heartbeat so they exist without Prometheus. The
+// Prometheus series are promMetrics (metrics.go).
+type Figures struct {
 	NodeID            string  `json:"node_id"`
 	WindowSeconds     int     `json:"window_seconds"`
 	RequestsPerSecond float64 `json:"requests_per_second"`
@@ -95,9 +96,9 @@ type Metrics struct {
 
 // snapshot sums the complete seconds of the window (the current second is
 // still filling, so it is left out).
-func (s *stats) snapshot(now time.Time) Metrics {
+func (s *stats) snapshot(now time.Time) Figures {
 	cur := now.Unix()
-	var m Metrics
+	var m Figures
 	var hist [latBuckets]int64
 	var total, calls, micros int64
 	for i := range s.slots {
