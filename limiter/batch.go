@@ -7,7 +7,7 @@ import (
 
 // BatchScript decides many keys in one script call, so a node under load
 // pays Redis' per-call overhead once per batch instead of once per check.
-// It is built from the four scripts themselves, so there is still one source
+// It is built from the algorithms' scripts themselves, so there is still one source
 // of truth per algorithm: each script defines its helpers and a function
 // decide(key, limit, window, burst, cost, now), then an entry point for a
 // single call after a marker line; the batch keeps what precedes the marker,
@@ -17,7 +17,7 @@ import (
 //
 // KEYS are the data keys. ARGV[1] is now_us or "" (read TIME once for the
 // whole batch); then five values per key: the algorithm's 1-based index in
-// Algorithms, limit, window_us, burst, cost. The reply holds one
+// AlgorithmTable, limit, window_us, burst, cost. The reply holds one
 // {allowed, remaining, reset_after_us, retry_after_us, next_after_us} per key.
 //
 // What batching saves in Redis CPU per decision, and how that was measured,
@@ -26,11 +26,11 @@ import (
 func BatchScript() string {
 	var b strings.Builder
 	b.WriteString("local algs = {}\n")
-	for i, a := range Algorithms {
-		src := Script(a)
+	for i, row := range AlgorithmTable {
+		src := row.Lua
 		cut := strings.Index(src, batchCut)
 		if cut < 0 {
-			panic("BUG: limiter.BatchScript: " + string(a) + ".lua has no line " + strconv.Quote(batchCut))
+			panic("BUG: limiter.BatchScript: " + string(row.Name) + ".lua has no line " + strconv.Quote(batchCut))
 		}
 		b.WriteString("do\n")
 		b.WriteString(src[:cut])

@@ -21,17 +21,43 @@ const (
 	FixedWindow   Algorithm = "fixed_window"   // one counter per aligned window
 )
 
-// Algorithms lists every algorithm, in the order the documentation gives them.
-var Algorithms = []Algorithm{SlidingLog, SlidingWindow, TokenBucket, FixedWindow}
+// Algorithms lists every algorithm, in the order the documentation gives them
+// (the order of AlgorithmTable).
+var Algorithms = func() []Algorithm {
+	out := make([]Algorithm, len(AlgorithmTable))
+	for i, row := range AlgorithmTable {
+		out[i] = row.Name
+	}
+	return out
+}()
 
 // Valid reports whether a names a known algorithm.
-func (a Algorithm) Valid() bool {
-	for _, k := range Algorithms {
-		if a == k {
-			return true
+func (a Algorithm) Valid() bool { return a.Index() >= 0 }
+
+// Index is a's row in AlgorithmTable, or -1 for an unknown algorithm.
+func (a Algorithm) Index() int {
+	for i := range AlgorithmTable {
+		if AlgorithmTable[i].Name == a {
+			return i
 		}
 	}
-	return false
+	return -1
+}
+
+// algorithmList is "a, b, c or d", for error messages.
+func algorithmList() string {
+	var b strings.Builder
+	for i, row := range AlgorithmTable {
+		switch {
+		case i == 0:
+		case i == len(AlgorithmTable)-1:
+			b.WriteString(" or ")
+		default:
+			b.WriteString(", ")
+		}
+		b.WriteString(string(row.Name))
+	}
+	return b.String()
 }
 
 // Failure modes decide what a check answers when the store cannot.
@@ -104,7 +130,7 @@ func (l *Limit) Validate() error {
 		p.Add("window_seconds", "must be between 1 and %d, got %d", MaxWindowSeconds, l.WindowSeconds)
 	}
 	if !l.Algorithm.Valid() {
-		p.Add("algorithm", "unknown algorithm %q (want sliding_log, sliding_window, token_bucket or fixed_window)", l.Algorithm)
+		p.Add("algorithm", "unknown algorithm %q (want %s)", l.Algorithm, algorithmList())
 	}
 	if l.Algorithm == TokenBucket && (l.Burst <= 0 || l.Burst > MaxRequestsLimit) {
 		p.Add("burst", "must be between 1 and %d, got %d", MaxRequestsLimit, l.Burst)

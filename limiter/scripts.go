@@ -75,20 +75,41 @@ var (
 	fixedWindowLua string
 )
 
+// AlgorithmRow is one algorithm in AlgorithmTable: everything the stores need to
+// know per algorithm.
+type AlgorithmRow struct {
+	Name Algorithm
+	// Short names the algorithm in Redis data keys (PREFIX:Short:KEY), so a
+	// limit that changes its algorithm never meets the other one's data type.
+	Short string
+	// Lua is its script, run with EVALSHA under the contract above.
+	Lua string
+	// decide is its Go twin.
+	decide func(s *State, now int64, p Params) Result
+}
+
+// AlgorithmTable is the one list of algorithms that everything else ranges over:
+// scripts loaded, data keys, the batch script's numbering (index+1), the
+// in-process store's maps, validation. Its order is the documentation's.
+var AlgorithmTable = [...]AlgorithmRow{
+	{Name: SlidingLog, Short: "sl", Lua: slidingLogLua, decide: decideSlidingLog},
+	{Name: SlidingWindow, Short: "sw", Lua: slidingWindowLua, decide: decideSlidingWindow},
+	{Name: TokenBucket, Short: "tb", Lua: tokenBucketLua, decide: decideTokenBucket},
+	{Name: FixedWindow, Short: "fw", Lua: fixedWindowLua, decide: decideFixedWindow},
+}
+
+// NumAlgorithms is the number of rows in AlgorithmTable, for arrays indexed by
+// Algorithm.Index.
+const NumAlgorithms = len(AlgorithmTable)
+
 // Script returns the Lua source of alg, to be run with EVALSHA (rueidis'
 // NewLuaScript) under the contract above.
 func Script(alg Algorithm) string {
-	switch alg {
-	case SlidingLog:
-		return slidingLogLua
-	case SlidingWindow:
-		return slidingWindowLua
-	case TokenBucket:
-		return tokenBucketLua
-	case FixedWindow:
-		return fixedWindowLua
+	i := alg.Index()
+	if i < 0 {
+		panic("BUG: limiter.Script: unknown algorithm " + string(alg))
 	}
-	panic("BUG: limiter.Script: unknown algorithm " + string(alg))
+	return AlgorithmTable[i].Lua
 }
 
 // State is the in-process twin of one Redis key; the zero value is an empty
@@ -109,17 +130,11 @@ func Decide(alg Algorithm, s *State, now int64, p Params) Result {
 	if now >= s.ExpiresAt {
 		s.reset()
 	}
-	switch alg {
-	case SlidingLog:
-		return decideSlidingLog(s, now, p)
-	case SlidingWindow:
-		return decideSlidingWindow(s, now, p)
-	case TokenBucket:
-		return decideTokenBucket(s, now, p)
-	case FixedWindow:
-		return decideFixedWindow(s, now, p)
+	i := alg.Index()
+	if i < 0 {
+		panic("BUG: limiter.Decide: unknown algorithm " + string(alg))
 	}
-	panic("BUG: limiter.Decide: unknown algorithm " + string(alg))
+	return AlgorithmTable[i].decide(s, now, p)
 }
 
 // reset empties s, keeping the log's memory for reuse.

@@ -9,6 +9,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 const maxBlock = 30 * 24 * time.Hour
@@ -55,7 +56,7 @@ func (n *Node) handleBlock(ctx *fasthttp.RequestCtx, key string, add bool) {
 		}
 	}
 	var view BlockView
-	err := n.changeShared(ctx, hashBlocks, key, func(now int64, raw string) (string, error) {
+	err := n.changeShared(ctx, store.HashBlocks, key, func(now int64, raw string) (string, error) {
 		if add && raw == "" && len(n.state.Load().blocks) >= n.cfg.MaxBlocks {
 			return "", &problemError{status: fasthttp.StatusConflict, typ: "too-many-blocks",
 				detail: "the cluster has max_blocks (" + formatInt(int64(n.cfg.MaxBlocks)) + ") live blocks: unblock some, or let them expire"}
@@ -89,11 +90,11 @@ func (n *Node) handleBlock(ctx *fasthttp.RequestCtx, key string, add bool) {
 // value ("" deletes it), with a compare-and-swap retried when another node
 // wrote in between. Returning the current value changes nothing.
 func (n *Node) changeShared(ctx context.Context, hash, field string, change func(now int64, raw string) (string, error)) error {
-	return n.swapShared(ctx, hash, field, func(snap Snapshot, raw string) (string, error) { return change(snap.Now, raw) })
+	return n.swapShared(ctx, hash, field, func(snap store.Snapshot, raw string) (string, error) { return change(snap.Now, raw) })
 }
 
 // swapShared is changeShared for a change that reads the whole hash too.
-func (n *Node) swapShared(ctx context.Context, hash, field string, change func(snap Snapshot, raw string) (string, error)) error {
+func (n *Node) swapShared(ctx context.Context, hash, field string, change func(snap store.Snapshot, raw string) (string, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, n.mgmtTimeout())
 	defer cancel()
 	for range 8 {
@@ -159,7 +160,7 @@ func (n *Node) handleCounter(ctx *fasthttp.RequestCtx, key string, reset bool) {
 		n.problem(ctx, &problemError{status: fasthttp.StatusNotFound, typ: "not-found", detail: "no limit matches key " + strconvQuote(key)})
 		return
 	}
-	items := []Item{{Key: key, Cost: 0, Policy: p}}
+	items := []store.Item{{Key: key, Cost: 0, Limit: &p.Limit}}
 	if err := n.decideStored(items, "peek", n.now()); err != nil {
 		n.storeProblem(ctx, err)
 		return

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/internal/testkit"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // apiNodes returns a node on the in-process store and one on Redis, so
@@ -63,12 +64,12 @@ func testHeadersAndForwardAuth(t *testing.T, red backend) {
 			}
 
 			// The GET form: same decision, empty body, key from the query.
-			resp = call(t, "GET", n.URL+"/api/v1/check?key=fw:hdr", "", nil)
+			resp = testkit.Call(t, "GET", n.URL+"/api/v1/check?key=fw:hdr", "", nil)
 			if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" || resp.ContentLength != 0 {
 				t.Fatalf("GET check on an exhausted key: %d, Retry-After %q, length %d; want 429 with Retry-After and no body",
 					resp.StatusCode, resp.Header.Get("Retry-After"), resp.ContentLength)
 			}
-			resp = call(t, "GET", n.URL+"/api/v1/check?key=fw:other&cost=3", "", nil)
+			resp = testkit.Call(t, "GET", n.URL+"/api/v1/check?key=fw:other&cost=3", "", nil)
 			if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("RateLimit"), "r=7;") {
 				t.Fatalf("GET check with cost 3: %d %q; want 200 with r=7", resp.StatusCode, resp.Header.Get("RateLimit"))
 			}
@@ -81,16 +82,16 @@ func TestKeyFromHeader(t *testing.T) {
 	cfg.KeyHeader = "X-Forwarded-For"
 	n := startNode(t, cfg, nil, nil)
 	for i := 0; i < 3; i++ {
-		resp := call(t, "GET", n.URL+"/api/v1/check", "", nil, "X-Forwarded-For", "shadow:10.0.0.1")
+		resp := testkit.Call(t, "GET", n.URL+"/api/v1/check", "", nil, "X-Forwarded-For", "shadow:10.0.0.1")
 		if resp.StatusCode != 200 {
 			t.Fatalf("check %d: %d", i, resp.StatusCode)
 		}
 	}
 	var r checkResult
-	call(t, "GET", n.URL+"/api/v1/counters/"+url.PathEscape("shadow:10.0.0.1"), "", &r)
+	testkit.Call(t, "GET", n.URL+"/api/v1/counters/"+url.PathEscape("shadow:10.0.0.1"), "", &r)
 	// The shadow limit (2) was exceeded but never denied: the counter shows it full.
 	var c CounterView
-	call(t, "GET", n.URL+"/api/v1/counters/"+url.PathEscape("shadow:10.0.0.1"), "", &c)
+	testkit.Call(t, "GET", n.URL+"/api/v1/counters/"+url.PathEscape("shadow:10.0.0.1"), "", &c)
 	if c.Used != 2 || c.Remaining != 0 {
 		t.Fatalf("counter after 3 header-keyed checks on a shadow limit of 2: %+v; want used 2", c)
 	}
@@ -126,7 +127,7 @@ func testBadInput(t *testing.T, red backend) {
 				if len(body) > 64<<10 {
 					resp = callOversized(t, method, n.URL+path, body)
 				} else {
-					resp = call(t, method, n.URL+path, body, nil, hdr...)
+					resp = testkit.Call(t, method, n.URL+path, body, nil, hdr...)
 				}
 				if resp.StatusCode != want {
 					t.Fatalf("%s %s %.60q: status %d; want %d", method, path, body, resp.StatusCode, want)
@@ -205,14 +206,14 @@ func testAdminToken(t *testing.T, red backend) {
 	}
 	for _, m := range mutating {
 		for _, hdr := range [][]string{nil, {"Authorization", "Bearer wrong"}, {"Authorization", "s3cret"}} {
-			if resp := call(t, m.method, n.URL+m.path, m.body, nil, hdr...); resp.StatusCode != 401 {
+			if resp := testkit.Call(t, m.method, n.URL+m.path, m.body, nil, hdr...); resp.StatusCode != 401 {
 				t.Fatalf("%s %s with %v: %d; want 401", m.method, m.path, hdr, resp.StatusCode)
 			}
 		}
 	}
 	// Nothing above took effect.
 	var lim struct{ Limits []limitRecord }
-	call(t, "GET", n.URL+"/api/v1/limits", "", &lim)
+	testkit.Call(t, "GET", n.URL+"/api/v1/limits", "", &lim)
 	for _, l := range lim.Limits {
 		if l.KeyPattern == "a:*" {
 			t.Fatalf("an unauthorized POST created a limit")
@@ -220,19 +221,19 @@ func testAdminToken(t *testing.T, red backend) {
 	}
 	// Reads and checks need no token; writes work with it.
 	for _, p := range []string{"/api/v1/limits", "/api/v1/nodes", "/api/v1/blocks", "/api/v1/hot-keys", "/api/v1/cluster/state", "/api/v1/counters/log:a", "/health", "/metrics"} {
-		if resp := call(t, "GET", n.URL+p, "", nil); resp.StatusCode != 200 {
+		if resp := testkit.Call(t, "GET", n.URL+p, "", nil); resp.StatusCode != 200 {
 			t.Fatalf("GET %s without token: %d; want 200", p, resp.StatusCode)
 		}
 	}
 	if _, resp := check(t, n.URL, "log:a", 1); resp.StatusCode != 200 {
 		t.Fatalf("check without token: %d", resp.StatusCode)
 	}
-	if resp := call(t, "POST", n.URL+mutating[0].path, mutating[0].body, nil, admin...); resp.StatusCode != 201 {
+	if resp := testkit.Call(t, "POST", n.URL+mutating[0].path, mutating[0].body, nil, admin...); resp.StatusCode != 201 {
 		t.Fatalf("POST limit with token: %d; want 201", resp.StatusCode)
 	}
 	// Rolling back a creation deletes the limit; rolling back again restores it.
 	for i, wantActive := range []bool{false, true} {
-		if resp := call(t, "POST", n.URL+"/api/v1/limits/a:%2A/rollback", "", nil, admin...); resp.StatusCode != 200 {
+		if resp := testkit.Call(t, "POST", n.URL+"/api/v1/limits/a:%2A/rollback", "", nil, admin...); resp.StatusCode != 200 {
 			t.Fatalf("rollback %d: %d", i, resp.StatusCode)
 		}
 		if r, _ := check(t, n.URL, "a:1", 1); (r.Policy == "a:*") != wantActive {
@@ -250,22 +251,22 @@ func testManagementRoundTrip(t *testing.T, red backend) {
 			}
 			var c CounterView
 			for i := 0; i < 2; i++ {
-				call(t, "GET", n.URL+"/api/v1/counters/sw:c", "", &c)
+				testkit.Call(t, "GET", n.URL+"/api/v1/counters/sw:c", "", &c)
 				if c.Used != 4 || c.Remaining != 6 || c.Algorithm != "sliding_window" || c.Policy != "sw:*" {
 					t.Fatalf("counter (read %d): %+v; want used 4, remaining 6", i, c)
 				}
 			}
-			if resp := call(t, "DELETE", n.URL+"/api/v1/counters/sw:c", "", nil, admin...); resp.StatusCode != 200 {
+			if resp := testkit.Call(t, "DELETE", n.URL+"/api/v1/counters/sw:c", "", nil, admin...); resp.StatusCode != 200 {
 				t.Fatalf("reset: %d", resp.StatusCode)
 			}
-			call(t, "GET", n.URL+"/api/v1/counters/sw:c", "", &c)
+			testkit.Call(t, "GET", n.URL+"/api/v1/counters/sw:c", "", &c)
 			if c.Used != 0 {
 				t.Fatalf("counter after reset: %+v", c)
 			}
 
 			// Blocks: a blocked key is denied with reason blocked until unblocked.
 			var b BlockView
-			if resp := call(t, "POST", n.URL+"/api/v1/blocks/"+url.PathEscape("log:bad/actor"), `{"duration_seconds":30,"reason":"abuse"}`, &b, admin...); resp.StatusCode != 200 {
+			if resp := testkit.Call(t, "POST", n.URL+"/api/v1/blocks/"+url.PathEscape("log:bad/actor"), `{"duration_seconds":30,"reason":"abuse"}`, &b, admin...); resp.StatusCode != 200 {
 				t.Fatalf("block: %d", resp.StatusCode)
 			}
 			if b.Key != "log:bad/actor" || b.RemainingMs < 29_000 || b.Reason != "abuse" {
@@ -276,21 +277,21 @@ func testManagementRoundTrip(t *testing.T, red backend) {
 				t.Fatalf("check of a blocked key: %d %+v", resp.StatusCode, r)
 			}
 			var blocks struct{ Blocks []BlockView }
-			call(t, "GET", n.URL+"/api/v1/blocks", "", &blocks)
+			testkit.Call(t, "GET", n.URL+"/api/v1/blocks", "", &blocks)
 			if len(blocks.Blocks) != 1 || blocks.Blocks[0].Key != "log:bad/actor" {
 				t.Fatalf("blocks: %+v", blocks)
 			}
-			call(t, "DELETE", n.URL+"/api/v1/blocks/"+url.PathEscape("log:bad/actor"), "", nil, admin...)
+			testkit.Call(t, "DELETE", n.URL+"/api/v1/blocks/"+url.PathEscape("log:bad/actor"), "", nil, admin...)
 			if r, _ := check(t, n.URL, "log:bad/actor", 1); !r.Allowed {
 				t.Fatalf("check after unblock: %+v", r)
 			}
-			if resp := call(t, "DELETE", n.URL+"/api/v1/blocks/"+url.PathEscape("log:bad/actor"), "", nil, admin...); resp.StatusCode != 404 {
+			if resp := testkit.Call(t, "DELETE", n.URL+"/api/v1/blocks/"+url.PathEscape("log:bad/actor"), "", nil, admin...); resp.StatusCode != 404 {
 				t.Fatalf("unblocking an unblocked key: %d; want 404", resp.StatusCode)
 			}
 
 			// Batch: one decision per check, in order.
 			var batch struct{ Results []checkResult }
-			call(t, "POST", n.URL+"/api/v1/check/batch", `{"checks":[{"key":"tb:b","cost":5},{"key":"tb:b"},{"key":"log:b","cost":2},{"key":"unmatched-but-star"}]}`, &batch)
+			testkit.Call(t, "POST", n.URL+"/api/v1/check/batch", `{"checks":[{"key":"tb:b","cost":5},{"key":"tb:b"},{"key":"log:b","cost":2},{"key":"unmatched-but-star"}]}`, &batch)
 			if len(batch.Results) != 4 || !batch.Results[0].Allowed || batch.Results[1].Allowed || batch.Results[2].Remaining != 8 || batch.Results[3].Policy != "*" {
 				t.Fatalf("batch: %+v", batch.Results)
 			}
@@ -303,7 +304,7 @@ func testManagementRoundTrip(t *testing.T, red backend) {
 				HotKeys   []HotKey `json:"hot_keys"`
 				TopDenied []HotKey `json:"top_denied"`
 			}
-			call(t, "GET", n.URL+"/api/v1/hot-keys", "", &hot)
+			testkit.Call(t, "GET", n.URL+"/api/v1/hot-keys", "", &hot)
 			if len(hot.HotKeys) == 0 || hot.HotKeys[0].Key != "log:hot" || hot.HotKeys[0].Ratio != 1 {
 				t.Fatalf("hot keys: %+v", hot)
 			}
@@ -313,12 +314,12 @@ func testManagementRoundTrip(t *testing.T, red backend) {
 
 			// Node metrics and cluster state come with no Prometheus.
 			var cs ClusterState
-			call(t, "GET", n.URL+"/api/v1/cluster/state", "", &cs)
+			testkit.Call(t, "GET", n.URL+"/api/v1/cluster/state", "", &cs)
 			if cs.NodeCount != 1 || cs.HealthyNodes != 1 || len(cs.Limits) != len(testLimits()) || cs.TotalKeys < 4 {
 				t.Fatalf("cluster state: %+v", cs)
 			}
 			var m Figures
-			call(t, "GET", n.URL+"/api/v1/nodes/"+n.ID()+"/metrics", "", &m)
+			testkit.Call(t, "GET", n.URL+"/api/v1/nodes/"+n.ID()+"/metrics", "", &m)
 			if m.NodeID != n.ID() || m.ActiveKeys < 4 {
 				t.Fatalf("node metrics: %+v", m)
 			}
@@ -328,7 +329,7 @@ func testManagementRoundTrip(t *testing.T, red backend) {
 
 func TestNodeMetricsRolling(t *testing.T) {
 	clock := testkit.NewClock()
-	n := startNode(t, testConfig("roll", nil), NewMemoryStore(clock.Now), clock.Now)
+	n := startNode(t, testConfig("roll", nil), store.NewMemoryStore(clock.Now), clock.Now)
 	for i := 0; i < 30; i++ {
 		check(t, n.URL, "log:m", 1) // 10 allowed, 20 denied
 	}
@@ -348,7 +349,7 @@ func TestNodeMetricsRolling(t *testing.T) {
 
 func scrape(t *testing.T, base string) string {
 	t.Helper()
-	resp := call(t, "GET", base+"/metrics", "", nil)
+	resp := testkit.Call(t, "GET", base+"/metrics", "", nil)
 	var sb strings.Builder
 	buf := make([]byte, 1<<16)
 	for {
@@ -403,7 +404,7 @@ func testDenyCacheAnswersLocally(t *testing.T, red backend) {
 		t.Fatalf("local denials = %d after 5 denied checks; want the repeats answered locally", got)
 	}
 	// A reset anywhere clears the cache: the key is admitted at once.
-	call(t, "DELETE", n.URL+"/api/v1/counters/log:dc", "", nil)
+	testkit.Call(t, "DELETE", n.URL+"/api/v1/counters/log:dc", "", nil)
 	if r, _ := check(t, n.URL, "log:dc", 1); !r.Allowed {
 		t.Fatalf("check after reset answered from a stale cache: %+v", r)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fastjson"
 
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // Reasons given with a decision.
@@ -161,8 +162,9 @@ func (n *Node) handleBatch(ctx *fasthttp.RequestCtx) {
 	now := clock.UnixMicro()
 	ins := make([]checkInput, len(arr))
 	out := make([]decision, len(arr))
-	var items []Item
-	var slots []int // out index of each item
+	var items []store.Item
+	var slots []int    // out index of each item
+	var pols []*Policy // policy of each item
 	for i, cv := range arr {
 		in, perr := parseCheck(cv)
 		var pol *Policy
@@ -184,13 +186,14 @@ func (n *Node) handleBatch(ctx *fasthttp.RequestCtx) {
 			out[i] = d
 			continue
 		}
-		items = append(items, Item{Key: string(in.key), Cost: in.cost, Policy: pol})
+		items = append(items, store.Item{Key: string(in.key), Cost: in.cost, Limit: &pol.Limit})
 		slots = append(slots, i)
+		pols = append(pols, pol)
 	}
 	if len(items) > 0 {
 		_ = n.decideStored(items, "check_batch", clock) // failures are per item
 		for j, it := range items {
-			out[slots[j]] = n.finish(it.Policy, ins[slots[j]], it.Result, it.Err, now)
+			out[slots[j]] = n.finish(pols[j], ins[slots[j]], it.Result, it.Err, now)
 		}
 	}
 	body := append(make([]byte, 0, 128*len(out)), `{"results":[`...)
@@ -241,11 +244,11 @@ func (n *Node) decide(st *sharedState, p *Policy, in checkInput, clock time.Time
 	if d, ok := n.localDecision(st, p, in, now); ok {
 		return d
 	}
-	items := n.items.Get().(*[1]Item)
-	items[0] = Item{Key: unsafeString(in.key), Cost: in.cost, Policy: p}
+	items := n.items.Get().(*[1]store.Item)
+	items[0] = store.Item{Key: unsafeString(in.key), Cost: in.cost, Limit: &p.Limit}
 	err := n.decideStored(items[:], "check", clock)
 	res := items[0].Result
-	items[0] = Item{}
+	items[0] = store.Item{}
 	n.items.Put(items)
 	return n.finish(p, in, res, err, now)
 }
@@ -269,11 +272,11 @@ func (n *Node) localDecision(st *sharedState, p *Policy, in checkInput, now int6
 
 // decideStored asks the store, bounded by the Redis timeout (through a
 // shared deadline; the in-process store never waits and needs none).
-func (n *Node) decideStored(items []Item, op string, clock time.Time) error {
+func (n *Node) decideStored(items []store.Item, op string, clock time.Time) error {
 	ctx := context.Background()
 	t0 := time.Now()
 	if !n.inProcess {
-		ctx = n.deadlines.get(t0)
+		ctx = n.deadlines.Get(t0)
 	}
 	n.calls.Add(1)
 	err := n.store.Decide(ctx, items)

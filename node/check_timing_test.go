@@ -11,6 +11,7 @@ import (
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // Reference figures, 2-vCPU shared VM (AMD EPYC, Firecracker; go1.26, Redis
@@ -126,18 +127,18 @@ func BenchmarkCheckHandler(b *testing.B) {
 // redis-server (concurrent checks batched into one script), and on a Redis
 // Cluster of three masters and three replicas (one script per check).
 func BenchmarkDecide(b *testing.B) {
-	for _, store := range []string{"memory", "redis", "cluster"} {
+	for _, kind := range []string{"memory", "redis", "cluster"} {
 		for _, alg := range limiter.Algorithms {
-			b.Run(store+"/"+string(alg), func(b *testing.B) {
-				var s Store = NewMemoryStore(time.Now)
-				if store != "memory" {
+			b.Run(kind+"/"+string(alg), func(b *testing.B) {
+				var s store.Store = store.NewMemoryStore(time.Now)
+				if kind != "memory" {
 					var url string
-					if store == "redis" {
+					if kind == "redis" {
 						url = redistest.Start(b).URL()
 					} else {
 						url = redistest.StartCluster(b).URL()
 					}
-					rs, err := NewRedisStore(url, "rl", time.Second)
+					rs, err := store.NewRedisStore(url, "rl", store.TimeoutsFor(time.Second))
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -159,9 +160,9 @@ func BenchmarkDecide(b *testing.B) {
 				b.ReportAllocs()
 				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {
-					items := make([]Item, 1)
+					items := make([]store.Item, 1)
 					for pb.Next() {
-						items[0] = Item{Key: keys[next.Add(1)%int64(len(keys))], Cost: 1, Policy: p}
+						items[0] = store.Item{Key: keys[next.Add(1)%int64(len(keys))], Cost: 1, Limit: &p.Limit}
 						if err := s.Decide(b.Context(), items); err != nil {
 							b.Fatal(err)
 						}

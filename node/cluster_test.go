@@ -106,7 +106,7 @@ func limitsOn(t *testing.T, base string, deleted bool) map[string]apiLimit {
 	if deleted {
 		u += "?deleted=true"
 	}
-	if resp := call(t, "GET", u, "", &out); resp.StatusCode != http.StatusOK {
+	if resp := testkit.Call(t, "GET", u, "", &out); resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET %s = %d; want 200", u, resp.StatusCode)
 	}
 	m := make(map[string]apiLimit, len(out.Limits))
@@ -143,7 +143,7 @@ func counterOn(t *testing.T, base, key string) apiCounter {
 	t.Helper()
 	var c apiCounter
 	u := base + "/api/v1/counters/" + url.PathEscape(key)
-	if resp := call(t, "GET", u, "", &c); resp.StatusCode != http.StatusOK {
+	if resp := testkit.Call(t, "GET", u, "", &c); resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET %s = %d; want 200", u, resp.StatusCode)
 	}
 	return c
@@ -157,7 +157,7 @@ func closeConnsFirst(t *testing.T) { t.Cleanup(testHTTP.CloseIdleConnections) }
 // mustCall sends a management request and insists on its status.
 func mustCall(t *testing.T, method, url, body string, want int, out any) {
 	t.Helper()
-	resp := call(t, method, url, body, out)
+	resp := testkit.Call(t, method, url, body, out)
 	if resp.StatusCode != want {
 		data, _ := io.ReadAll(resp.Body)
 		t.Fatalf("%s %s = %d (%s); want %d", method, url, resp.StatusCode, data, want)

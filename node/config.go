@@ -9,6 +9,7 @@ import (
 
 	"github.com/ratelimiter/ratelimiter/config"
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // Config is the [node] section of the configuration file. Every field can
@@ -149,7 +150,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.RedisURL != "" {
-		if _, err := ParseRedisURL(c.RedisURL); err != nil {
+		if _, err := store.ParseRedisURL(c.RedisURL); err != nil {
 			p.Add("redis_url", "%v", err)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ratelimiter/ratelimiter/limiter"
 	"github.com/ratelimiter/ratelimiter/node/descriptors"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // Bounds on one Envoy request, so a hostile request costs bounded memory.
@@ -62,7 +63,7 @@ type envoyScratch struct {
 	items   []envoyItem
 	keys    []byte // every counter key of the request, back to back
 	entries []descriptors.Entry
-	batch   []Item
+	batch   []store.Item
 	slots   []int
 }
 
@@ -207,7 +208,7 @@ func (n *Node) shouldRateLimit(req *rls.RateLimitRequest) (*rls.RateLimitRespons
 				it.d, it.done = d, true
 				continue
 			}
-			batch = append(batch, Item{Key: unsafeString(it.key), Cost: it.cost, Policy: it.policy})
+			batch = append(batch, store.Item{Key: unsafeString(it.key), Cost: it.cost, Limit: &it.policy.Limit})
 			slots = append(slots, i)
 		}
 	}
@@ -224,7 +225,7 @@ func (n *Node) shouldRateLimit(req *rls.RateLimitRequest) (*rls.RateLimitRespons
 		}
 		for j, b := range batch {
 			it := &items[slots[j]]
-			it.d = n.finish(b.Policy, checkInput{key: it.key, cost: it.cost}, b.Result, b.Err, now)
+			it.d = n.finish(it.policy, checkInput{key: it.key, cost: it.cost}, b.Result, b.Err, now)
 			it.done = true
 		}
 	}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
 	"github.com/ratelimiter/ratelimiter/internal/testkit"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // envoyNode is a node serving gRPC on a real Redis, its store and node
@@ -48,13 +49,13 @@ func startEnvoyNode(t *testing.T, id string, srv *redistest.Server, dir string, 
 	if edit != nil {
 		edit(&cfg)
 	}
-	store, err := NewRedisStore(cfg.RedisURL, cfg.RedisPrefix, time.Second)
+	shared, err := store.NewRedisStore(cfg.RedisURL, cfg.RedisPrefix, store.TimeoutsFor(cfg.RedisTimeout.Duration))
 	if err != nil {
 		t.Fatal(err)
 	}
-	store.now = clock.Now
-	t.Cleanup(store.Close)
-	n := startNode(t, cfg, store, clock.Now)
+	shared.SetClock(clock.Now)
+	t.Cleanup(shared.Close)
+	n := startNode(t, cfg, shared, clock.Now)
 	conn := dialGRPC(t, n.GRPCAddr())
 	return &envoyNode{testNode: n, rls: rls.NewRateLimitServiceClient(conn), conn: conn, dir: dir}
 }
@@ -595,7 +596,7 @@ descriptors:
 	body := `{"domain":"web","descriptors":[{"entries":[{"key":"user","value":"bob"}]}]}`
 	f := func(body string, wantStatus int, want string) {
 		t.Helper()
-		resp := call(t, "POST", n.URL+"/json", body, nil)
+		resp := testkit.Call(t, "POST", n.URL+"/json", body, nil)
 		data, _ := io.ReadAll(resp.Body)
 		// protojson varies its spacing on purpose: compare without it.
 		compact := strings.ReplaceAll(string(data), " ", "")
@@ -609,7 +610,7 @@ descriptors:
 	f(`{"domain":`, http.StatusBadRequest, "malformed RateLimitRequest JSON")
 	f(`{"domain":"web","descriptors":[]}`, http.StatusBadRequest, "descriptor list must not be empty")
 	f(`{"domain":"web","descriptors":[{"entries":[{"key":"user","value":"x"}]}],"colour":1}`, http.StatusBadRequest, "malformed")
-	if resp := call(t, "GET", n.URL+"/json", "", nil); resp.StatusCode != http.StatusMethodNotAllowed {
+	if resp := testkit.Call(t, "GET", n.URL+"/json", "", nil); resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET /json = %d; want 405", resp.StatusCode)
 	}
 }
@@ -761,7 +762,7 @@ func pathEscape(s string) string {
 
 func metricsOf(t *testing.T, base string) string {
 	t.Helper()
-	resp := call(t, "GET", base+"/metrics", "", nil)
+	resp := testkit.Call(t, "GET", base+"/metrics", "", nil)
 	data, _ := io.ReadAll(resp.Body)
 	return string(data)
 }

@@ -155,10 +155,10 @@ func testDrainThroughAnotherNode(t *testing.T, red backend) {
 	var h struct {
 		State string `json:"state"`
 	}
-	if resp := call(t, "GET", b.URL+"/health", "", &h); resp.StatusCode != http.StatusServiceUnavailable || h.State != stateDraining {
+	if resp := testkit.Call(t, "GET", b.URL+"/health", "", &h); resp.StatusCode != http.StatusServiceUnavailable || h.State != stateDraining {
 		t.Errorf("GET /health on drained b = %d %q; want 503 draining", resp.StatusCode, h.State)
 	}
-	if resp := call(t, "GET", a.URL+"/health", "", nil); resp.StatusCode != http.StatusOK {
+	if resp := testkit.Call(t, "GET", a.URL+"/health", "", nil); resp.StatusCode != http.StatusOK {
 		t.Errorf("GET /health on a = %d; want 200: only b drains", resp.StatusCode)
 	}
 	if _, resp := check(t, a.URL, "drain:1", 1); resp.StatusCode != http.StatusOK {

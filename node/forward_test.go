@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ratelimiter/ratelimiter/config"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
@@ -20,7 +21,7 @@ func TestForwardAuthDenyStatus(t *testing.T) {
 	n := startNode(t, cfg, nil, nil)
 	get := func(query string) *http.Response {
 		t.Helper()
-		return call(t, "GET", n.URL+"/api/v1/check?"+query, "", nil)
+		return testkit.Call(t, "GET", n.URL+"/api/v1/check?"+query, "", nil)
 	}
 	if r := get("key=k"); r.StatusCode != 200 {
 		t.Fatalf("first check = %d; want 200", r.StatusCode)
@@ -172,7 +173,7 @@ func TestKeyFromXFF(t *testing.T) {
 		if forged != "" {
 			xff = forged + ", " + xff
 		}
-		r := call(t, "GET", n.URL+"/api/v1/check", "", nil, "X-Forwarded-For", xff)
+		r := testkit.Call(t, "GET", n.URL+"/api/v1/check", "", nil, "X-Forwarded-For", xff)
 		if r.StatusCode == 200 {
 			allowed++
 		} else if r.StatusCode != http.StatusTooManyRequests {
@@ -188,11 +189,11 @@ func TestKeyFromXFF(t *testing.T) {
 	var c struct {
 		Key string `json:"key"`
 	}
-	call(t, "GET", n.URL+"/api/v1/counters/ip:203.0.113.7", "", &c)
+	testkit.Call(t, "GET", n.URL+"/api/v1/counters/ip:203.0.113.7", "", &c)
 	if c.Key != "ip:203.0.113.7" {
 		t.Errorf("counter of the real client: %+v", c)
 	}
-	if r := call(t, "GET", n.URL+"/api/v1/check?key=ip:1.1.1.1", "", nil); r.StatusCode != http.StatusBadRequest {
+	if r := testkit.Call(t, "GET", n.URL+"/api/v1/check?key=ip:1.1.1.1", "", nil); r.StatusCode != http.StatusBadRequest {
 		t.Errorf("a key in the query with key_from = xff: %d; want 400", r.StatusCode)
 	}
 }
@@ -206,13 +207,13 @@ func TestKeyPrefixOnHeaderKeys(t *testing.T) {
 	}
 	n := startNode(t, cfg, nil, nil)
 	for i, want := range []int{200, 429} {
-		r := call(t, "GET", n.URL+"/api/v1/check", "", nil, "X-User", "42")
+		r := testkit.Call(t, "GET", n.URL+"/api/v1/check", "", nil, "X-User", "42")
 		if r.StatusCode != want || !strings.HasPrefix(r.Header.Get("RateLimit-Policy"), `"user:*"`) {
 			t.Errorf("check %d: %d, policy %q; want %d under user:*", i, r.StatusCode, r.Header.Get("RateLimit-Policy"), want)
 		}
 	}
 	// A key in the query is taken as it is: the proxy's configuration wrote it.
-	if r := call(t, "GET", n.URL+"/api/v1/check?key=42", "", nil); !strings.HasPrefix(r.Header.Get("RateLimit-Policy"), `"*"`) {
+	if r := testkit.Call(t, "GET", n.URL+"/api/v1/check?key=42", "", nil); !strings.HasPrefix(r.Header.Get("RateLimit-Policy"), `"*"`) {
 		t.Errorf("query key 42: policy %q; want *", r.Header.Get("RateLimit-Policy"))
 	}
 }

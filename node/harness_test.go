@@ -1,16 +1,13 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -21,6 +18,7 @@ import (
 	"github.com/ratelimiter/ratelimiter/config"
 	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // TestMain doubles as a node process for tests that must kill one for real:
@@ -114,12 +112,12 @@ type testNode struct {
 }
 
 // startNode runs a node until the test ends (or stop is called).
-func startNode(t testing.TB, cfg Config, store Store, now func() time.Time) *testNode {
+func startNode(t testing.TB, cfg Config, shared store.Store, now func() time.Time) *testNode {
 	t.Helper()
 	if now == nil {
 		now = time.Now
 	}
-	n, err := New(cfg, store, testkit.Logger(t, slog.LevelWarn), now)
+	n, err := New(cfg, shared, testkit.Logger(t, slog.LevelWarn), now)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -160,64 +158,12 @@ type childNode struct {
 
 func startChild(t *testing.T, cfg Config) *childNode {
 	t.Helper()
-	raw, _ := json.Marshal(cfg)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "RATELIMITER_TEST_NODE="+string(raw))
-	out, err := cmd.StdoutPipe()
+	raw, err := json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("child node %s stderr:\n%s", cfg.ID, stderr.String())
-		}
-	})
-	line := make(chan string, 1)
-	go func() {
-		b := make([]byte, 128)
-		k, _ := out.Read(b)
-		line <- strings.TrimSpace(string(b[:k]))
-		_, _ = io.Copy(io.Discard, out)
-	}()
-	select {
-	case addr := <-line:
-		return &childNode{cmd: cmd, URL: "http://" + addr}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("child node %s did not start; stderr:\n%s", cfg.ID, stderr.String())
-	}
-	return nil
-}
-
-// call sends one request and decodes a JSON answer into out (when not nil).
-func call(t testing.TB, method, url, body string, out any, hdr ...string) *http.Response {
-	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if out != nil && len(data) > 0 {
-		if err := json.Unmarshal(data, out); err != nil {
-			t.Fatalf("%s %s: cannot decode %q: %v", method, url, data, err)
-		}
-	}
-	resp.Body = io.NopCloser(bytes.NewReader(data))
-	return resp
+	ch := testkit.StartChild(t, "node "+cfg.ID, "RATELIMITER_TEST_NODE", string(raw))
+	return &childNode{cmd: ch.Cmd, URL: "http://" + ch.Line}
 }
 
 // checkResult is the JSON body of POST /api/v1/check.
@@ -236,6 +182,6 @@ func check(t testing.TB, base, key string, cost int64) (checkResult, *http.Respo
 	t.Helper()
 	var r checkResult
 	body, _ := json.Marshal(map[string]any{"key": key, "cost": cost})
-	resp := call(t, "POST", base+"/api/v1/check", string(body), &r)
+	resp := testkit.Call(t, "POST", base+"/api/v1/check", string(body), &r)
 	return r, resp
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // Idempotency-Key on mutating management calls: a client that lost the
@@ -96,8 +98,8 @@ func (n *Node) idempotent(ctx *fasthttp.RequestCtx, apply func()) {
 func (n *Node) claimIdempotency(ctx *fasthttp.RequestCtx, key, fp string) (string, *problemError) {
 	var claim string
 	var replay *idemRecord
-	var last Snapshot
-	err := n.swapShared(ctx, hashIdempotency, key, func(snap Snapshot, old string) (string, error) {
+	var last store.Snapshot
+	err := n.swapShared(ctx, hashIdempotency, key, func(snap store.Snapshot, old string) (string, error) {
 		last, claim, replay = snap, "", nil
 		var rec idemRecord
 		if old != "" && json.Unmarshal([]byte(old), &rec) == nil && !rec.expired(snap.Now) {
@@ -151,7 +153,7 @@ func (r idemRecord) expired(now int64) bool {
 
 // pruneIdempotency drops expired keys, a few per call, so the hash stays
 // about as large as the mutating calls of the last ten minutes.
-func (n *Node) pruneIdempotency(ctx context.Context, snap Snapshot) {
+func (n *Node) pruneIdempotency(ctx context.Context, snap store.Snapshot) {
 	dropped := 0
 	for k, v := range snap.Hashes[0] {
 		var rec idemRecord

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/internal/testkit"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // TestIdempotencyKeyAcrossNodes: a mutating call repeated with its
@@ -18,9 +19,9 @@ import (
 // another request is a 422.
 func TestIdempotencyKeyAcrossNodes(t *testing.T) {
 	clock := testkit.NewClock()
-	store := NewMemoryStore(clock.Now)
-	a := startNode(t, testConfig("a", nil), store, clock.Now)
-	b := startNode(t, testConfig("b", nil), store, clock.Now)
+	shared := store.NewMemoryStore(clock.Now)
+	a := startNode(t, testConfig("a", nil), shared, clock.Now)
+	b := startNode(t, testConfig("b", nil), shared, clock.Now)
 	send := func(base, method, path, body, key string) (int, string, http.Header) {
 		t.Helper()
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
@@ -92,8 +93,8 @@ func TestIdempotencyKeyAcrossNodes(t *testing.T) {
 // hash as later keyed calls come, so it holds the recent calls only.
 func TestIdempotencyKeysExpire(t *testing.T) {
 	clock := testkit.NewClock()
-	store := NewMemoryStore(clock.Now)
-	a := startNode(t, testConfig("a", nil), store, clock.Now)
+	shared := store.NewMemoryStore(clock.Now)
+	a := startNode(t, testConfig("a", nil), shared, clock.Now)
 	block := func(key, idem string) {
 		t.Helper()
 		req, _ := http.NewRequest("POST", a.URL+"/api/v1/blocks/"+key, strings.NewReader(`{"duration_seconds":60}`))
@@ -108,7 +109,7 @@ func TestIdempotencyKeysExpire(t *testing.T) {
 		}
 	}
 	held := func() int {
-		snap, err := store.Read(context.Background(), hashIdempotency)
+		snap, err := shared.Read(context.Background(), hashIdempotency)
 		if err != nil {
 			t.Fatal(err)
 		}

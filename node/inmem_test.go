@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttputil"
 
 	"github.com/ratelimiter/ratelimiter/internal/testkit"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // memNode is a node serving its real handler on an in-memory listener over
@@ -34,7 +35,7 @@ func startMemNode(t testing.TB, cfg Config) *memNode {
 		// server's goroutines; the properties checked say what matters.
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	n, err := New(cfg, NewMemoryStore(clock.Now), log, clock.Now)
+	n, err := New(cfg, store.NewMemoryStore(clock.Now), log, clock.Now)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

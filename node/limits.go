@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 var errConflict = errors.New("the value kept changing under concurrent writers; try again")
@@ -18,7 +19,7 @@ var errConflict = errors.New("the value kept changing under concurrent writers; 
 // changeShared); change returns nil to leave the record alone.
 func (n *Node) changeLimit(ctx context.Context, pattern string, change func(now time.Time, cur *limitRecord) (*limitRecord, error)) (*limitRecord, error) {
 	var rec *limitRecord
-	err := n.changeShared(ctx, hashLimits, pattern, func(now int64, raw string) (string, error) {
+	err := n.changeShared(ctx, store.HashLimits, pattern, func(now int64, raw string) (string, error) {
 		var cur *limitRecord
 		if raw != "" {
 			cur = new(limitRecord)

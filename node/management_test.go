@@ -25,7 +25,7 @@ func TestManagementListen(t *testing.T) {
 	}
 	f := func(base, method, path, body string, want int, hdr ...string) {
 		t.Helper()
-		if resp := call(t, method, base+path, body, nil, hdr...); resp.StatusCode != want {
+		if resp := testkit.Call(t, method, base+path, body, nil, hdr...); resp.StatusCode != want {
 			t.Fatalf("%s %s%s: %d; want %d", method, base, path, resp.StatusCode, want)
 		} else if want == 404 && resp.Header.Get("Content-Type") != "application/problem+json" {
 			t.Fatalf("%s %s%s: 404 without a problem body", method, base, path)
@@ -75,7 +75,7 @@ func TestAdminTokenFileAndReads(t *testing.T) {
 	n := startNode(t, cfg, nil, nil)
 	f := func(method, path, body string, want int, hdr ...string) {
 		t.Helper()
-		if resp := call(t, method, n.URL+path, body, nil, hdr...); resp.StatusCode != want {
+		if resp := testkit.Call(t, method, n.URL+path, body, nil, hdr...); resp.StatusCode != want {
 			t.Fatalf("%s %s: %d; want %d", method, path, resp.StatusCode, want)
 		}
 	}

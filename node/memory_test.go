@@ -9,6 +9,7 @@ import (
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // memoryCases are the keys whose Redis memory docs/redis.md's capacity
@@ -39,7 +40,7 @@ var memoryCases = []struct {
 // docs/redis.md.)
 func testMemoryPerKey(t *testing.T, c *redistest.Cluster) {
 	const keys = 20
-	s, err := NewRedisStore(asNodeUser{c}.URL(), "rl", 5*time.Second)
+	s, err := store.NewRedisStore(asNodeUser{c}.URL(), "rl", store.TimeoutsFor(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +56,7 @@ func testMemoryPerKey(t *testing.T, c *redistest.Cluster) {
 		l := limiter.Limit{KeyPattern: "*", MaxRequests: 10_000, WindowSeconds: 86_400, Algorithm: m.alg, Burst: 10_000}
 		l.Normalize()
 		p := compile(l, limiter.FailOpen)
-		items := make([]Item, keys)
+		items := make([]store.Item, keys)
 		// sliding_log keeps one entry per admitted request, whatever its
 		// cost: its figures are for that many requests of cost 1.
 		requests, cost := int64(1), m.units
@@ -64,7 +65,7 @@ func testMemoryPerKey(t *testing.T, c *redistest.Cluster) {
 		}
 		for range requests {
 			for i := range items {
-				items[i] = Item{Key: fmt.Sprintf("user:%06d", 100_000+i), Cost: cost, Policy: p}
+				items[i] = store.Item{Key: fmt.Sprintf("user:%06d", 100_000+i), Cost: cost, Limit: &p.Limit}
 			}
 			if err := s.Decide(ctx, items); err != nil || !items[0].Result.Allowed {
 				t.Fatalf("%s: Decide(cost %d) = %+v, %v; want admitted", m.alg, cost, items[0].Result, err)
@@ -72,7 +73,7 @@ func testMemoryPerKey(t *testing.T, c *redistest.Cluster) {
 		}
 		most := int64(0)
 		for _, it := range items {
-			dk := s.dataKey(p.alg, it.Key)
+			dk := s.DataKey(&p.Limit, it.Key)
 			n, err := c.MasterFor(t, dk).DoInt("MEMORY", "USAGE", dk, "SAMPLES", "0")
 			if err != nil {
 				t.Fatalf("MEMORY USAGE %s: %v", dk, err)

@@ -29,7 +29,7 @@ var redisOperations = []string{"check", "check_batch", "sync", "heartbeat", "nod
 // millisecond, and a dead Redis costs up to the timeout.
 var latencyBuckets = []float64{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
 
-func newNodeMetrics(n *Node) *promMetrics {
+func newPromMetrics(n *Node) *promMetrics {
 	s := metrics.NewSet()
 	id := strconv.Quote(n.id)
 	m := &promMetrics{

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/ratelimiter/ratelimiter/internal/promtest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // lintExplained are the problems promtool reports on a node's /metrics
@@ -24,7 +25,7 @@ func TestMetricsPromtool(t *testing.T) {
 	for _, key := range []string{"log:a", "log:a", "sw:b", "tb:c", "fw:d", "shadow:e", "shadow:e", "shadow:e"} {
 		check(t, n.URL, key, 1)
 	}
-	call(t, "POST", n.URL+"/api/v1/check", `{"key":""}`, nil) // a bad request
+	testkit.Call(t, "POST", n.URL+"/api/v1/check", `{"key":""}`, nil) // a bad request
 	resp, err := http.Get(n.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)

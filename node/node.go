@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // Node states as reported by /api/v1/nodes.
@@ -33,7 +34,7 @@ type Node struct {
 	cfg      Config
 	log      *slog.Logger
 	now      func() time.Time
-	store    Store
+	store    store.Store
 	ownStore bool
 	// inProcess is set for the in-process store, which never waits on I/O.
 	inProcess bool
@@ -52,7 +53,8 @@ type Node struct {
 	seeded          atomic.Bool // config limits have reached the store
 	view            atomic.Pointer[clusterView]
 
-	deadlines deadlines
+	deadlines store.Deadlines
+	timeouts  store.Timeouts // every Redis timeout, from redis_timeout
 	denies    *denyCache
 	hot       *hotKeys
 	stats     stats
@@ -63,7 +65,7 @@ type Node struct {
 	metrics     *promMetrics
 	server      *fasthttp.Server
 	peers       *fasthttp.Client
-	items       sync.Pool // *[1]Item for single checks
+	items       sync.Pool // *[1]store.Item for single checks
 	envoy       envoyRuntime
 	// lastPanicLog is when (UnixNano) a panic's stack was last logged.
 	lastPanicLog atomic.Int64
@@ -76,7 +78,7 @@ type Node struct {
 // serves. When store is nil the node makes its own from cfg: Redis when
 // cfg.RedisURL is set, else the in-process store. now is the node's clock
 // (time.Now outside tests); decisions never read it.
-func New(cfg Config, store Store, log *slog.Logger, now func() time.Time) (*Node, error) {
+func New(cfg Config, st store.Store, log *slog.Logger, now func() time.Time) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -96,21 +98,22 @@ func New(cfg Config, store Store, log *slog.Logger, now func() time.Time) (*Node
 		host, _ := os.Hostname()
 		cfg.ID = host
 	}
-	n := &Node{cfg: cfg, now: now, store: store, id: cfg.ID, started: now(), keysRotated: now()}
+	n := &Node{cfg: cfg, now: now, store: st, id: cfg.ID, started: now(), keysRotated: now(),
+		timeouts: store.TimeoutsFor(cfg.RedisTimeout.Duration)}
 	n.log = log.With("role", "node", "node_id", n.id)
 	if n.store == nil {
 		n.ownStore = true
 		if cfg.RedisURL == "" {
-			n.store = NewMemoryStore(now)
+			n.store = store.NewMemoryStore(now)
 		} else {
-			rs, err := NewRedisStore(cfg.RedisURL, cfg.RedisPrefix, setupTimeout(cfg.RedisTimeout.Duration))
+			rs, err := store.NewRedisStore(cfg.RedisURL, cfg.RedisPrefix, n.timeouts)
 			if err != nil {
 				return nil, err
 			}
 			n.store = rs
 		}
 	}
-	_, n.inProcess = n.store.(*MemoryStore)
+	_, n.inProcess = n.store.(*store.MemoryStore)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		if n.ownStore {
@@ -123,11 +126,11 @@ func New(cfg Config, store Store, log *slog.Logger, now func() time.Time) (*Node
 	if n.addr == "" {
 		n.addr = ln.Addr().String()
 	}
-	n.deadlines = deadlines{timeout: cfg.RedisTimeout.Duration, slice: time.Millisecond}
+	n.deadlines = store.Deadlines{Timeout: n.timeouts.Decision, Slice: time.Millisecond}
 	n.denies = newDenyCache(cfg.DenyCacheSize)
 	n.hot = newHotKeys(10_000, min(0.5, cfg.HotKeyRatio), 10e6)
-	n.metrics = newNodeMetrics(n)
-	n.items.New = func() any { return new([1]Item) }
+	n.metrics = newPromMetrics(n)
+	n.items.New = func() any { return new([1]store.Item) }
 	if err := n.setupEnvoy(); err != nil {
 		ln.Close()
 		if n.ownStore {
@@ -209,7 +212,7 @@ func (n *Node) Run(ctx context.Context) error {
 }
 
 func (n *Node) storeKind() string {
-	if _, ok := n.store.(*RedisStore); ok {
+	if _, ok := n.store.(*store.RedisStore); ok {
 		return "redis"
 	}
 	return "memory"
@@ -265,13 +268,7 @@ func (n *Node) every(ctx context.Context, d time.Duration, f func(context.Contex
 
 // mgmtTimeout bounds management calls, which may move more data than a
 // decision but must still never hang a loop.
-func (n *Node) mgmtTimeout() time.Duration { return setupTimeout(n.cfg.RedisTimeout.Duration) }
-
-// setupTimeout bounds what may take longer than a decision but must never
-// hang: connecting to Redis (unless the URL's dial_timeout says otherwise)
-// and management calls. It follows redis_timeout: 20 × redis_timeout, at
-// least 1 s.
-func setupTimeout(redisTimeout time.Duration) time.Duration { return max(20*redisTimeout, time.Second) }
+func (n *Node) mgmtTimeout() time.Duration { return n.timeouts.Management }
 
 // storeOK and storeFailed track whether the store answers. A failed
 // background call marks it disconnected at once. Failed decisions do once

@@ -20,12 +20,12 @@ func TestNodesWithoutStore(t *testing.T) {
 	}
 	var v view
 	testkit.WaitFor(t, 3*time.Second, "both nodes registered", func() bool {
-		call(t, "GET", a.URL+"/api/v1/nodes", "", &v)
+		testkit.Call(t, "GET", a.URL+"/api/v1/nodes", "", &v)
 		return len(v.Nodes) == 2
 	})
 	srv.Kill()
 	testkit.WaitFor(t, 3*time.Second, "a view pieced together from the peers", func() bool {
-		call(t, "GET", a.URL+"/api/v1/nodes", "", &v)
+		testkit.Call(t, "GET", a.URL+"/api/v1/nodes", "", &v)
 		if v.Source != "peers" || len(v.Nodes) != 2 {
 			return false
 		}
@@ -38,7 +38,7 @@ func TestNodesWithoutStore(t *testing.T) {
 	})
 	// A peer that is gone as well is reported unhealthy, not dropped.
 	b.stop()
-	call(t, "GET", a.URL+"/api/v1/nodes", "", &v)
+	testkit.Call(t, "GET", a.URL+"/api/v1/nodes", "", &v)
 	if len(v.Nodes) != 2 || v.Nodes[1].ID != "b" || v.Nodes[1].State != stateUnhealthy {
 		t.Fatalf("after b stopped, with Redis down: %+v; want b listed as unhealthy", v.Nodes)
 	}

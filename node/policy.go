@@ -4,15 +4,14 @@ import (
 	"strconv"
 
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // Policy is a limit compiled for the hot path: everything a decision needs
 // that can be computed once per limit change instead of once per request.
 type Policy struct {
-	limiter.Limit
-	alg      int       // index into limiter.Algorithms
-	args     [3]string // limit, window (µs), burst: the scripts' first arguments
-	failOpen bool      // the limit's failure mode, or the node's
+	store.Limit
+	failOpen bool // the limit's failure mode, or the node's
 	// policyHeader is the RateLimit-Policy item, `"name";q=100;w=60`;
 	// quotedName starts the RateLimit item.
 	policyHeader []byte
@@ -20,14 +19,7 @@ type Policy struct {
 }
 
 func compile(l limiter.Limit, nodeFailureMode string) *Policy {
-	p := &Policy{Limit: l}
-	for i, a := range limiter.Algorithms {
-		if a == l.Algorithm {
-			p.alg = i
-		}
-	}
-	pr := l.Params(0)
-	p.args = [3]string{formatInt(pr.Limit), formatInt(pr.Window), formatInt(pr.Burst)}
+	p := &Policy{Limit: store.Compile(l)}
 	mode := l.FailureMode
 	if mode == "" {
 		mode = nodeFailureMode
@@ -61,3 +53,5 @@ func appendSFString(b []byte, s string) []byte {
 	}
 	return append(b, '"')
 }
+
+func formatInt(v int64) string { return strconv.FormatInt(v, 10) }

@@ -13,6 +13,7 @@ import (
 	"github.com/ratelimiter/ratelimiter/internal/proxytest"
 	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // The proxy tests run docs/proxies.md's configurations in front of two
@@ -106,7 +107,7 @@ type proxyCluster struct {
 
 func startProxyCluster(t *testing.T, tweak func(*Config)) *proxyCluster {
 	t.Helper()
-	store := NewMemoryStore(time.Now)
+	shared := store.NewMemoryStore(time.Now)
 	limits := []limiter.Limit{
 		{KeyPattern: "*", MaxRequests: 1000, WindowSeconds: 60},
 		{KeyPattern: "ip:*", MaxRequests: 5, WindowSeconds: 60},
@@ -120,7 +121,7 @@ func startProxyCluster(t *testing.T, tweak func(*Config)) *proxyCluster {
 		if tweak != nil {
 			tweak(&cfg)
 		}
-		n := startNode(t, cfg, store, nil)
+		n := startNode(t, cfg, shared, nil)
 		if id == "a" {
 			pc.a = n
 		} else {
@@ -262,7 +263,7 @@ func TestNginx(t *testing.T) {
 	pc.expectForgedDropped(t, url)
 
 	// Drain a: every check goes to b, and no client sees an error.
-	call(t, "POST", pc.a.URL+"/api/v1/nodes/a/drain", "", nil)
+	testkit.Call(t, "POST", pc.a.URL+"/api/v1/nodes/a/drain", "", nil)
 	testkit.WaitFor(t, 5*time.Second, "node a draining", func() bool {
 		resp, err := http.Get(pc.a.URL + "/health")
 		if err != nil {
@@ -299,7 +300,7 @@ func TestCaddy(t *testing.T) {
 
 	// The probe client is under a shadow limit: never denied, so it can
 	// poll until Caddy has taken the drained node out.
-	call(t, "POST", pc.a.URL+"/api/v1/nodes/a/drain", "", nil)
+	testkit.Call(t, "POST", pc.a.URL+"/api/v1/nodes/a/drain", "", nil)
 	probe := clientFrom("127.0.0.9")
 	ok := 0
 	testkit.WaitFor(t, 10*time.Second, "Caddy to skip the drained node", func() bool {
@@ -338,7 +339,7 @@ func TestNginxKeyFromXFF(t *testing.T) {
 	}
 	// The key is the address nginx saw.
 	var c CounterView
-	call(t, "GET", pc.a.URL+"/api/v1/counters/ip:127.0.0.2", "", &c)
+	testkit.Call(t, "GET", pc.a.URL+"/api/v1/counters/ip:127.0.0.2", "", &c)
 	if c.Used != 5 {
 		t.Errorf("counter of ip:127.0.0.2: %+v; want used 5", c)
 	}

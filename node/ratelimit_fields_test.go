@@ -2,7 +2,6 @@ package node
 
 import (
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
 	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // fieldsLimits has one limit per algorithm, token buckets with a burst
@@ -95,16 +95,16 @@ func parseFields(t *testing.T, h http.Header) sfvFields {
 func TestRateLimitFields(t *testing.T) {
 	t.Run("memory", func(t *testing.T) {
 		clock := testkit.NewClock()
-		testRateLimitFields(t, NewMemoryStore(clock.Now), clock)
+		testRateLimitFields(t, store.NewMemoryStore(clock.Now), clock)
 	})
 	t.Run("redis", func(t *testing.T) {
 		srv := redistest.Start(t)
 		clock := testkit.NewClock()
-		rs, err := NewRedisStore(srv.URL(), "rl", time.Second)
+		rs, err := store.NewRedisStore(srv.URL(), "rl", store.TimeoutsFor(time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
-		rs.now = clock.Now
+		rs.SetClock(clock.Now)
 		t.Cleanup(rs.Close)
 		testRateLimitFields(t, rs, clock)
 	})
@@ -115,10 +115,10 @@ func TestRateLimitFields(t *testing.T) {
 // counts a unit into the next window), t = Retry-After when one unit is
 // denied, t = 0 at full quota, and t exact: more quota t seconds on, none
 // a second earlier.
-func testRateLimitFields(t *testing.T, store Store, clock *testkit.Clock) {
+func testRateLimitFields(t *testing.T, shared store.Store, clock *testkit.Clock) {
 	cfg := exactConfig("fields", nil)
 	cfg.Limits = fieldsLimits()
-	n := startNode(t, cfg, store, clock.Now)
+	n := startNode(t, cfg, shared, clock.Now)
 	rng := rand.New(rand.NewPCG(9, 10))
 	const step = 100 * time.Millisecond
 	for _, prefix := range []string{"log", "sw", "tb", "tbs", "fw"} {
@@ -140,7 +140,7 @@ func testRateLimitFields(t *testing.T, store Store, clock *testkit.Clock) {
 			if rng.IntN(2) == 0 {
 				_, resp = check(t, n.URL, key, cost)
 			} else {
-				resp = call(t, "GET", n.URL+"/api/v1/check?key="+url.QueryEscape(key)+"&cost="+strconv.FormatInt(cost, 10), "", nil)
+				resp = testkit.Call(t, "GET", n.URL+"/api/v1/check?key="+url.QueryEscape(key)+"&cost="+strconv.FormatInt(cost, 10), "", nil)
 			}
 			f := parseFields(t, resp.Header)
 			where := key + " step " + strconv.Itoa(i)
@@ -192,7 +192,7 @@ func testRateLimitFields(t *testing.T, store Store, clock *testkit.Clock) {
 func peekRemaining(t *testing.T, base, key string, q int64) int64 {
 	t.Helper()
 	var c CounterView
-	call(t, "GET", base+"/api/v1/counters/"+url.PathEscape(key), "", &c)
+	testkit.Call(t, "GET", base+"/api/v1/counters/"+url.PathEscape(key), "", &c)
 	return min(c.Remaining, q)
 }
 
@@ -227,7 +227,7 @@ func TestRateLimitFieldsShadowAndFailOpen(t *testing.T) {
 	cfg.Limits, cfg.RedisURL, cfg.FailureMode = fieldsLimits(), "redis://"+freeAddr(t), limiter.FailOpen
 	n := startNode(t, cfg, nil, nil)
 	var body checkResult
-	resp := call(t, "POST", n.URL+"/api/v1/check", `{"key":"fw:x"}`, &body)
+	resp := testkit.Call(t, "POST", n.URL+"/api/v1/check", `{"key":"fw:x"}`, &body)
 	if resp.StatusCode != 200 || body.Reason != reasonFailOpen {
 		t.Fatalf("check with Redis away: %d %+v; want 200 fail_open", resp.StatusCode, body)
 	}
@@ -237,12 +237,12 @@ func TestRateLimitFieldsShadowAndFailOpen(t *testing.T) {
 	}
 }
 
+// freeAddr is a loopback address nothing listens on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+	port, err := testkit.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return "127.0.0.1:" + strconv.Itoa(port)
 }

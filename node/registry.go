@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // nodeRecord is what a node publishes with each heartbeat: who it is, how
@@ -94,7 +96,7 @@ func (n *Node) nodes(ctx context.Context) clusterView {
 	rctx, cancel := context.WithTimeout(ctx, n.mgmtTimeout())
 	defer cancel()
 	n.metrics.redisOps["nodes"].Inc()
-	snap, err := n.store.Read(rctx, hashNodes, hashBeats, hashDrain)
+	snap, err := n.store.Read(rctx, store.HashNodes, store.HashBeats, store.HashDrain)
 	if err != nil {
 		n.storeFailed("nodes", err)
 		return n.peerView()
@@ -270,7 +272,7 @@ func (n *Node) handleDrain(ctx *fasthttp.RequestCtx, id string, on bool) {
 			return
 		}
 	}
-	err := n.changeShared(ctx, hashDrain, id, func(now int64, raw string) (string, error) {
+	err := n.changeShared(ctx, store.HashDrain, id, func(now int64, raw string) (string, error) {
 		if !on {
 			return "", nil
 		}

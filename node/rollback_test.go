@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // TestConditionalRollback: a rollback naming the version it saw applies
@@ -15,14 +17,14 @@ func TestConditionalRollback(t *testing.T) {
 	post := func(max int) {
 		t.Helper()
 		body := `{"key_pattern":"c:*","max_requests":` + strconv.Itoa(max) + `,"window_seconds":60}`
-		if resp := call(t, "POST", n.URL+"/api/v1/limits", body, nil); resp.StatusCode/100 != 2 {
+		if resp := testkit.Call(t, "POST", n.URL+"/api/v1/limits", body, nil); resp.StatusCode/100 != 2 {
 			t.Fatalf("POST limit: %d", resp.StatusCode)
 		}
 	}
 	post(1000)
 	post(1) // the bad change
 	var lim struct{ Limits []limitRecord }
-	call(t, "GET", n.URL+"/api/v1/limits", "", &lim)
+	testkit.Call(t, "GET", n.URL+"/api/v1/limits", "", &lim)
 	var seen time.Time
 	for _, l := range lim.Limits {
 		if l.KeyPattern == "c:*" {
@@ -31,16 +33,16 @@ func TestConditionalRollback(t *testing.T) {
 	}
 	rollback := n.URL + "/api/v1/limits/c:%2A/rollback?if_updated_at=" + url.QueryEscape(seen.Format(time.RFC3339Nano))
 	var rec limitRecord
-	if resp := call(t, "POST", rollback, "", &rec); resp.StatusCode != 200 || rec.MaxRequests != 1000 {
+	if resp := testkit.Call(t, "POST", rollback, "", &rec); resp.StatusCode != 200 || rec.MaxRequests != 1000 {
 		t.Fatalf("first conditional rollback: %d, max_requests %d; want 200 and 1000", resp.StatusCode, rec.MaxRequests)
 	}
-	if resp := call(t, "POST", rollback, "", nil); resp.StatusCode != 412 {
+	if resp := testkit.Call(t, "POST", rollback, "", nil); resp.StatusCode != 412 {
 		t.Fatalf("second conditional rollback: %d; want 412", resp.StatusCode)
 	}
 	if r, _ := check(t, n.URL, "c:x", 1); r.Limit != 1000 {
 		t.Fatalf("after both rollbacks the limit is %d; want 1000", r.Limit)
 	}
-	if resp := call(t, "POST", n.URL+"/api/v1/limits/c:%2A/rollback?if_updated_at=yesterday", "", nil); resp.StatusCode != 400 {
+	if resp := testkit.Call(t, "POST", n.URL+"/api/v1/limits/c:%2A/rollback?if_updated_at=yesterday", "", nil); resp.StatusCode != 400 {
 		t.Fatalf("rollback with a malformed time: %d; want 400", resp.StatusCode)
 	}
 }

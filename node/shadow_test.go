@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/internal/testkit"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // TestShadowNeverMakesHotKeysOrBlocks: a key that only exceeds a shadow
@@ -13,7 +14,7 @@ import (
 // done.
 func TestShadowNeverMakesHotKeysOrBlocks(t *testing.T) {
 	clock := testkit.NewClock()
-	n := startNode(t, testConfig("shadow", nil), NewMemoryStore(clock.Now), clock.Now)
+	n := startNode(t, testConfig("shadow", nil), store.NewMemoryStore(clock.Now), clock.Now)
 	for range 50 {
 		check(t, n.URL, "shadow:flood", 1) // the shadow limit is 2 per 10 s
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // testKeysSpreadOverMasters decides 10,000 fresh keys (under "*", whose
@@ -32,7 +33,7 @@ func testKeysSpreadOverMasters(t *testing.T, c *redistest.Cluster) {
 	// NOSCRIPT loads them on every server. Warm up with a small one, so the
 	// large ones show the steady state within the 50 ms Redis timeout.
 	var warm struct{ Results []checkResult }
-	call(t, "POST", n.URL+"/api/v1/check/batch", `{"checks":[{"key":"w:1"},{"key":"w:2"},{"key":"w:3"},{"key":"w:4"}]}`, &warm)
+	testkit.Call(t, "POST", n.URL+"/api/v1/check/batch", `{"checks":[{"key":"w:1"},{"key":"w:2"},{"key":"w:3"},{"key":"w:4"}]}`, &warm)
 	const warmKeys = 4
 	for b := 0; b < keys/perBatch; b++ {
 		var body strings.Builder
@@ -45,7 +46,7 @@ func testKeysSpreadOverMasters(t *testing.T, c *redistest.Cluster) {
 		}
 		body.WriteString(`]}`)
 		var out struct{ Results []checkResult }
-		if resp := call(t, "POST", n.URL+"/api/v1/check/batch", body.String(), &out); resp.StatusCode != http.StatusOK || len(out.Results) != perBatch {
+		if resp := testkit.Call(t, "POST", n.URL+"/api/v1/check/batch", body.String(), &out); resp.StatusCode != http.StatusOK || len(out.Results) != perBatch {
 			t.Fatalf("batch %d = %d with %d results; want 200 with %d", b, resp.StatusCode, len(out.Results), perBatch)
 		}
 		for i, r := range out.Results {

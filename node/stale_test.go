@@ -9,13 +9,14 @@ import (
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
 	"github.com/ratelimiter/ratelimiter/internal/testkit"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // mutedHeartbeats is a store whose heartbeats (and deregistration) fail
 // while muted, as they do while the master holding a cluster's registry
 // fails over.
 type mutedHeartbeats struct {
-	*RedisStore
+	*store.RedisStore
 	muted atomic.Bool
 }
 
@@ -41,15 +42,15 @@ func (s *mutedHeartbeats) Forget(ctx context.Context, id string) error {
 func TestStaleHeartbeatOfALiveNode(t *testing.T) {
 	srv := redistest.Start(t)
 	a := startNode(t, testConfig("a", srv), nil, nil)
-	rs, err := NewRedisStore(srv.URL(), "rl", time.Second)
+	rs, err := store.NewRedisStore(srv.URL(), "rl", store.TimeoutsFor(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := &mutedHeartbeats{RedisStore: rs}
-	b := startNode(t, testConfig("b", srv), store, nil)
+	shared := &mutedHeartbeats{RedisStore: rs}
+	b := startNode(t, testConfig("b", srv), shared, nil)
 	expectConnected(t, []*testNode{a, b})
 
-	store.muted.Store(true)
+	shared.muted.Store(true)
 	cfg := testConfig("b", srv)
 	stale := time.Now().Add(cfg.UnhealthyAfter.Duration + 2*cfg.HeartbeatInterval.Duration)
 	testkit.WaitFor(t, 5*time.Second, "b reported disconnected by a", func() bool {

@@ -8,6 +8,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // suite is the part of the node's tests that runs on every Redis
@@ -107,7 +108,7 @@ func (b asNodeUser) URL() string {
 // testNodeUserMayNotScan proves that the restriction holds, so the suite
 // passing on it means something.
 func testNodeUserMayNotScan(t *testing.T, c *redistest.Cluster) {
-	opt, err := ParseRedisURL(asNodeUser{c}.URL())
+	opt, err := store.ParseRedisURL(asNodeUser{c}.URL())
 	if err != nil {
 		t.Fatal(err)
 	}

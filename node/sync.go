@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node/store"
 )
 
 // sharedState is what a node knows of the cluster's shared hashes as of its
@@ -64,7 +65,7 @@ func (n *Node) sync(ctx context.Context, force bool) error {
 	defer cancel()
 	n.metrics.redisOps["sync"].Inc()
 	v, err := n.store.Version(ctx)
-	if err == errUnavailable {
+	if err == store.ErrUnavailable {
 		err = n.store.Ping(ctx) // (re)connect
 		if err == nil {
 			v, err = n.store.Version(ctx)
@@ -94,7 +95,7 @@ func (n *Node) sync(ctx context.Context, force bool) error {
 	if !force && v == n.version.Load() {
 		return nil
 	}
-	snap, err := n.store.Read(ctx, hashLimits, hashBlocks, hashDrain)
+	snap, err := n.store.Read(ctx, store.HashLimits, store.HashBlocks, store.HashDrain)
 	if err != nil {
 		n.storeFailed("sync", err)
 		return err
@@ -118,7 +119,7 @@ func (n *Node) sync(ctx context.Context, force bool) error {
 		}
 		if b.ExpiresAt.UnixMicro() <= snap.Now {
 			// Expired: tidy it away; losing the race to another node is fine.
-			_, _ = n.store.Swap(ctx, hashBlocks, key, raw, "")
+			_, _ = n.store.Swap(ctx, store.HashBlocks, key, raw, "")
 			continue
 		}
 		b.until = local + b.ExpiresAt.UnixMicro() - snap.Now
@@ -144,16 +145,16 @@ func (n *Node) restore(ctx context.Context) {
 		}
 	}
 	for pattern, r := range st.limits {
-		put(hashLimits, pattern, r)
+		put(store.HashLimits, pattern, r)
 	}
 	now := n.now().UnixMicro()
 	for key, b := range st.blocks {
 		if now < b.until {
-			put(hashBlocks, key, b)
+			put(store.HashBlocks, key, b)
 		}
 	}
 	for id, raw := range st.drain {
-		put(hashDrain, id, raw)
+		put(store.HashDrain, id, raw)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // TestEveryPerKeyRedisKeyExpires sends 10,000 distinct keys of every
@@ -26,15 +27,15 @@ func TestEveryPerKeyRedisKeyExpires(t *testing.T) {
 				checks = append(checks, map[string]any{"key": prefix + strconv.Itoa(i), "cost": 1 + i%3})
 			}
 			body, _ := json.Marshal(map[string]any{"checks": checks})
-			if resp := call(t, "POST", n.URL+"/api/v1/check/batch", string(body), nil); resp.StatusCode != 200 {
+			if resp := testkit.Call(t, "POST", n.URL+"/api/v1/check/batch", string(body), nil); resp.StatusCode != 200 {
 				t.Fatalf("batch %s%d: %d", prefix, b, resp.StatusCode)
 			}
 		}
 		for i := range 20 {
 			check(t, n.URL, prefix+"hot", 5) // admitted, then denied
 			if i%5 == 0 {
-				call(t, "GET", n.URL+"/api/v1/counters/"+prefix+"peek"+strconv.Itoa(i), "", nil)
-				call(t, "DELETE", n.URL+"/api/v1/counters/"+prefix+strconv.Itoa(i), "", nil)
+				testkit.Call(t, "GET", n.URL+"/api/v1/counters/"+prefix+"peek"+strconv.Itoa(i), "", nil)
+				testkit.Call(t, "DELETE", n.URL+"/api/v1/counters/"+prefix+strconv.Itoa(i), "", nil)
 			}
 		}
 	}

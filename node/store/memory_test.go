@@ -1,9 +1,10 @@
-package node
+package store
 
 import (
 	"context"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,11 +19,12 @@ import (
 func distinctKeys(tb testing.TB, n, perMs int) (held int, heap uint64) {
 	clock := testkit.NewClock()
 	s := NewMemoryStore(clock.Now)
-	var pols [4]*Policy
+	var pols [4]*Limit
 	for i, alg := range limiter.Algorithms {
 		l := limiter.Limit{KeyPattern: "*", MaxRequests: 100, WindowSeconds: 1, Algorithm: alg}
 		l.Normalize()
-		pols[i] = compile(l, limiter.FailOpen)
+		c := Compile(l)
+		pols[i] = &c
 	}
 	var before, after runtime.MemStats
 	runtime.GC()
@@ -34,7 +36,7 @@ func distinctKeys(tb testing.TB, n, perMs int) (held int, heap uint64) {
 			clock.Add(time.Millisecond)
 		}
 		key = strconv.AppendInt(append(key[:0], "user:"...), int64(i), 10)
-		items[0] = Item{Key: string(key), Cost: 1, Policy: pols[i%4]}
+		items[0] = Item{Key: string(key), Cost: 1, Limit: pols[i%4]}
 		if err := s.Decide(context.Background(), items); err != nil || !items[0].Result.Allowed {
 			tb.Fatalf("key %d: %+v, %v", i, items[0].Result, err)
 		}
@@ -62,3 +64,15 @@ func TestMemoryStoreReclaimsExpiredKeys(t *testing.T) {
 	}
 	t.Logf("%d distinct keys, ~%d live: %d held, heap +%d MB", n, live, held, heap>>20)
 }
+
+// fakeClock is a settable clock for the in-process store.
+type fakeClock struct{ t atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	c.t.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+
+func (c *fakeClock) Now() time.Time      { return time.Unix(0, c.t.Load()) }
+func (c *fakeClock) Add(d time.Duration) { c.t.Add(int64(d)) }

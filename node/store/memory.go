@@ -1,4 +1,4 @@
-package node
+package store
 
 import (
 	"context"
@@ -25,7 +25,7 @@ type MemoryStore struct {
 
 type memShard struct {
 	mu      sync.Mutex
-	states  [4]map[string]*limiter.State // one map per algorithm, like one Redis key per algorithm
+	states  [limiter.NumAlgorithms]map[string]*limiter.State // one map per algorithm, like one Redis key per algorithm
 	inserts int
 }
 
@@ -60,7 +60,7 @@ func (s *MemoryStore) Decide(_ context.Context, items []Item) error {
 	now := s.clock()
 	for i := range items {
 		it := &items[i]
-		p := it.Policy
+		p := it.Limit
 		sh := s.shard(it.Key)
 		sh.mu.Lock()
 		m := sh.states[p.alg]
@@ -84,7 +84,11 @@ func (s *MemoryStore) Decide(_ context.Context, items []Item) error {
 }
 
 func (sh *memShard) size() int {
-	return len(sh.states[0]) + len(sh.states[1]) + len(sh.states[2]) + len(sh.states[3])
+	n := 0
+	for _, m := range sh.states {
+		n += len(m)
+	}
+	return n
 }
 
 func (sh *memShard) sweep(now int64) {
@@ -160,17 +164,17 @@ func (s *MemoryStore) Heartbeat(_ context.Context, id, record string) (int64, er
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.clock()
-	s.set(hashNodes, id, record)
-	s.set(hashBeats, id, formatInt(now))
+	s.set(HashNodes, id, record)
+	s.set(HashBeats, id, formatInt(now))
 	return now, nil
 }
 
 func (s *MemoryStore) Forget(_ context.Context, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.set(hashNodes, id, "")
-	s.set(hashBeats, id, "")
-	s.set(hashDrain, id, "")
+	s.set(HashNodes, id, "")
+	s.set(HashBeats, id, "")
+	s.set(HashDrain, id, "")
 	s.version++
 	return nil
 }

@@ -1,4 +1,4 @@
-package node
+package store
 
 import (
 	"context"
@@ -33,12 +33,13 @@ type RedisStore struct {
 	mu     sync.Mutex // serializes connecting
 	client atomic.Pointer[rueidis.Client]
 
-	algos                  [4]script
+	algos                  [limiter.NumAlgorithms]script
 	swap, heartbeat, batch script
 	// batcher groups concurrent checks; nil until the first connection.
 	batcher       atomic.Pointer[batcher]
 	version, hkey string
-	algKey        [4]string // data key prefixes, one per algorithm
+	algKey        [limiter.NumAlgorithms]string // data key prefixes, one per algorithm
+	algIndex      [limiter.NumAlgorithms]string // 1-based, as BatchScript numbers them
 }
 
 type script struct {
@@ -156,15 +157,16 @@ func redactURL(raw string) string {
 // NewRedisStore prepares a store on the Redis at url. It does not connect:
 // the first Ping does, and Ping keeps retrying while Redis is away, so a node
 // can start before its Redis. A dial (data servers and sentinels alike)
-// gives up after the URL's dial_timeout, or dialTimeout without one.
-func NewRedisStore(rawURL, prefix string, dialTimeout time.Duration) (*RedisStore, error) {
+// gives up after the URL's dial_timeout, or t.Dial without one; the
+// client's write timeout is that, at least a second.
+func NewRedisStore(rawURL, prefix string, t Timeouts) (*RedisStore, error) {
 	opt, err := ParseRedisURL(rawURL)
 	if err != nil {
 		return nil, err
 	}
 	opt.DisableCache = true
 	if opt.Dialer.Timeout == 0 { // the URL's dial_timeout wins
-		opt.Dialer.Timeout = dialTimeout
+		opt.Dialer.Timeout = t.Dial
 	}
 	// rueidis dials sentinels with their own dialer, whose zero timeout
 	// would leave a node waiting on an unreachable sentinel for the OS's
@@ -177,16 +179,13 @@ func NewRedisStore(rawURL, prefix string, dialTimeout time.Duration) (*RedisStor
 	s := &RedisStore{opt: opt, prefix: prefix,
 		swap: newScript(swapLua), heartbeat: newScript(heartbeatLua), batch: newScript(limiter.BatchScript()),
 		version: "{" + prefix + "}:version", hkey: "{" + prefix + "}:"}
-	for i, a := range limiter.Algorithms {
-		s.algos[i] = newScript(limiter.Script(a))
-		s.algKey[i] = prefix + ":" + algShort[i] + ":"
+	for i, row := range limiter.AlgorithmTable {
+		s.algos[i] = newScript(row.Lua)
+		s.algKey[i] = prefix + ":" + row.Short + ":"
+		s.algIndex[i] = strconv.Itoa(i + 1)
 	}
 	return s, nil
 }
-
-// algShort names each algorithm in data keys, so changing a limit's
-// algorithm never meets the other algorithm's data type.
-var algShort = [4]string{"sl", "sw", "tb", "fw"}
 
 func (s *RedisStore) get() rueidis.Client {
 	if c := s.client.Load(); c != nil {
@@ -205,7 +204,7 @@ func (s *RedisStore) connect() (rueidis.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.batcher.Store(newBatcher(s))
+	s.batcher.Store(newBatcher(s.runBatch))
 	s.client.Store(&c)
 	return c, nil
 }
@@ -232,6 +231,13 @@ func (s *RedisStore) Close() {
 
 func (s *RedisStore) dataKey(alg int, key string) string { return s.algKey[alg] + key }
 
+// DataKey is the Redis key that holds key's state under l.
+func (s *RedisStore) DataKey(l *Limit, key string) string { return s.dataKey(l.alg, key) }
+
+// SetClock makes the decision scripts take their time from now instead of
+// Redis TIME. Only tests call it, before the first decision.
+func (s *RedisStore) SetClock(now func() time.Time) { s.now = now }
+
 func (s *RedisStore) nowArg() string {
 	if s.now == nil {
 		return ""
@@ -243,22 +249,15 @@ func (s *RedisStore) Decide(ctx context.Context, items []Item) error {
 	c := s.get()
 	if c == nil {
 		for i := range items {
-			items[i].Err = errUnavailable
+			items[i].Err = ErrUnavailable
 		}
-		return errUnavailable
+		return ErrUnavailable
 	}
 	if b := s.batcher.Load(); b != nil && len(items) == 1 {
-		return b.decide(ctx, &items[0])
+		it := &items[0]
+		return b.decide(ctx, it, s.algKey[it.Limit.alg])
 	}
 	now := s.nowArg()
-	if len(items) == 1 {
-		it := &items[0]
-		p := it.Policy
-		keys := [1]string{s.dataKey(p.alg, it.Key)}
-		args := [5]string{p.args[0], p.args[1], p.args[2], formatInt(it.Cost), now}
-		it.Result, it.Err = parseResult(s.algos[p.alg].lua.Exec(ctx, c, keys[:], args[:]))
-		return it.Err
-	}
 	s.decideEach(ctx, c, items, now, false)
 	for i := range items {
 		if items[i].Err != nil {
@@ -305,12 +304,67 @@ func (s *RedisStore) decideEach(ctx context.Context, c rueidis.Client, items []I
 }
 
 func (s *RedisStore) evalCmd(c rueidis.Client, it *Item, now string, keyed bool) rueidis.Completed {
-	p := it.Policy
-	key, cost := it.Key, formatInt(it.Cost)
+	key := it.Key
 	if !keyed {
-		key = s.dataKey(p.alg, key)
+		key = s.dataKey(it.Limit.alg, key)
 	}
-	return c.B().Evalsha().Sha1(s.algos[p.alg].sha).Numkeys(1).Key(key).Arg(p.args[0], p.args[1], p.args[2], cost, now).Build()
+	a := it.scriptArgs(now)
+	return c.B().Evalsha().Sha1(s.algos[it.Limit.alg].sha).Numkeys(1).Key(key).Arg(a[0], a[1], a[2], a[3], a[4]).Build()
+}
+
+// runBatch decides a batch from the batcher, whose keys are data keys
+// already: on a single Redis with one call of limiter.BatchScript, on a
+// Cluster (where the keys of one script call must share a slot) with one
+// script call per item, all handed to the client at once, which pipelines
+// them to each master in one write.
+func (s *RedisStore) runBatch(ctx context.Context, batch []*Item, sc *scratch) {
+	c := s.get()
+	if c == nil {
+		for _, it := range batch {
+			it.Err = ErrUnavailable
+		}
+		return
+	}
+	now := s.nowArg()
+	if len(batch) == 1 {
+		it := batch[0]
+		k := [1]string{it.Key}
+		a := it.scriptArgs(now)
+		it.Result, it.Err = parseResult(s.algos[it.Limit.alg].lua.Exec(ctx, c, k[:], a[:]))
+		return
+	}
+	if c.Mode() == rueidis.ClientModeCluster {
+		items := make([]Item, len(batch))
+		for i, it := range batch {
+			items[i] = *it
+		}
+		s.decideEach(ctx, c, items, now, true)
+		for i, it := range batch {
+			it.Result, it.Err = items[i].Result, items[i].Err
+		}
+		return
+	}
+	keys, args := sc.keys[:0], append(sc.args[:0], now)
+	for _, it := range batch {
+		a := it.scriptArgs(now)
+		keys = append(keys, it.Key)
+		args = append(args, s.algIndex[it.Limit.alg], a[0], a[1], a[2], a[3])
+	}
+	sc.keys, sc.args = keys, args
+	arr, err := s.batch.lua.Exec(ctx, c, keys, args).ToArray()
+	if err == nil && len(arr) != len(batch) {
+		err = fmt.Errorf("batch script returned %d results for %d keys", len(arr), len(batch))
+	}
+	for i, it := range batch {
+		if err != nil {
+			it.Err = err
+			continue
+		}
+		var reply []rueidis.RedisMessage
+		if reply, it.Err = arr[i].ToArray(); it.Err == nil {
+			it.Result, it.Err = parseReply(reply)
+		}
+	}
 }
 
 // loadScripts loads every decision script on every server the client
@@ -357,10 +411,10 @@ func parseReply(arr []rueidis.RedisMessage) (limiter.Result, error) {
 func (s *RedisStore) ResetCounter(ctx context.Context, key string) error {
 	c := s.get()
 	if c == nil {
-		return errUnavailable
+		return ErrUnavailable
 	}
-	// One DEL per algorithm: on a Cluster the four keys live in different slots.
-	cmds := make(rueidis.Commands, 0, 5)
+	// One DEL per algorithm: on a Cluster their keys live in different slots.
+	cmds := make(rueidis.Commands, 0, len(s.algKey)+1)
 	for a := range s.algKey {
 		cmds = append(cmds, c.B().Del().Key(s.dataKey(a, key)).Build())
 	}
@@ -376,7 +430,7 @@ func (s *RedisStore) ResetCounter(ctx context.Context, key string) error {
 func (s *RedisStore) Version(ctx context.Context) (int64, error) {
 	c := s.get()
 	if c == nil {
-		return 0, errUnavailable
+		return 0, ErrUnavailable
 	}
 	v, err := c.Do(ctx, c.B().Get().Key(s.version).Build()).AsInt64()
 	if rueidis.IsRedisNil(err) {
@@ -388,7 +442,7 @@ func (s *RedisStore) Version(ctx context.Context) (int64, error) {
 func (s *RedisStore) Read(ctx context.Context, hashes ...string) (Snapshot, error) {
 	c := s.get()
 	if c == nil {
-		return Snapshot{}, errUnavailable
+		return Snapshot{}, ErrUnavailable
 	}
 	cmds := make(rueidis.Commands, 0, 2+len(hashes))
 	cmds = append(cmds, c.B().Time().Build(), c.B().Get().Key(s.version).Build())
@@ -425,7 +479,7 @@ func (s *RedisStore) Read(ctx context.Context, hashes ...string) (Snapshot, erro
 func (s *RedisStore) Swap(ctx context.Context, hash, field, old, new string) (bool, error) {
 	c := s.get()
 	if c == nil {
-		return false, errUnavailable
+		return false, ErrUnavailable
 	}
 	n, err := s.swap.lua.Exec(ctx, c, []string{s.hkey + hash, s.version}, []string{field, old, new}).AsInt64()
 	return n == 1, err
@@ -434,20 +488,20 @@ func (s *RedisStore) Swap(ctx context.Context, hash, field, old, new string) (bo
 func (s *RedisStore) Heartbeat(ctx context.Context, id, record string) (int64, error) {
 	c := s.get()
 	if c == nil {
-		return 0, errUnavailable
+		return 0, ErrUnavailable
 	}
-	return s.heartbeat.lua.Exec(ctx, c, []string{s.hkey + hashNodes, s.hkey + hashBeats}, []string{id, record}).AsInt64()
+	return s.heartbeat.lua.Exec(ctx, c, []string{s.hkey + HashNodes, s.hkey + HashBeats}, []string{id, record}).AsInt64()
 }
 
 func (s *RedisStore) Forget(ctx context.Context, id string) error {
 	c := s.get()
 	if c == nil {
-		return errUnavailable
+		return ErrUnavailable
 	}
 	for _, r := range c.DoMulti(ctx,
-		c.B().Hdel().Key(s.hkey+hashNodes).Field(id).Build(),
-		c.B().Hdel().Key(s.hkey+hashBeats).Field(id).Build(),
-		c.B().Hdel().Key(s.hkey+hashDrain).Field(id).Build(),
+		c.B().Hdel().Key(s.hkey+HashNodes).Field(id).Build(),
+		c.B().Hdel().Key(s.hkey+HashBeats).Field(id).Build(),
+		c.B().Hdel().Key(s.hkey+HashDrain).Field(id).Build(),
 		c.B().Incr().Key(s.version).Build(),
 	) {
 		if err := r.Error(); err != nil {

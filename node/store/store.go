@@ -1,4 +1,13 @@
-package node
+// Package store keeps the cluster's state for the node: the Store interface,
+// the Redis store (standalone, Sentinel or Cluster) with its batcher, the
+// in-process twin, Redis URL parsing, and every Redis timeout (Timeouts,
+// all derived from redis_timeout: a decision takes at most redis_timeout,
+// connects and shared-hash calls 20 times that, at least 1 s, unless the
+// URL's dial_timeout sets the connect's).
+//
+// It decides; it does not serve. It must not import node: what a decision
+// needs of a limit arrives as a Limit (Compile), not as node's policy.
+package store
 
 import (
 	"context"
@@ -44,11 +53,11 @@ type Store interface {
 
 // Shared hashes.
 const (
-	hashLimits = "limits"
-	hashBlocks = "blocks"
-	hashDrain  = "drain"
-	hashNodes  = "nodes"
-	hashBeats  = "beats" // node id -> store time (µs) of its last heartbeat
+	HashLimits = "limits"
+	HashBlocks = "blocks"
+	HashDrain  = "drain"
+	HashNodes  = "nodes"
+	HashBeats  = "beats" // node id -> store time (µs) of its last heartbeat
 )
 
 // Snapshot is what Read returns.
@@ -64,10 +73,34 @@ type Item struct {
 	// keeps it must copy it.
 	Key    string
 	Cost   int64
-	Policy *Policy
+	Limit  *Limit
 	Result limiter.Result
 	Err    error
 }
 
-// errUnavailable is returned while a store cannot be reached at all.
-var errUnavailable = errors.New("store unavailable")
+// scriptArgs is the item's arguments to its algorithm's script, after its
+// one key: limit, window (µs), burst, cost, and now (µs; "" for Redis TIME).
+// Every script call builds them here.
+func (it *Item) scriptArgs(now string) [5]string {
+	l := it.Limit
+	return [5]string{l.args[0], l.args[1], l.args[2], formatInt(it.Cost), now}
+}
+
+// Limit is what a decision needs of a limit, computed once per limit
+// change instead of once per request.
+type Limit struct {
+	limiter.Limit
+	alg  int       // index into limiter.AlgorithmTable
+	args [3]string // limit, window (µs), burst: the scripts' first arguments
+}
+
+// Compile prepares l for decisions.
+func Compile(l limiter.Limit) Limit {
+	c := Limit{Limit: l, alg: max(l.Algorithm.Index(), 0)}
+	pr := l.Params(0)
+	c.args = [3]string{formatInt(pr.Limit), formatInt(pr.Window), formatInt(pr.Burst)}
+	return c
+}
+
+// ErrUnavailable is returned while a store cannot be reached at all.
+var ErrUnavailable = errors.New("store unavailable")

@@ -1,16 +1,11 @@
-package node
+package store
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
-
-	"github.com/redis/rueidis"
-
-	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
 // batcher gathers the checks that arrive while earlier ones are in flight.
@@ -21,8 +16,11 @@ import (
 // check, handed to the client at once, which writes each master's share in
 // one go. When idle a check goes out alone, at once, so nothing waits for a
 // batch to fill.
+//
+// The batcher knows nothing of Redis: it groups items and hands each batch
+// to run, which the Redis store supplies.
 type batcher struct {
-	s    *RedisStore
+	run  func(ctx context.Context, batch []*Item, sc *scratch)
 	in   chan *waiter
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -42,18 +40,19 @@ type batchCtx struct {
 // batch goroutine reads, so a caller that gives up on its deadline can
 // return and reuse its request memory while the batch still runs.
 type waiter struct {
-	key string // the data key, a view of buf
+	it Item // its Key is the data key, a view of buf
 	// buf holds the data key. It is reused with the pooled waiter, which
 	// saves an allocation per check, but only after a batch that got its
 	// reply: a call that failed (a timeout above all) may leave the command
 	// queued in the client, which would still read the key.
 	buf      []byte
-	policy   *Policy
-	cost     int64
 	deadline time.Time
-	res      limiter.Result
-	err      error
 	done     chan struct{}
+}
+
+// scratch is one worker's reusable buffers for building a batch call.
+type scratch struct {
+	keys, args []string
 }
 
 var waiters = sync.Pool{New: func() any { return &waiter{done: make(chan struct{}, 1)} }}
@@ -70,8 +69,8 @@ const (
 	batchMax     = 128 // checks in one script call
 )
 
-func newBatcher(s *RedisStore) *batcher {
-	b := &batcher{s: s, in: make(chan *waiter, 4*batchMax), stop: make(chan struct{}), max: batchMax}
+func newBatcher(run func(ctx context.Context, batch []*Item, sc *scratch)) *batcher {
+	b := &batcher{run: run, in: make(chan *waiter, 4*batchMax), stop: make(chan struct{}), max: batchMax}
 	b.wg.Add(batchWorkers)
 	for range batchWorkers {
 		go b.work()
@@ -84,11 +83,12 @@ func (b *batcher) close() {
 	b.wg.Wait()
 }
 
-// decide runs one item through a batch and waits for it, or for ctx.
-func (b *batcher) decide(ctx context.Context, it *Item) error {
+// decide runs one item through a batch and waits for it, or for ctx. The
+// batch sees the item under the key prefix+it.Key.
+func (b *batcher) decide(ctx context.Context, it *Item, prefix string) error {
 	w := waiters.Get().(*waiter)
-	w.buf = append(append(w.buf[:0], b.s.algKey[it.Policy.alg]...), it.Key...)
-	w.key, w.policy, w.cost = unsafe.String(unsafe.SliceData(w.buf), len(w.buf)), it.Policy, it.Cost
+	w.buf = append(append(w.buf[:0], prefix...), it.Key...)
+	w.it = Item{Key: unsafe.String(unsafe.SliceData(w.buf), len(w.buf)), Cost: it.Cost, Limit: it.Limit}
 	w.deadline, _ = ctx.Deadline()
 	select {
 	case b.in <- w:
@@ -99,7 +99,7 @@ func (b *batcher) decide(ctx context.Context, it *Item) error {
 	}
 	select {
 	case <-w.done:
-		it.Result, it.Err = w.res, w.err
+		it.Result, it.Err = w.it.Result, w.it.Err
 		*w = waiter{done: w.done, buf: w.buf}
 		waiters.Put(w)
 	case <-ctx.Done():
@@ -112,7 +112,8 @@ func (b *batcher) decide(ctx context.Context, it *Item) error {
 func (b *batcher) work() {
 	defer b.wg.Done()
 	batch := make([]*waiter, 0, b.max)
-	var keys, args []string
+	items := make([]*Item, 0, b.max)
+	var sc scratch
 	for {
 		select {
 		case <-b.stop:
@@ -129,9 +130,9 @@ func (b *batcher) work() {
 				break fill
 			}
 		}
-		keys, args = b.run(batch, keys[:0], args[:0])
+		b.send(batch, items[:0], &sc)
 		for _, w := range batch {
-			if w.err != nil {
+			if w.it.Err != nil {
 				w.buf = nil // see waiter.buf
 			}
 			w.done <- struct{}{}
@@ -157,90 +158,24 @@ func (b *batcher) ctxUntil(deadline time.Time) context.Context {
 	return c.ctx
 }
 
-// run decides batch with one script call, setting every waiter's result.
-// A waiter whose deadline passed while it queued is not sent: its caller
-// has already answered by the failure mode, and deciding it now would count
-// a request against its key that the client never saw counted.
-func (b *batcher) run(batch []*waiter, keys, args []string) ([]string, []string) {
+// send hands the live part of batch to run. A waiter whose deadline passed
+// while it queued is not sent: its caller has already answered by the
+// failure mode, and deciding it now would count a request against its key
+// that the client never saw counted.
+func (b *batcher) send(batch []*waiter, items []*Item, sc *scratch) {
 	var deadline time.Time
-	now, expired := time.Now(), 0
+	now := time.Now()
 	for _, w := range batch {
 		if !w.deadline.IsZero() && now.After(w.deadline) {
-			w.err = context.DeadlineExceeded
-			expired++
-		} else if w.deadline.After(deadline) {
-			deadline = w.deadline
-		}
-	}
-	if expired > 0 { // rare: only after Redis stalled
-		live := make([]*waiter, 0, len(batch)-expired)
-		for _, w := range batch {
-			if w.err == nil {
-				live = append(live, w)
+			w.it.Err = context.DeadlineExceeded
+		} else {
+			items = append(items, &w.it)
+			if w.deadline.After(deadline) {
+				deadline = w.deadline
 			}
 		}
-		if batch = live; len(batch) == 0 {
-			return keys, args
-		}
 	}
-	ctx := b.ctxUntil(deadline)
-	c := b.s.get()
-	if c == nil {
-		for _, w := range batch {
-			w.err = errUnavailable
-		}
-		return keys, args
-	}
-	nowArg := b.s.nowArg()
-	if len(batch) == 1 {
-		w := batch[0]
-		p := w.policy
-		k := [1]string{w.key}
-		a := [5]string{p.args[0], p.args[1], p.args[2], formatInt(w.cost), nowArg}
-		w.res, w.err = parseResult(b.s.algos[p.alg].lua.Exec(ctx, c, k[:], a[:]))
-		return keys, args
-	}
-	if c.Mode() == rueidis.ClientModeCluster {
-		b.runEach(ctx, c, batch, nowArg)
-		return keys, args
-	}
-	args = append(args, nowArg)
-	for _, w := range batch {
-		p := w.policy
-		keys = append(keys, w.key)
-		args = append(args, algIndex[p.alg], p.args[0], p.args[1], p.args[2], formatInt(w.cost))
-	}
-	res := b.s.batch.lua.Exec(ctx, c, keys, args)
-	arr, err := res.ToArray()
-	if err == nil && len(arr) != len(batch) {
-		err = fmt.Errorf("batch script returned %d results for %d keys", len(arr), len(batch))
-	}
-	for i, w := range batch {
-		if err != nil {
-			w.err = err
-			continue
-		}
-		var reply []rueidis.RedisMessage
-		if reply, w.err = arr[i].ToArray(); w.err == nil {
-			w.res, w.err = parseReply(reply)
-		}
-	}
-	return keys, args
-}
-
-// runEach decides batch on a Redis Cluster, where the keys of one script
-// call must share a slot: one script call per check, all handed to the
-// client at once, which pipelines them to each master in one write.
-func (b *batcher) runEach(ctx context.Context, c rueidis.Client, batch []*waiter, now string) {
-	items := make([]Item, len(batch))
-	for i, w := range batch {
-		items[i] = Item{Key: w.key, Cost: w.cost, Policy: w.policy}
-	}
-	b.s.decideEach(ctx, c, items, now, true)
-	for i, w := range batch {
-		w.res, w.err = items[i].Result, items[i].Err
+	if len(items) > 0 {
+		b.run(b.ctxUntil(deadline), items, sc)
 	}
 }
-
-// algIndex is each algorithm's 1-based index, as BatchScript wants it.
-var algIndex = [4]string{"1", "2", "3", "4"}
