@@ -4,7 +4,6 @@ import (
 	"context"
 	"runtime"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,15 +63,3 @@ func TestMemoryStoreReclaimsExpiredKeys(t *testing.T) {
 	}
 	t.Logf("%d distinct keys, ~%d live: %d held, heap +%d MB", n, live, held, heap>>20)
 }
-
-// fakeClock is a settable clock for the in-process store.
-type fakeClock struct{ t atomic.Int64 }
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	c.t.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
-	return c
-}
-
-func (c *fakeClock) Now() time.Time      { return time.Unix(0, c.t.Load()) }
-func (c *fakeClock) Add(d time.Duration) { c.t.Add(int64(d)) }
