@@ -13,12 +13,12 @@ import (
 
 // distinctKeys decides n distinct keys on a MemoryStore, perMs per
 // millisecond of its clock on a 1 s window (so about 1,000 × perMs keys are
-// live at any time when n is larger), spread over the four algorithms, and
+// live at any time when n is larger), spread over every algorithm, and
 // returns the keys the store still holds and the live heap growth in bytes.
 func distinctKeys(tb testing.TB, n, perMs int) (held int, heap uint64) {
 	clock := testkit.NewClock()
 	s := NewMemoryStore(clock.Now)
-	var pols [4]*Limit
+	var pols [limiter.NumAlgorithms]*Limit
 	for i, alg := range limiter.Algorithms {
 		l := limiter.Limit{KeyPattern: "*", MaxRequests: 100, WindowSeconds: 1, Algorithm: alg}
 		l.Normalize()
@@ -35,7 +35,7 @@ func distinctKeys(tb testing.TB, n, perMs int) (held int, heap uint64) {
 			clock.Add(time.Millisecond)
 		}
 		key = strconv.AppendInt(append(key[:0], "user:"...), int64(i), 10)
-		items[0] = Item{Key: string(key), Cost: 1, Limit: pols[i%4]}
+		items[0] = Item{Key: string(key), Cost: 1, Limit: pols[i%len(pols)]}
 		if err := s.Decide(context.Background(), items); err != nil || !items[0].Result.Allowed {
 			tb.Fatalf("key %d: %+v, %v", i, items[0].Result, err)
 		}
