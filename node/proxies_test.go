@@ -82,18 +82,7 @@ type proxied struct {
 
 func sendVia(t *testing.T, c *http.Client, method, url, body string, hdr ...string) proxied {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
+	resp := testkit.CallWith(t, c, method, url, body, nil, hdr...)
 	b, _ := io.ReadAll(resp.Body)
 	return proxied{resp.StatusCode, resp.Header, string(b)}
 }

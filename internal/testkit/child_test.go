@@ -49,6 +49,27 @@ func TestCall(t *testing.T) {
 	}
 }
 
+// countingTransport counts the requests that went through it.
+type countingTransport struct{ n int }
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n++
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func TestCallWith(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"ok":true}`)
+	}))
+	defer srv.Close()
+	tr := &countingTransport{}
+	var out struct{ OK bool }
+	CallWith(t, &http.Client{Transport: tr}, "GET", srv.URL, "", &out)
+	if !out.OK || tr.n != 1 {
+		t.Fatalf("CallWith: answer %+v, %d requests through the given client; want ok and 1", out, tr.n)
+	}
+}
+
 func TestFreePort(t *testing.T) {
 	port, err := FreePort()
 	if err != nil {

@@ -17,6 +17,13 @@ import (
 // test.
 func Call(t testing.TB, method, url, body string, out any, hdr ...string) *http.Response {
 	t.Helper()
+	return CallWith(t, http.DefaultClient, method, url, body, out, hdr...)
+}
+
+// CallWith is Call through client c: one with its own transport, such as
+// one that dials from a chosen source address.
+func CallWith(t testing.TB, c *http.Client, method, url, body string, out any, hdr ...string) *http.Response {
+	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -24,7 +31,7 @@ func Call(t testing.TB, method, url, body string, out any, hdr ...string) *http.
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
