@@ -585,10 +585,6 @@ func (o *Operator) act(ctx context.Context, st TickState, now time.Time) error {
 	if mode == ModeObserve {
 		return nil
 	}
-	unresolved := make(map[int64]Ticket, len(st.Tickets))
-	for _, t := range st.Tickets {
-		unresolved[t.ID] = t
-	}
 	for i := len(st.Proposals) - 1; i >= 0; i-- { // oldest first
 		p := st.Proposals[i]
 		if p.Status != ProposalPending && p.Status != ProposalApproved {
@@ -598,7 +594,7 @@ func (o *Operator) act(ctx context.Context, st TickState, now time.Time) error {
 			continue // waits for `operator actions approve`
 		}
 		if p.TicketID != 0 {
-			t, ok := unresolved[p.TicketID]
+			t, ok := st.Unresolved[p.TicketID]
 			if !ok || t.Status == StatusHeld || t.Status == StatusRemediationFailed {
 				continue // resolved, held or escalated
 			}
@@ -732,16 +728,12 @@ func idempotencyKey(p Proposal) string {
 // the action ran; the ticket is then escalated as remediation_failed and
 // nothing is retried. Until one or the other, the action waits.
 func (o *Operator) verify(ctx context.Context, st TickState, active map[string]bool, now time.Time) (wrote bool, err error) {
-	unresolved := make(map[int64]Ticket, len(st.Tickets))
-	for _, t := range st.Tickets {
-		unresolved[t.ID] = t
-	}
 	for _, p := range st.Proposals {
 		if p.Status != ProposalSucceeded || p.TicketID == 0 {
 			continue // not executed, or run by hand (operator act): no violation to clear
 		}
 		// A ticket not among the unresolved is resolved.
-		if t, ok := unresolved[p.TicketID]; ok && !active[t.Key] {
+		if t, ok := st.Unresolved[p.TicketID]; ok && !active[t.Key] {
 			if ok, _ := o.store.Transition(ctx, p.ID, ProposalSucceeded, ProposalVerified, "operator", "the violation cleared", now); ok {
 				o.metrics.action(ProposalVerified)
 				wrote = true

@@ -27,11 +27,12 @@ type TickWrites struct {
 // TickState is what a loop reads every pass: enough for a quiet pass to
 // decide that nothing is to be done.
 type TickState struct {
-	LeaseHeld   bool   // false: LeaseHolder holds it and nothing was written
-	LeaseHolder string //
-	Mode        string // "" when never set
-	Tickets     []Ticket
-	Proposals   []Proposal // pending, approved and succeeded, newest first
+	LeaseHeld   bool             // false: nothing was written or read
+	LeaseHolder string           // the lease's holder when not LeaseHeld
+	Mode        string           // "" when never set
+	Tickets     []Ticket         // unresolved
+	Unresolved  map[int64]Ticket // Tickets by id
+	Proposals   []Proposal       // pending, approved and succeeded, newest first
 	SLOBad      map[string][]float64
 }
 
@@ -67,6 +68,10 @@ func (s *Store) Tick(ctx context.Context, now time.Time, w TickWrites) (TickStat
 		}
 		if st.Tickets, err = listTickets(ctx, tx, TicketFilter{Unresolved: true}); err != nil {
 			return err
+		}
+		st.Unresolved = make(map[int64]Ticket, len(st.Tickets))
+		for _, t := range st.Tickets {
+			st.Unresolved[t.ID] = t
 		}
 		st.Proposals, err = listProposals(ctx, tx, ProposalFilter{Status: []string{ProposalPending, ProposalApproved, ProposalSucceeded}})
 		return err
