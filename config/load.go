@@ -100,15 +100,16 @@ func newSyntaxError(file string, data []byte, pe toml.ParseError) *syntaxError {
 	line, col := bytes.Count(data[:start], []byte("\n"))+1, start-bol+1
 	pe.Position.Line, pe.Position.Col = line, col
 	e := &syntaxError{file: file, line: line, col: col, err: pe}
+	// The line is quoted only when short and printable: a hostile file
+	// makes neither a huge message nor terminal escapes, and a huge line
+	// is never copied.
 	raw, _, _ := bytes.Cut(data[bol:], []byte("\n"))
-	if len(raw) > maxQuotedLine+1 {
+	raw = bytes.TrimSuffix(raw, []byte("\r"))
+	if len(raw) > maxQuotedLine || e.col > len(raw)+1 {
 		return e
 	}
-	src := strings.TrimSuffix(string(raw), "\r")
-	printable := strings.IndexFunc(src, func(r rune) bool {
-		return r != '\t' && !unicode.IsPrint(r)
-	}) < 0
-	if printable && len(src) <= maxQuotedLine && e.col <= len(src)+1 {
+	src := string(raw)
+	if strings.IndexFunc(src, func(r rune) bool { return r != '\t' && !unicode.IsPrint(r) }) < 0 {
 		e.src = src
 	}
 	return e
