@@ -334,7 +334,7 @@ func ticketsCommand() *cli.Command {
 		})
 	}
 	return &cli.Command{Name: "tickets", Usage: "list|show|resolve|hold|unhold", Subcommands: []*cli.Command{
-		{Name: "list", Flags: append(operatorFlags(), &cli.BoolFlag{Name: "all", Usage: "include resolved tickets"}),
+		{Name: "list", Usage: "list the unresolved tickets", Flags: append(operatorFlags(), &cli.BoolFlag{Name: "all", Usage: "include resolved tickets"}),
 			Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
 				ts, err := env.store.Tickets(c.Context, operator.TicketFilter{Unresolved: !c.Bool("all"), Limit: 200})
 				if err != nil {
@@ -342,7 +342,7 @@ func ticketsCommand() *cli.Command {
 				}
 				return env.print(ts, func(w io.Writer) { operator.WriteTickets(w, ts) })
 			})},
-		{Name: "show", ArgsUsage: "ID", Flags: operatorFlags(), Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
+		{Name: "show", ArgsUsage: "ID", Usage: "show a ticket with its proposals and audit trail", Flags: operatorFlags(), Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
 			id, err := argID(c)
 			if err != nil {
 				return err
@@ -363,9 +363,9 @@ func ticketsCommand() *cli.Command {
 				operator.WriteTicket(w, t, props, audit)
 			})
 		})},
-		{Name: "resolve", ArgsUsage: "ID", Flags: operatorFlags(), Action: status(operator.StatusResolved, nil)},
+		{Name: "resolve", ArgsUsage: "ID", Usage: "resolve a ticket by hand; its pending and approved actions are skipped", Flags: operatorFlags(), Action: status(operator.StatusResolved, nil)},
 		{Name: "hold", ArgsUsage: "ID", Usage: "stop the operator acting on a ticket", Flags: operatorFlags(), Action: status(operator.StatusHeld, nil)},
-		{Name: "unhold", ArgsUsage: "ID", Flags: operatorFlags(), Action: status(operator.StatusDiagnosed, []string{operator.StatusHeld})},
+		{Name: "unhold", ArgsUsage: "ID", Usage: "let the operator act on a held ticket again", Flags: operatorFlags(), Action: status(operator.StatusDiagnosed, []string{operator.StatusHeld})},
 	}}
 }
 
@@ -387,7 +387,7 @@ func actionsCommand() *cli.Command {
 		})
 	}
 	return &cli.Command{Name: "actions", Usage: "list|show|approve|reject", Subcommands: []*cli.Command{
-		{Name: "list", Flags: append(operatorFlags(), &cli.BoolFlag{Name: "all", Usage: "include finished proposals"}),
+		{Name: "list", Usage: "list the proposals still to run or verify", Flags: append(operatorFlags(), &cli.BoolFlag{Name: "all", Usage: "include finished proposals"}),
 			Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
 				f := operator.ProposalFilter{Limit: 200}
 				if !c.Bool("all") {
@@ -399,7 +399,7 @@ func actionsCommand() *cli.Command {
 				}
 				return env.print(ps, func(w io.Writer) { operator.WriteProposals(w, ps) })
 			})},
-		{Name: "show", ArgsUsage: "ID", Flags: operatorFlags(), Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
+		{Name: "show", ArgsUsage: "ID", Usage: "show a proposal: its action, parameters, risk, reason and result", Flags: operatorFlags(), Action: withOperator(func(c *cli.Context, env *operatorEnv) error {
 			id, err := argID(c)
 			if err != nil {
 				return err
@@ -410,8 +410,8 @@ func actionsCommand() *cli.Command {
 			}
 			return env.print(p, func(w io.Writer) { operator.WriteProposal(w, p) })
 		})},
-		{Name: "approve", ArgsUsage: "ID", Flags: operatorFlags(), Action: decide(operator.ProposalApproved)},
-		{Name: "reject", ArgsUsage: "ID", Flags: operatorFlags(), Action: decide(operator.ProposalRejected)},
+		{Name: "approve", ArgsUsage: "ID", Usage: "approve a pending proposal; the loop runs it on its next pass", Flags: operatorFlags(), Action: decide(operator.ProposalApproved)},
+		{Name: "reject", ArgsUsage: "ID", Usage: "reject a pending proposal; it never runs", Flags: operatorFlags(), Action: decide(operator.ProposalRejected)},
 	}}
 }
 
