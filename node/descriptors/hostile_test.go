@@ -1,6 +1,7 @@
 package descriptors
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -76,20 +77,146 @@ func TestParseRefusesWhatNoRequestCanMatch(t *testing.T) {
 	}
 }
 
-func TestParseRefusesAliases(t *testing.T) {
-	// A billion-laughs shape: each level lists the one before it ten times.
+// allocated returns the bytes f allocates and what it leaves live.
+func allocated(f func()) (total, live int64) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	total = int64(after.TotalAlloc - before.TotalAlloc)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	return total, int64(after.HeapAlloc) - int64(before.HeapAlloc)
+}
+
+// TestParseAliases: anchors, aliases and merge keys read as
+// envoyproxy/ratelimit's YAML library reads them.
+func TestParseAliases(t *testing.T) {
 	doc := `domain: d
 descriptors:
-  - &a {key: a, rate_limit: {unit: second, requests_per_unit: 1}}
-  - key: b
-    descriptors: [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+  - key: tenant
+    value: a
+    descriptors: &paths
+      - key: path
+        value: /login
+        rate_limit: &strict {unit: minute, requests_per_unit: 5}
+      - key: path
+        rate_limit:
+          <<: *strict
+          requests_per_unit: 50
+  - key: tenant
+    value: b
+    descriptors: *paths
+  - key: user
+    rate_limit:
+      <<: [{unit: hour, name: first}, {unit: day, name: second, requests_per_unit: 7}]
 `
-	_, err := Parse(map[string][]byte{"f.yaml": []byte(doc)}, Options{})
-	if err == nil || !strings.HasPrefix(err.Error(), "f.yaml:5: YAML alias *a: aliases and merge keys are not supported") {
-		t.Fatalf("Parse(aliases) = %v; want the alias refused with its line", err)
+	c, err := Parse(map[string][]byte{"f.yaml": []byte(doc)}, Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if n := strings.Count(err.Error(), "\n") + 1; n != 10 {
-		t.Errorf("Parse(aliases) reported %d problems; want one per alias (10):\n%v", n, err)
+	for _, tc := range []struct {
+		req        []Entry
+		full, unit string
+		rpu        uint32
+		name       string
+	}{
+		{[]Entry{{"tenant", "a"}, {"path", "/login"}}, "d.tenant_a.path_/login", "minute", 5, ""},
+		{[]Entry{{"tenant", "b"}, {"path", "/login"}}, "d.tenant_b.path_/login", "minute", 5, ""},
+		// The mapping's own key wins over the merged one.
+		{[]Entry{{"tenant", "b"}, {"path", "/x"}}, "d.tenant_b.path", "minute", 50, ""},
+		// Of merged mappings, the first to set a key wins.
+		{[]Entry{{"user", "u"}}, "d.user", "hour", 7, "first"},
+	} {
+		m, ok := c.Match("d", tc.req)
+		if !ok || m.Limit == nil {
+			t.Errorf("Match(%v): no limit", tc.req)
+			continue
+		}
+		l := m.Limit
+		if l.FullKey != tc.full || l.Unit != tc.unit || l.RequestsPerUnit != tc.rpu || l.Name != tc.name {
+			t.Errorf("Match(%v) = %s %d/%s name %q; want %s %d/%s name %q", tc.req, l.FullKey, l.RequestsPerUnit, l.Unit, l.Name, tc.full, tc.rpu, tc.unit, tc.name)
+		}
+	}
+	if len(c.Limits) != 5 {
+		t.Errorf("%d limits; want 5 (each alias is a limit of its own)", len(c.Limits))
+	}
+
+	// What an alias brings in is checked where it lands: the same
+	// descriptors twice under one parent are duplicates.
+	_, err = Parse(map[string][]byte{"f.yaml": []byte("domain: d\ndescriptors:\n  - &a {key: a}\n  - *a\n")}, Options{})
+	if err == nil || !strings.Contains(err.Error(), `f.yaml:3: descriptors[1]: duplicate descriptor "d.a"`) {
+		t.Errorf("Parse(a descriptor and its alias side by side) = %v; want the duplicate refused", err)
+	}
+	_, err = Parse(map[string][]byte{"f.yaml": []byte("domain: d\ndescriptors:\n  - key: a\n    <<: 5\n")}, Options{})
+	if err == nil || !strings.Contains(err.Error(), "f.yaml:4: descriptors[0].<<: a merge key takes a mapping") {
+		t.Errorf("Parse(<<: 5) = %v; want the merge key refused", err)
+	}
+}
+
+// TestParseAliasBomb: nested aliases ("billion laughs") would make a
+// kilobyte expand to 10^9 descriptors; they stop at maxAliasNodes, with the
+// line and path where the budget ran out, at a bounded cost.
+func TestParseAliasBomb(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("domain: d\ndescriptors:\n  - &l0 {key: k, rate_limit: {unit: second, requests_per_unit: 1}}\n")
+	for i := 1; i <= 9; i++ {
+		fmt.Fprintf(&b, "  - &l%d {key: k%d, descriptors: [", i, i)
+		for j := range 10 {
+			fmt.Fprintf(&b, "{key: x%d, descriptors: [*l%d]}, ", j, i-1)
+		}
+		b.WriteString("]}\n")
+	}
+	doc := []byte(b.String())
+	var err error
+	total, _ := allocated(func() { _, err = Parse(map[string][]byte{"bomb.yaml": doc}, Options{}) })
+	if err == nil || !strings.Contains(err.Error(), "YAML aliases expand to more than 200000 nodes beyond the file's own") ||
+		!strings.HasPrefix(err.Error(), "bomb.yaml:") {
+		t.Fatalf("Parse(%d-byte alias bomb) = %v; want the expansion refused", len(doc), err)
+	}
+	if total > 256<<20 {
+		t.Errorf("Parse(alias bomb) allocated %d MB; want at most 256 MB", total>>20)
+	}
+	t.Logf("%d-byte alias bomb refused after allocating %d MB: %v", len(doc), total>>20, err)
+}
+
+// TestParseNameBound: every descriptor's full name extends its parent's,
+// so 1 MiB of short descriptors under a 31-level chain of 512-byte keys
+// held 280 MiB of names. Names now stop at maxNameBytes in all.
+func TestParseNameBound(t *testing.T) {
+	key := strings.Repeat("k", MaxEntryBytes)
+	var b strings.Builder
+	b.WriteString("domain: d\ndescriptors: " + strings.Repeat("[{key: "+key+", descriptors: ", MaxEntries-1) + "[")
+	for i := range 17_000 {
+		fmt.Fprintf(&b, "{key: a%d, rate_limit: {unit: day, requests_per_unit: 1}},", i)
+	}
+	b.WriteString("]" + strings.Repeat("}]", MaxEntries-1) + "\n")
+	doc := []byte(b.String())
+	var err error
+	_, live := allocated(func() { _, err = Parse(map[string][]byte{"wide.yaml": doc}, Options{}) })
+	if err == nil || !strings.Contains(err.Error(), "full names (domain.key_value…) add up to more than 64 MiB") {
+		t.Fatalf("Parse(%d-byte file of long names) = %v; want the names refused", len(doc), err)
+	}
+	if live > 8<<20 {
+		t.Errorf("a refused file left %d MB live", live>>20)
+	}
+	// The budget spans files: two files of half the names each add up.
+	half := func(domain string) []byte {
+		var b strings.Builder
+		b.WriteString("domain: " + domain + "\ndescriptors: " + strings.Repeat("[{key: "+key+", descriptors: ", MaxEntries-1) + "[")
+		for i := range 2_200 {
+			fmt.Fprintf(&b, "{key: a%d},", i)
+		}
+		b.WriteString("]" + strings.Repeat("}]", MaxEntries-1) + "\n")
+		return []byte(b.String())
+	}
+	if _, err := Parse(map[string][]byte{"a.yaml": half("a")}, Options{}); err != nil {
+		t.Fatalf("Parse(one half) = %v", err)
+	}
+	_, err = Parse(map[string][]byte{"a.yaml": half("a"), "b.yaml": half("b")}, Options{})
+	if err == nil || !strings.HasPrefix(err.Error(), "b.yaml:") || !strings.Contains(err.Error(), "add up to more than 64 MiB") {
+		t.Errorf("Parse(two halves) = %v; want b.yaml refused", err)
 	}
 }
 

@@ -54,6 +54,19 @@ const (
 	MaxFileBytes = 16 << 20
 )
 
+// Bounds on what a set of files may cost beyond their own size.
+const (
+	// maxNameBytes bounds the descriptors' full names (domain.key_value…),
+	// which the node keeps per limit. Each extends its parent's, so 1 MiB
+	// of short descriptors under a long 31-level chain used to hold 280 MiB
+	// of names. A million descriptors with 64-byte names fit.
+	maxNameBytes = 64 << 20
+	// maxAliasNodes bounds what YAML aliases add to a file: the nodes read
+	// through aliases beyond those written. Without it, nested aliases
+	// ("billion laughs") make a kilobyte expand without end.
+	maxAliasNodes = 200_000
+)
+
 // Limit is one rate_limit block.
 type Limit struct {
 	ID              int    // index in Config.Limits
@@ -166,10 +179,12 @@ func Parse(files map[string][]byte, opt Options) (*Config, error) {
 	sort.Strings(names)
 	c := &Config{Domains: map[string]*Domain{}, Files: names}
 	var errs []error
+	nameBytes := 0
 	for _, name := range names {
-		p := &parser{file: name, cfg: c, merge: opt.MergeDomains}
+		p := &parser{file: name, cfg: c, merge: opt.MergeDomains, nameBytes: nameBytes}
 		p.parse(files[name])
 		errs = append(errs, p.errs...)
+		nameBytes = p.nameBytes
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -191,9 +206,19 @@ type parser struct {
 	domain string
 	cfg    *Config
 	errs   []error
+	// The costs charged against maxNameBytes (every file's) and
+	// maxAliasNodes (this file's); over is set once either is spent, and
+	// the walk then stops.
+	nameBytes   int
+	visits      int
+	visitBudget int
+	over        bool
 }
 
 func (p *parser) fail(n *yaml.Node, path, format string, args ...any) {
+	if p.over {
+		return // the walk stopped part-way: what it missed is no error
+	}
 	line := 0
 	if n != nil {
 		line = n.Line
@@ -216,9 +241,7 @@ func (p *parser) parse(data []byte) {
 		p.fail(&doc, "", "empty file: want a mapping with domain and descriptors")
 		return
 	}
-	if p.aliases(&doc) {
-		return
-	}
+	p.visitBudget = p.link(&doc) + maxAliasNodes
 	root := doc.Content[0]
 	if root.Kind != yaml.MappingNode {
 		p.fail(root, "", "want a mapping with domain and descriptors")
@@ -262,20 +285,49 @@ func (p *parser) parse(data []byte) {
 	}
 }
 
-// aliases reports every YAML alias (*name) in the document and whether there
-// was one. envoyproxy/ratelimit's YAML library expands them; here they are
-// refused with their line rather than misread, since expanding them safely
-// needs a budget against nested expansion ("billion laughs").
-func (p *parser) aliases(n *yaml.Node) bool {
-	found := false
-	if n.Kind == yaml.AliasNode {
-		p.fail(n, "", "YAML alias *%s: aliases and merge keys are not supported; write the value out", n.Value)
-		return true
+// link replaces every YAML alias (*name) by the node its anchor (&name)
+// marks, as envoyproxy/ratelimit's YAML library expands them, and returns
+// the number of nodes written. The tree becomes a graph that shares the
+// anchored nodes, so an error inside one names the anchor's line, and its
+// YAML path names where the walk reached it. yaml.v3 refuses an anchor
+// that contains its own alias, so the graph has no cycle; the walk's visit
+// budget bounds what the sharing multiplies.
+func (p *parser) link(n *yaml.Node) int {
+	count := 1
+	for i, c := range n.Content {
+		count += p.link(c)
+		if c.Kind == yaml.AliasNode && c.Alias != nil {
+			n.Content[i] = c.Alias
+		}
 	}
-	for _, c := range n.Content {
-		found = p.aliases(c) || found
+	return count
+}
+
+// visit charges one node of the walk against the file's budget, and says
+// whether the walk may go on.
+func (p *parser) visit(n *yaml.Node, path string) bool {
+	if p.over {
+		return false
 	}
-	return found
+	if p.visits++; p.visits > p.visitBudget {
+		p.fail(n, path, "YAML aliases expand to more than %d nodes beyond the file's own; write the values out", maxAliasNodes)
+		p.over = true
+		return false
+	}
+	return true
+}
+
+// name charges a descriptor's full name against every file's budget.
+func (p *parser) name(n *yaml.Node, path, full string) bool {
+	if p.over {
+		return false
+	}
+	if p.nameBytes += len(full); p.nameBytes > maxNameBytes {
+		p.fail(n, path, "the descriptors' full names (domain.key_value…) add up to more than %d MiB; shorten the keys or nest less", maxNameBytes>>20)
+		p.over = true
+		return false
+	}
+	return true
 }
 
 func orNode(n, alt *yaml.Node) *yaml.Node {
@@ -285,22 +337,52 @@ func orNode(n, alt *yaml.Node) *yaml.Node {
 	return alt
 }
 
-// fields calls f for each key of a mapping, refusing duplicate keys.
+// fields calls f for each key of a mapping, refusing duplicate keys. A
+// merge key (<<: *anchor, or a list of them) adds the keys of the mappings
+// it names that the mapping does not set itself; of several, the first to
+// set a key wins, as YAML's merge key type says.
 func (p *parser) fields(n *yaml.Node, path string, f func(key string, k, v *yaml.Node)) {
-	seen := map[string]bool{}
+	p.merged(n, path, map[string]bool{}, f)
+}
+
+// merged calls f for the keys of n not in seen, then for those of the
+// mappings n merges.
+func (p *parser) merged(n *yaml.Node, path string, seen map[string]bool, f func(key string, k, v *yaml.Node)) {
+	var merges []*yaml.Node
+	own := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		at := join(path, k.Value)
-		if k.Kind != yaml.ScalarNode {
+		if !p.visit(k, at) {
+			return
+		}
+		switch {
+		case k.Kind != yaml.ScalarNode:
 			p.fail(k, path, "keys must be strings")
-			continue
-		}
-		if seen[k.Value] {
+		case k.Tag == "!!merge":
+			merges = append(merges, v)
+		case own[k.Value]:
 			p.fail(k, at, "duplicate key")
-			continue
+		default:
+			own[k.Value] = true
+			if !seen[k.Value] { // else set by the mapping itself or an earlier merge
+				seen[k.Value] = true
+				f(k.Value, k, v)
+			}
 		}
-		seen[k.Value] = true
-		f(k.Value, k, v)
+	}
+	for _, m := range merges {
+		from := []*yaml.Node{m}
+		if m.Kind == yaml.SequenceNode {
+			from = m.Content
+		}
+		for _, src := range from {
+			if src.Kind != yaml.MappingNode {
+				p.fail(src, join(path, "<<"), "a merge key takes a mapping or a list of mappings")
+				continue
+			}
+			p.merged(src, path, seen, f)
+		}
 	}
 }
 
@@ -343,6 +425,9 @@ func (p *parser) descriptors(parent *descriptor, n *yaml.Node, path, fullKey str
 	}
 	for i, item := range n.Content {
 		at := path + "[" + strconv.Itoa(i) + "]"
+		if !p.visit(item, at) {
+			return
+		}
 		if item.Kind != yaml.MappingNode {
 			p.fail(item, at, "must be a mapping with a key")
 			continue
@@ -394,6 +479,9 @@ func (p *parser) descriptors(parent *descriptor, n *yaml.Node, path, fullKey str
 			name += "_" + d.value
 		}
 		full := fullKey + "." + name
+		if !p.name(item, at, full) {
+			return
+		}
 		mapKey := childKey(d.key, d.value, d.value != "")
 		if prev, dup := parent.children[mapKey]; dup {
 			p.fail(item, at, "duplicate descriptor %q (first at %s:%d)", full, prev.file, prev.line)
@@ -507,6 +595,9 @@ func (p *parser) replaces(n *yaml.Node, path string) []string {
 	var out []string
 	for i, item := range n.Content {
 		at := path + "[" + strconv.Itoa(i) + "]"
+		if !p.visit(item, at) {
+			return nil
+		}
 		if item.Kind != yaml.MappingNode {
 			p.fail(item, at, "must be a mapping with a name")
 			continue
