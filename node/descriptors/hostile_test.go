@@ -243,6 +243,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("domain: d\ndescriptors:\n  - key: a\n    value: b*\n    share_threshold: true\n    rate_limit: {unit: second, requests_per_unit: 0}\n"), "a=bc")
 	f.Add([]byte("domain: d\ndescriptors:\n  - {key: a, rate_limit: {unlimited: true, name: n, replaces: [{name: n}]}}\n"), "a")
 	f.Add([]byte("domain: d\n<<: {x: 1}\n"), "")
+	f.Add([]byte("domain: d\ndescriptors:\n  - key: a\n    rate_limit: &r {unit: hour, requests_per_unit: 2}\n  - key: b\n    rate_limit: {<<: [*r, {name: n}], requests_per_unit: 3}\n"), "b")
+	f.Add([]byte("domain: d\ndescriptors: &l [{key: a, descriptors: [{key: b, rate_limit: {unit: day, requests_per_unit: 1}}]}]\nx: *l\n"), "a|b")
 	f.Add([]byte("domain: !!binary ZA==\n"), "")
 	f.Fuzz(func(t *testing.T, doc []byte, request string) {
 		c, err := Parse(map[string][]byte{"f.yaml": doc}, Options{})
