@@ -279,8 +279,10 @@ var resultNames = [numResults]string{"ok", "over_limit", "shadow", "unlimited", 
 
 // limitCounter is the decision counter of a limit under its own name.
 func (n *Node) limitCounter(st *envoyState, l *descriptors.Limit, result int) *metrics.Counter {
-	if l.ID >= len(st.counters) || st.cfg.Limits[l.ID] != l { // a request's own override
-		return n.envoy.descriptorCounter(n.metrics.set, n.id, l.Domain, l.FullKey, l.FullKey, resultNames[result], false)
+	if l.ID >= len(st.counters) || st.cfg.Limits[l.ID] != l {
+		// A request's own override is named by the request's keys, so its
+		// series count against the cap on series named by requests.
+		return n.envoy.descriptorCounter(n.metrics.set, n.id, l.Domain, l.FullKey, l.Domain+".(override)", resultNames[result], true)
 	}
 	slot := &st.counters[l.ID][result]
 	if c := slot.Load(); c != nil {

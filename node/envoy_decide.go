@@ -154,7 +154,10 @@ func (n *Node) shouldRateLimit(req *rls.RateLimitRequest) (*rls.RateLimitRespons
 		if h := d.GetHitsAddend(); h != nil {
 			it.cost = int64(min(h.Value, math.MaxInt32)) // set explicitly: 0 reads without consuming
 		}
-		if o := d.GetLimit(); o != nil {
+		// A limit sent with the descriptor applies only in a loaded domain,
+		// as in envoyproxy/ratelimit: the domain goes into every counter
+		// key and series name, and a request names it freely.
+		if o := d.GetLimit(); o != nil && es.cfg.Domains[req.Domain] != nil {
 			keys = n.overrideLimit(it, keys, req.Domain, entries, o)
 			it.keyEnd = len(keys)
 			continue
