@@ -138,7 +138,11 @@ func New(cfg Config, st store.Store, log *slog.Logger, now func() time.Time) (*N
 		}
 		return nil, err
 	}
-	n.peers = &fasthttp.Client{ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxConnWaitTimeout: 300 * time.Millisecond}
+	// A peer's /health answer is about 100 bytes; its address comes from
+	// the registry, so whatever answers there must not make this node read
+	// without end (an answer of 2 GiB took 9 s and 2 GiB of heap before maxPeerBody).
+	n.peers = &fasthttp.Client{ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxConnWaitTimeout: 300 * time.Millisecond,
+		MaxResponseBodySize: maxPeerBody}
 	n.server = &fasthttp.Server{
 		Handler:               n.serve,
 		ErrorHandler:          n.handleServerError,

@@ -1,6 +1,11 @@
 package node
 
 import (
+	"bytes"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -41,5 +46,41 @@ func TestNodesWithoutStore(t *testing.T) {
 	testkit.Call(t, "GET", a.URL+"/api/v1/nodes", "", &v)
 	if len(v.Nodes) != 2 || v.Nodes[1].ID != "b" || v.Nodes[1].State != stateUnhealthy {
 		t.Fatalf("after b stopped, with Redis down: %+v; want b listed as unhealthy", v.Nodes)
+	}
+}
+
+// A peer's /health is read up to maxPeerBody: the address comes from the
+// registry, and whatever answers there could send without end. Before, an
+// answer of 2 GiB kept askHealth 9 s and allocated 2 GiB.
+func TestAskHealthBoundsTheAnswer(t *testing.T) {
+	chunk := bytes.Repeat([]byte(" "), 1<<20)
+	for _, length := range []bool{true, false} { // Content-Length, chunked
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if length {
+				w.Header().Set("Content-Length", strconv.Itoa(1<<30))
+			}
+			for range 1 << 10 {
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
+		})}
+		go srv.Serve(ln)
+		n := startNode(t, testConfig("a", nil), nil, nil)
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		start := time.Now()
+		_, ok := n.askHealth(&Info{ID: "b", Address: ln.Addr().String()})
+		took := time.Since(start)
+		runtime.ReadMemStats(&after)
+		srv.Close()
+		if alloc := after.TotalAlloc - before.TotalAlloc; ok || alloc > 16<<20 || took > 2*time.Second {
+			t.Errorf("Content-Length %v: a 1 GiB /health answer: ok=%v after %v, %d MiB allocated; want refused, within 2 s and 16 MiB",
+				length, ok, took, alloc>>20)
+		}
 	}
 }

@@ -167,6 +167,9 @@ func (n *Node) askStale(nodes []Info) {
 // the registry's heartbeats out for about 17 s, well under 10 × 3 s.
 const askStaleFor = 10
 
+// maxPeerBody bounds a peer's /health answer as askHealth reads it.
+const maxPeerBody = 64 << 10
+
 // askHealth asks a peer for its /health, briefly.
 func (n *Node) askHealth(info *Info) (health, bool) {
 	var h health
