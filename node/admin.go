@@ -14,6 +14,11 @@ import (
 
 const maxBlock = 30 * 24 * time.Hour
 
+// maxBlockReason bounds a block's reason, as maxDrainText a drain's: every
+// node holds every live block and reads them all again at each change, so
+// at max_blocks (100,000) reasons of max_body_bytes (64 KiB) would be 6 GiB.
+const maxBlockReason = 256
+
 // BlockView is one entry of GET /api/v1/blocks.
 type BlockView struct {
 	Key         string    `json:"key"`
@@ -52,6 +57,10 @@ func (n *Node) handleBlock(ctx *fasthttp.RequestCtx, key string, add bool) {
 		}
 		if d := time.Duration(req.DurationSeconds * float64(time.Second)); d <= 0 || d > maxBlock {
 			n.problem(ctx, badRequest("duration_seconds must be positive and at most 30 days"))
+			return
+		}
+		if len(req.Reason) > maxBlockReason {
+			n.problem(ctx, badRequest("reason is at most "+formatInt(maxBlockReason)+" bytes, got "+formatInt(int64(len(req.Reason)))))
 			return
 		}
 	}
