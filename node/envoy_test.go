@@ -890,13 +890,29 @@ func TestEnvoyOverrideBounds(t *testing.T) {
 	dir := envoyDir(t, "domain: d\n")
 	n := startLocalEnvoyNode(t, dir, nil)
 	n.envoy.mu.Lock()
-	n.envoy.maxDetailed = 2
+	n.envoy.maxDetailed = 3
 	n.envoy.mu.Unlock()
 	override := func(domain string, pairs ...string) *rls.RateLimitRequest {
 		r := rlsRequest(domain, pairs...)
 		r.Descriptors[0].Limit = &rlcommon.RateLimitDescriptor_RateLimitOverride{RequestsPerUnit: 1, Unit: 3} // hour
 		return r
 	}
+	// Each key is cut at 64 bytes in the series name: 10,000 series named by
+	// 32 keys of 512 bytes held about 330 MiB.
+	var long []string
+	for e := range 32 {
+		long = append(long, fmt.Sprintf("%02d%s=v", e, strings.Repeat("k", 510)))
+	}
+	if _, err := n.shouldRateLimit(override("d", long...)); err != nil {
+		t.Fatal(err)
+	}
+	n.envoy.mu.Lock()
+	for name := range n.envoy.series {
+		if len(name) > 32*65+64 {
+			t.Errorf("a series named by %d bytes; want each key cut at 64", len(name))
+		}
+	}
+	n.envoy.mu.Unlock()
 	for i, want := range []rls.RateLimitResponse_Code{rls.RateLimitResponse_OK, rls.RateLimitResponse_OVER_LIMIT} {
 		if r, err := n.shouldRateLimit(override("d", "k=v")); err != nil || r.OverallCode != want {
 			t.Fatalf("override in d, request %d: %v, %v; want %v", i+1, r, err, want)
