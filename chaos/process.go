@@ -3,6 +3,7 @@ package chaos
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -180,8 +181,14 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
+// finalError is a check's failure that waiting cannot cure (the process
+// it waits for exited): waitFor returns it at once.
+type finalError struct{ error }
+
+func (e finalError) Unwrap() error { return e.error }
+
 // waitFor polls check every 100 ms until it succeeds, ctx ends or timeout
-// passes.
+// passes, or check fails with a finalError.
 func waitFor(ctx context.Context, timeout time.Duration, what string, check func() error) error {
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -190,6 +197,9 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, check func
 		err := check()
 		if err == nil {
 			return nil
+		}
+		if errors.As(err, new(finalError)) {
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s: not within %v: %w", what, timeout, err)
