@@ -167,39 +167,61 @@ func (c *Cluster) startRedis(ctx, runCtx context.Context) (string, error) {
 	return "redis://" + c.Proxy.Addr(), nil
 }
 
+// nodePortAttempts is how many ports a node is given at start: another
+// process can take the one freeAddr picked before the node binds it.
+const nodePortAttempts = 3
+
 func (c *Cluster) startNodes(ctx context.Context, redisURL string) error {
 	for i := range c.cfg.Nodes {
-		addr, err := freeAddr()
-		if err != nil {
-			return err
-		}
-		n := &Node{ID: fmt.Sprintf("node-%d", i+1), Addr: addr}
-		args := []string{"node", "--listen", addr, "--node-id", n.ID, "--log-format", "json"}
-		if redisURL != "" {
-			args = append(args, "--redis-url", redisURL)
-		}
-		if c.cfg.NodeConfig != "" {
-			args = append(args, "--config", c.cfg.NodeConfig)
-		}
-		n.proc = &process{name: n.ID, logPath: filepath.Join(c.cfg.Dir, n.ID+".log"), newCmd: func() *exec.Cmd { return c.cfg.Command(args...) }}
-		if err := n.proc.start(); err != nil {
+		n := &Node{ID: fmt.Sprintf("node-%d", i+1)}
+		n.proc = &process{name: n.ID, logPath: filepath.Join(c.cfg.Dir, n.ID+".log")}
+		if err := c.startNode(n, redisURL); err != nil {
 			return err
 		}
 		c.Nodes = append(c.Nodes, n)
 	}
 	for _, n := range c.Nodes {
-		if err := c.waitHealthy(ctx, n, 15*time.Second); err != nil {
-			return err
+		for attempt := 1; ; attempt++ {
+			err := c.waitHealthy(ctx, n, 15*time.Second)
+			if err == nil {
+				break
+			}
+			if attempt == nodePortAttempts || !n.proc.exited() || !strings.Contains(tailFile(n.proc.logPath, 5), "address already in use") {
+				return err
+			}
+			c.log.Warn("a node's port was taken before it bound it; starting it on another", "node", n.ID, "addr", n.Addr)
+			if err := c.startNode(n, redisURL); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// waitHealthy waits for the node to answer /health with 200.
+// startNode starts n on a port freeAddr picks.
+func (c *Cluster) startNode(n *Node, redisURL string) error {
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	n.Addr = addr
+	args := []string{"node", "--listen", addr, "--node-id", n.ID, "--log-format", "json"}
+	if redisURL != "" {
+		args = append(args, "--redis-url", redisURL)
+	}
+	if c.cfg.NodeConfig != "" {
+		args = append(args, "--config", c.cfg.NodeConfig)
+	}
+	n.proc.newCmd = func() *exec.Cmd { return c.cfg.Command(args...) }
+	return n.proc.start()
+}
+
+// waitHealthy waits for the node to answer /health with 200; a node that
+// exited fails it at once.
 func (c *Cluster) waitHealthy(ctx context.Context, n *Node, timeout time.Duration) error {
 	return waitFor(ctx, timeout, n.ID+" answers /health", func() error {
 		if n.proc.exited() {
-			return fmt.Errorf("%s exited: %s", n.ID, tailFile(n.proc.logPath, 5))
+			return finalError{fmt.Errorf("%s exited: %s", n.ID, tailFile(n.proc.logPath, 5))}
 		}
 		resp, err := c.http.Get(n.URL() + "/health")
 		if err != nil {

@@ -3,10 +3,12 @@ package chaos
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -35,7 +37,7 @@ func (p *process) start() error {
 	cmd := p.newCmd()
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	if err := startFromSpawner(cmd); err != nil {
 		f.Close()
 		return fmt.Errorf("cannot start %s: %w", p.name, err)
 	}
@@ -49,6 +51,38 @@ func (p *process) start() error {
 	p.cmd, p.done, p.paused = cmd, done, false
 	p.mu.Unlock()
 	return nil
+}
+
+// Linux sends a child's Pdeathsig when the thread that forked it exits,
+// not the process, and the Go runtime ends a thread when a goroutine locked
+// to it returns: loadgen's pacer does, in this process, whenever a load or
+// a flood stops, and its thread may be one that forked nodes earlier (the
+// hot-key scenario saw all three nodes SIGKILLed when its flood stopped).
+// So every child is forked by one goroutine locked to its thread for the
+// life of the process.
+var (
+	spawnOnce  sync.Once
+	spawnCalls chan spawnCall
+)
+
+type spawnCall struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startFromSpawner(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnCalls = make(chan spawnCall)
+		go func() {
+			runtime.LockOSThread() // never unlocked, and the goroutine never returns
+			for c := range spawnCalls {
+				c.done <- c.cmd.Start()
+			}
+		}()
+	})
+	c := spawnCall{cmd: cmd, done: make(chan error, 1)}
+	spawnCalls <- c
+	return <-c.done
 }
 
 // PID is the running process's id, or 0.
@@ -180,8 +214,14 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
+// finalError is a check's failure that waiting cannot cure (the process
+// it waits for exited): waitFor returns it at once.
+type finalError struct{ error }
+
+func (e finalError) Unwrap() error { return e.error }
+
 // waitFor polls check every 100 ms until it succeeds, ctx ends or timeout
-// passes.
+// passes, or check fails with a finalError.
 func waitFor(ctx context.Context, timeout time.Duration, what string, check func() error) error {
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -190,6 +230,9 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, check func
 		err := check()
 		if err == nil {
 			return nil
+		}
+		if errors.As(err, new(finalError)) {
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s: not within %v: %w", what, timeout, err)

@@ -3,6 +3,7 @@ package chaos
 import (
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -31,5 +32,27 @@ func TestSignalStopWaitsForTheGroupStop(t *testing.T) {
 	}
 	if !p.answering() {
 		t.Fatal("resumed process not answering")
+	}
+}
+
+// Linux sends Pdeathsig when the thread that forked a child exits, not the
+// process, and the Go runtime ends a thread when a goroutine locked to it
+// returns, as loadgen's pacer does (the chaos runner runs loadgen in the
+// same process). A child must outlive whatever thread its start ran on.
+func TestChildOutlivesTheThreadThatStartedIt(t *testing.T) {
+	p := &process{name: "sleep", newCmd: func() *exec.Cmd { return exec.Command("sleep", "30") },
+		logPath: filepath.Join(t.TempDir(), "sleep.log")}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
+		started <- p.start()
+	}()
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+	defer p.kill()
+	time.Sleep(300 * time.Millisecond) // the locked thread exits meanwhile
+	if p.exited() {
+		t.Fatal("the child died with the thread that started it (its Pdeathsig fired)")
 	}
 }

@@ -50,8 +50,12 @@ type Node struct {
 	// beyond a blip. See storeFailed.
 	calls, failures atomic.Int64
 	lastFailure     atomic.Int64
-	seeded          atomic.Bool // config limits have reached the store
-	view            atomic.Pointer[clusterView]
+	// connMu orders the changes of connected: storeOK reads lastFailure
+	// again under it before it reconnects, so a failure recorded meanwhile
+	// is never overwritten by a stale "connected".
+	connMu sync.Mutex
+	seeded atomic.Bool // config limits have reached the store
+	view   atomic.Pointer[clusterView]
 
 	deadlines store.Deadlines
 	timeouts  store.Timeouts // every Redis timeout, from redis_timeout
@@ -290,6 +294,13 @@ func (n *Node) storeOK() {
 	if n.now().UnixMicro()-n.lastFailure.Load() < 2*n.cfg.SyncInterval.Microseconds() {
 		return
 	}
+	n.connMu.Lock()
+	defer n.connMu.Unlock()
+	// Again under the lock: a failure recorded since the read above (by a
+	// storeFailed that found the store already disconnected) must win.
+	if n.now().UnixMicro()-n.lastFailure.Load() < 2*n.cfg.SyncInterval.Microseconds() {
+		return
+	}
 	if !n.connected.Swap(true) {
 		n.log.Info("store connected")
 	}
@@ -305,8 +316,11 @@ func (n *Node) storeFailed(op string, err error) {
 			return
 		}
 	}
+	n.connMu.Lock()
 	n.lastFailure.Store(n.now().UnixMicro())
-	if n.connected.Swap(false) {
+	was := n.connected.Swap(false)
+	n.connMu.Unlock()
+	if was {
 		n.log.Warn("store disconnected", "op", op, "err", err)
 	}
 }
