@@ -247,15 +247,21 @@ func (n *Node) overrideLimit(it *envoyItem, keys []byte, domain string, entries 
 	if !ok {
 		return keys // an unknown unit limits nothing
 	}
+	// The domain and every entry are escaped as in a configured
+	// descriptor's key, so no two overrides share a counter, and none shares
+	// one with a configured descriptor: a configured key of domain
+	// "override" has an unescaped = in its second part, an override's
+	// second part (its escaped domain) never does. Before, [a="b|c=d"] and
+	// [a=b, c=d] spent one budget.
 	keys = append(keys, envoyKeyPrefix+"override|"...)
-	keys = append(keys, domain...)
+	keys = descriptors.AppendEscaped(keys, domain)
 	// The name (its series, its RateLimit header item) holds each key cut
 	// at maxOverrideNameKey bytes: 10,000 series named by 32 keys of 512
 	// bytes held about 330 MiB.
 	var name strings.Builder
 	name.WriteString(domain)
 	for _, e := range entries {
-		keys = append(append(append(append(keys, '|'), e.Key...), '='), e.Value...)
+		keys = descriptors.AppendEscaped(append(descriptors.AppendEscaped(append(keys, '|'), e.Key), '='), e.Value)
 		name.WriteByte('.')
 		name.WriteString(e.Key[:min(len(e.Key), maxOverrideNameKey)])
 	}

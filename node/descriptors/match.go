@@ -87,16 +87,16 @@ func (c *Config) AppendMatch(dst []byte, domain string, entries []Entry) (m Matc
 // entry, escaped, with a share_threshold wildcard's pattern in place of the
 // value it matched.
 func appendCounterKey(dst []byte, domain string, entries []Entry, path []*descriptor) []byte {
-	dst = appendEscaped(dst, domain)
+	dst = AppendEscaped(dst, domain)
 	for i, e := range entries {
 		value := e.Value
 		if path[i].shareThreshold {
 			value = path[i].value
 		}
 		dst = append(dst, '|')
-		dst = appendEscaped(dst, e.Key)
+		dst = AppendEscaped(dst, e.Key)
 		dst = append(dst, '=')
-		dst = appendEscaped(dst, value)
+		dst = AppendEscaped(dst, value)
 	}
 	return dst
 }
@@ -120,8 +120,12 @@ func metricName(domain string, entries []Entry, path []*descriptor) string {
 	return metric.String()
 }
 
-// appendEscaped keeps the counter key unambiguous whatever the entries hold.
-func appendEscaped(dst []byte, s string) []byte {
+// AppendEscaped appends s with a backslash before each |, = and \, so a
+// counter key built of escaped parts joined by | and = reads back one way
+// only, whatever a request's entries hold: no two descriptors share a
+// counter. A part without those bytes is appended as it is, so ordinary
+// keys stay readable (and kept their value when escaping came in).
+func AppendEscaped(dst []byte, s string) []byte {
 	if !strings.ContainsAny(s, `|=\`) {
 		return append(dst, s...)
 	}

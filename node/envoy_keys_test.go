@@ -1,0 +1,76 @@
+package node
+
+import (
+	"testing"
+
+	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rls "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+)
+
+// TestEnvoyCounterKeysNeverCollide: two different descriptors never count
+// on one counter, whatever separators (| = \) their keys and values hold.
+// Before, a limit sent with the descriptor wrote its entries unescaped, so
+// [a="b|c=d"] and [a=b, c=d] spent one budget, and an override in domain
+// "x=y" shared the counter of a configured descriptor of domain "override".
+func TestEnvoyCounterKeysNeverCollide(t *testing.T) {
+	dir := envoyDir(t, `
+domain: override
+descriptors:
+  - key: x
+    value: y
+    descriptors:
+      - key: k
+        rate_limit: {unit: hour, requests_per_unit: 1}
+`)
+	writeYAML(t, dir, "b.yaml", "domain: \"x=y\"\n")
+	writeYAML(t, dir, "c.yaml", "domain: d\n")
+	n := startLocalEnvoyNode(t, dir, nil)
+
+	entries := func(kv ...string) *rlcommon.RateLimitDescriptor {
+		d := &rlcommon.RateLimitDescriptor{}
+		for i := 0; i < len(kv); i += 2 {
+			d.Entries = append(d.Entries, &rlcommon.RateLimitDescriptor_Entry{Key: kv[i], Value: kv[i+1]})
+		}
+		return d
+	}
+	override := func(d *rlcommon.RateLimitDescriptor) *rlcommon.RateLimitDescriptor {
+		d.Limit = &rlcommon.RateLimitDescriptor_RateLimitOverride{RequestsPerUnit: 1, Unit: 3} // hour: no window ends between the two requests
+		return d
+	}
+	// Each pair: the first spends the only request of its window; the
+	// second, a different descriptor, must still have its own.
+	f := func(what, domainA string, a *rlcommon.RateLimitDescriptor, domainB string, b *rlcommon.RateLimitDescriptor) {
+		t.Helper()
+		ra, err := n.shouldRateLimit(&rls.RateLimitRequest{Domain: domainA, Descriptors: []*rlcommon.RateLimitDescriptor{a}})
+		if err != nil || ra.OverallCode != rls.RateLimitResponse_OK || ra.Statuses[0].CurrentLimit == nil {
+			t.Fatalf("%s: first descriptor: %v, %v; want OK under a limit", what, ra, err)
+		}
+		rb, err := n.shouldRateLimit(&rls.RateLimitRequest{Domain: domainB, Descriptors: []*rlcommon.RateLimitDescriptor{b}})
+		if err != nil || rb.OverallCode != rls.RateLimitResponse_OK {
+			t.Errorf("%s: second descriptor: %v, %v; want OK (its own counter)", what, rb, err)
+		}
+	}
+	f("override value with | and =", "d", override(entries("a", "b|c=d")), "d", override(entries("a", "b", "c", "d")))
+	f("override = in key or value", "d", override(entries("a=b", "c")), "d", override(entries("a", "b=c")))
+	f("override value ending in \\", "d", override(entries("a", `b\`, "c", "d")), "d", override(entries("a", `b\|c=d`)))
+	f("override against configured", "x=y", override(entries("k", `v\`)), "override", entries("x", "y", "k", "v|1/3600"))
+	f("configured value with | and =", "override", entries("x", "y", "k", "a|k=b"), "override", entries("x", "y", "k", `a\|k=b`))
+
+	// Ordinary keys stay as they were, readable: only keys holding a
+	// separator changed at the upgrade.
+	n.hot.min = 0
+	if _, err := n.shouldRateLimit(&rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{override(entries("user", "bob"))}}); err != nil {
+		t.Fatal(err)
+	}
+	if n.hot.m["envoy:override|d|user=bob|1/3600"] == nil {
+		t.Errorf("hot keys %v; want envoy:override|d|user=bob|1/3600 (the key before escaping)", keysOf(n.hot.m))
+	}
+}
+
+func keysOf[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
