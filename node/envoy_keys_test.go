@@ -1,6 +1,9 @@
 package node
 
 import (
+	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 
 	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
@@ -73,4 +76,42 @@ func keysOf[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestEnvoyLongKeysStayOutOfHeartbeats: a counter key longer than a block
+// may name (512 bytes) is not tracked as a hot key, so it costs nothing in
+// the hot-key table or in heartbeats. Before, descriptors of 32 entries of
+// 512-byte keys and values made 33 KB keys, and 60 of them over their
+// limit made a 1.69 MB heartbeat (and could hold 330 MB in the table).
+func TestEnvoyLongKeysStayOutOfHeartbeats(t *testing.T) {
+	n := startLocalEnvoyNode(t, envoyDir(t, "domain: d\n"), nil)
+	send := func(d *rlcommon.RateLimitDescriptor) {
+		t.Helper()
+		d.Limit = &rlcommon.RateLimitDescriptor_RateLimitOverride{RequestsPerUnit: 1, Unit: 3} // hour
+		for range 2 {                                                                          // the second is denied: the key is hot
+			if _, err := n.shouldRateLimit(&rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{d}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range 60 {
+		d := &rlcommon.RateLimitDescriptor{}
+		for e := range maxEnvoyEntries {
+			d.Entries = append(d.Entries, &rlcommon.RateLimitDescriptor_Entry{
+				Key: fmt.Sprintf("%03d%s", e, strings.Repeat("k", maxEnvoyEntryBytes-3)), Value: fmt.Sprintf("%03d%s", i, strings.Repeat("v", maxEnvoyEntryBytes-3))})
+		}
+		send(d)
+	}
+	send(desc("user=bob"))
+	enc, err := json.Marshal(n.record())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("heartbeat: %d bytes, %d hot keys", len(enc), len(n.hot.m))
+	if len(enc) > 16<<10 {
+		t.Errorf("heartbeat of %d bytes; want at most 16 KiB", len(enc))
+	}
+	if len(n.hot.m) != 1 || n.hot.m["envoy:override|d|user=bob|1/3600"] == nil {
+		t.Errorf("hot keys %d, with user=bob %v; want only it", len(n.hot.m), n.hot.m["envoy:override|d|user=bob|1/3600"] != nil)
+	}
 }

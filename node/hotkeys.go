@@ -5,6 +5,8 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+
+	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
 // hotKeys remembers, per node, the keys that recently came close to their
@@ -40,11 +42,21 @@ type HotKey struct {
 	Nodes     int     `json:"nodes,omitempty"`
 }
 
+// maxHotKeyBytes is the longest key tracked as hot: the longest a block or
+// a reset may name (limiter.MaxKeyBytes), so every listed key is one the
+// operator can act on. Envoy counter keys reach 33 KB (32 entries of
+// 512-byte keys and values); tracked, 50 of them made a 1.7 MB heartbeat
+// that every node reads at every sync, and a full table held 330 MB.
+const maxHotKeyBytes = limiter.MaxKeyBytes
+
 func newHotKeys(max int, min float64, ttl int64) *hotKeys {
 	return &hotKeys{m: map[string]*hotEntry{}, max: max, min: min, ttl: ttl}
 }
 
 func (h *hotKeys) record(key []byte, p *Policy, remaining int64, denied bool, now int64) {
+	if len(key) > maxHotKeyBytes {
+		return
+	}
 	limit := p.Capacity()
 	used := limit - remaining
 	if !denied && float64(used) < h.min*float64(limit) {
