@@ -135,6 +135,23 @@ func (s *MemoryStore) Read(_ context.Context, hashes ...string) (Snapshot, error
 	return snap, nil
 }
 
+func (s *MemoryStore) ReadField(_ context.Context, hash, field string) (int64, string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.clock(), s.hashes[hash][field], nil
+}
+
+func (s *MemoryStore) Prune(_ context.Context, hash string, fields map[string]string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for f, v := range fields {
+		if s.hashes[hash][f] == v {
+			s.set(hash, f, "")
+		}
+	}
+	return nil
+}
+
 func (s *MemoryStore) Swap(_ context.Context, hash, field, old, new string) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -34,7 +34,8 @@ type RedisStore struct {
 	client atomic.Pointer[rueidis.Client]
 
 	algos                  [limiter.NumAlgorithms]script
-	swap, heartbeat, batch script
+	swap, prune, heartbeat script
+	batch                  script
 	// batcher groups concurrent checks; nil until the first connection.
 	batcher       atomic.Pointer[batcher]
 	version, hkey string
@@ -61,6 +62,21 @@ if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET
 redis.call('INCR', KEYS[2])
 return 1
 `
+
+// pruneLua deletes each field (ARGV odd) still holding its value (ARGV
+// even), and leaves the version alone (Store.Prune).
+const pruneLua = `
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i+1] then redis.call('HDEL', KEYS[1], ARGV[i]) end
+end
+return 0
+`
+
+// maxPruneFields is the most fields one prune script takes: 1,000 blocks
+// hold Redis about a millisecond, so a sweep of max_blocks (100,000)
+// expired blocks never stalls the decisions queued behind it for long,
+// and still goes in one round trip (the scripts pipelined).
+const maxPruneFields = 1000
 
 // heartbeatLua stamps a node record with the store's clock, so liveness does
 // not depend on the nodes' clocks agreeing.
@@ -177,7 +193,7 @@ func NewRedisStore(rawURL, prefix string, t Timeouts) (*RedisStore, error) {
 		prefix = "rl"
 	}
 	s := &RedisStore{opt: opt, prefix: prefix,
-		swap: newScript(swapLua), heartbeat: newScript(heartbeatLua), batch: newScript(limiter.BatchScript()),
+		swap: newScript(swapLua), prune: newScript(pruneLua), heartbeat: newScript(heartbeatLua), batch: newScript(limiter.BatchScript()),
 		version: "{" + prefix + "}:version", hkey: "{" + prefix + "}:"}
 	for i, row := range limiter.AlgorithmTable {
 		s.algos[i] = newScript(row.Lua)
@@ -474,6 +490,57 @@ func (s *RedisStore) Read(ctx context.Context, hashes ...string) (Snapshot, erro
 		}
 	}
 	return snap, nil
+}
+
+func (s *RedisStore) ReadField(ctx context.Context, hash, field string) (int64, string, error) {
+	c := s.get()
+	if c == nil {
+		return 0, "", ErrUnavailable
+	}
+	res := c.DoMulti(ctx, c.B().Time().Build(), c.B().Hget().Key(s.hkey+hash).Field(field).Build())
+	t, err := res[0].AsStrSlice()
+	if err != nil {
+		return 0, "", err
+	}
+	if len(t) != 2 {
+		return 0, "", fmt.Errorf("TIME returned %d values", len(t))
+	}
+	sec, err1 := strconv.ParseInt(t[0], 10, 64)
+	usec, err2 := strconv.ParseInt(t[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, "", fmt.Errorf("TIME returned %q", t)
+	}
+	raw, err := res[1].ToString()
+	if err != nil && !rueidis.IsRedisNil(err) {
+		return 0, "", err
+	}
+	return sec*1e6 + usec, raw, nil
+}
+
+func (s *RedisStore) Prune(ctx context.Context, hash string, fields map[string]string) error {
+	c := s.get()
+	if c == nil {
+		return ErrUnavailable
+	}
+	keys := []string{s.hkey + hash}
+	var execs []rueidis.LuaExec
+	args := make([]string, 0, 2*min(len(fields), maxPruneFields))
+	for f, v := range fields {
+		args = append(args, f, v)
+		if len(args) == 2*maxPruneFields {
+			execs = append(execs, rueidis.LuaExec{Keys: keys, Args: args})
+			args = make([]string, 0, 2*maxPruneFields)
+		}
+	}
+	if len(args) > 0 {
+		execs = append(execs, rueidis.LuaExec{Keys: keys, Args: args})
+	}
+	for _, r := range s.prune.lua.ExecMulti(ctx, c, execs...) {
+		if err := r.Error(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *RedisStore) Swap(ctx context.Context, hash, field, old, new string) (bool, error) {

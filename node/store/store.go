@@ -37,6 +37,15 @@ type Store interface {
 	// Read returns the store's clock (µs), the version and the contents of
 	// the named hashes, all from one round trip.
 	Read(ctx context.Context, hashes ...string) (Snapshot, error)
+	// ReadField returns the store's clock (µs) and one field of a hash
+	// ("" when absent) from one round trip: a change to one block reads that
+	// block, not all of max_blocks of them.
+	ReadField(ctx context.Context, hash, field string) (now int64, raw string, err error)
+	// Prune deletes each field of hash that still holds the value given for
+	// it, and does not bump the version: it is for entries every node
+	// already ignores (expired blocks), so their removal changes no node's
+	// state and must not make every node read the shared hashes again.
+	Prune(ctx context.Context, hash string, fields map[string]string) error
 	// Swap sets hash[field] to new if its current value is old ("" means
 	// absent), deleting the field when new is "", and bumps the version.
 	// It reports whether the swap happened.
