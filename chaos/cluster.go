@@ -336,6 +336,13 @@ func (c *Cluster) Close() {
 	}
 }
 
+// maxAnswer bounds the read of one node API document. The largest the
+// runner reads is GET /api/v1/limits: max_limits (1,000) limits at their
+// longest (512-byte pattern and name) list in 2.6 MB, twice that with the
+// previous version a change keeps; 16 MiB leaves room for descriptor
+// limits, and a node gone wrong costs the runner no more.
+const maxAnswer = 16 << 20
+
 // getJSON reads a node API document into v.
 func (c *Cluster) getJSON(ctx context.Context, url string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -351,7 +358,14 @@ func (c *Cluster) getJSON(ctx context.Context, url string, v any) error {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return fmt.Errorf("GET %s: %d %s", url, resp.StatusCode, b)
 	}
-	return json.NewDecoder(resp.Body).Decode(v)
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", url, err)
+	}
+	if len(body) > maxAnswer {
+		return fmt.Errorf("GET %s: answer larger than %d MiB", url, maxAnswer>>20)
+	}
+	return json.Unmarshal(body, v)
 }
 
 // send makes one management call and fails on any non-2xx answer.

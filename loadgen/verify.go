@@ -27,6 +27,13 @@ type policies struct {
 	table *limiter.Table
 }
 
+// maxLimitsAnswer bounds the read of a node's GET /api/v1/limits, which
+// --verify takes whole. max_limits (1,000) limits at their longest (512-byte
+// pattern and name) list in 2.6 MB, twice that with the previous version
+// a change keeps; 16 MiB leaves room for the descriptor limits a
+// node lists with them, and a hostile or broken target costs no more.
+const maxLimitsAnswer = 16 << 20
+
 func fetchPolicies(targets []string, timeout time.Duration) (*policies, error) {
 	client := &http.Client{Timeout: timeout}
 	var lastErr error
@@ -36,10 +43,14 @@ func fetchPolicies(targets []string, timeout time.Duration) (*policies, error) {
 			lastErr = err
 			continue
 		}
-		body, err := io.ReadAll(resp.Body)
+		body, err := io.ReadAll(io.LimitReader(resp.Body, maxLimitsAnswer+1))
 		resp.Body.Close()
 		if err != nil {
 			lastErr = fmt.Errorf("GET %s/api/v1/limits: %w", t, err)
+			continue
+		}
+		if len(body) > maxLimitsAnswer {
+			lastErr = fmt.Errorf("GET %s/api/v1/limits: answer larger than %d MiB", t, maxLimitsAnswer>>20)
 			continue
 		}
 		if resp.StatusCode != http.StatusOK {
