@@ -87,6 +87,10 @@ type Config struct {
 	EnvoyStoreErrors bool `toml:"envoy_store_errors"`
 	// EnvoyMergeDomains lets several files add to one domain (MERGE_DOMAIN_CONFIG).
 	EnvoyMergeDomains bool `toml:"envoy_merge_domains"`
+	// EnvoyOverrideMaxUnit is the longest unit a limit sent with a
+	// descriptor may have ("second" … "year"): the unit is how long each of
+	// its counter keys lives in Redis, and the request picks it.
+	EnvoyOverrideMaxUnit string `toml:"envoy_override_max_unit"`
 	// GRPCMaxConnectionAge closes a client's connection after this long
 	// (0: never), with GRPCMaxConnectionAgeGrace for calls in flight, so
 	// Envoys spread over new nodes (GRPC_MAX_CONNECTION_AGE).
@@ -114,6 +118,9 @@ func DefaultConfig() Config {
 		MaxBodyBytes:      64 << 10,
 		MaxBatch:          1000,
 		EnvoyHeaders:      envoyHeadersDraft10,
+		// envoyproxy/ratelimit takes any unit; docs/security.md says why
+		// and when to lower it.
+		EnvoyOverrideMaxUnit: "year",
 
 		KeyFrom:               keyFromQuery,
 		ForwardAuthDenyStatus: fasthttp.StatusTooManyRequests,

@@ -53,6 +53,9 @@ func (c *Config) validateEnvoy(p *config.Problems) {
 	default:
 		p.Add("envoy_headers", "must be %q, %q or %q, got %q", envoyHeadersDraft10, envoyHeadersX, envoyHeadersOff, c.EnvoyHeaders)
 	}
+	if _, ok := unitEnums[c.EnvoyOverrideMaxUnit]; !ok {
+		p.Add("envoy_override_max_unit", "must be second, minute, hour, day, week, month or year, got %q", c.EnvoyOverrideMaxUnit)
+	}
 	if c.GRPCMaxConnectionAge.Duration < 0 {
 		p.Add("grpc_max_connection_age", "must not be negative")
 	}

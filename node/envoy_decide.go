@@ -296,6 +296,15 @@ func (n *Node) checkEnvoyRequest(req *rls.RateLimitRequest) error {
 				return status.Errorf(codes.InvalidArgument, "descriptors[%d].entries[%d]: key and value must be at most %d bytes", i, j, maxEnvoyEntryBytes)
 			}
 		}
+		// A limit sent with the descriptor sets how long its counter keys
+		// live in Redis, one key per distinct descriptor: bounded, so that
+		// what a client makes Redis hold ends within envoy_override_max_unit.
+		if o := d.GetLimit(); o != nil {
+			u := rls.RateLimitResponse_RateLimit_Unit(o.Unit)
+			if w, ok := unitSeconds[u]; ok && w > unitSeconds[unitEnums[n.cfg.EnvoyOverrideMaxUnit]] {
+				return status.Errorf(codes.InvalidArgument, "descriptors[%d].limit.unit: %s is longer than envoy_override_max_unit (%s)", i, u, n.cfg.EnvoyOverrideMaxUnit)
+			}
+		}
 	}
 	return nil
 }

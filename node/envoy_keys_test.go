@@ -1,13 +1,21 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rls "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ratelimiter/ratelimiter/internal/redistest"
 )
 
 // TestEnvoyCounterKeysNeverCollide: two different descriptors never count
@@ -113,5 +121,56 @@ func TestEnvoyLongKeysStayOutOfHeartbeats(t *testing.T) {
 	}
 	if len(n.hot.m) != 1 || n.hot.m["envoy:override|d|user=bob|1/3600"] == nil {
 		t.Errorf("hot keys %d, with user=bob %v; want only it", len(n.hot.m), n.hot.m["envoy:override|d|user=bob|1/3600"] != nil)
+	}
+}
+
+// TestEnvoyOverrideMaxUnit: a limit sent with the descriptor picks its own
+// window, and so how long its counter keys live in Redis, one key per
+// distinct descriptor: a YEAR limit keeps each until its year-long window ends (25,106,400 s here).
+// envoy_override_max_unit bounds it; a longer unit is INVALID_ARGUMENT
+// naming the setting. The default (year) keeps envoyproxy/ratelimit's
+// behaviour.
+func TestEnvoyOverrideMaxUnit(t *testing.T) {
+	srv := redistest.Start(t)
+	clock := alignedClock()
+	ttl := func(n *envoyNode, unit int32, user string) (int64, error) {
+		t.Helper()
+		d := desc("user=" + user)
+		d.Limit = &rlcommon.RateLimitDescriptor_RateLimitOverride{RequestsPerUnit: 5, Unit: typev3.RateLimitUnit(unit)}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := n.rls.ShouldRateLimit(ctx, &rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{d}}); err != nil {
+			return 0, err
+		}
+		w := unitSeconds[rls.RateLimitResponse_RateLimit_Unit(unit)]
+		secs, err := srv.DoInt("TTL", "rl:fw:envoy:override|d|user="+user+"|5/"+strconv.FormatInt(w, 10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return secs, nil
+	}
+	year, day := int32(rls.RateLimitResponse_RateLimit_YEAR), int32(rls.RateLimitResponse_RateLimit_DAY)
+
+	n := startEnvoyNode(t, "ovdefault", srv, envoyDir(t, "domain: d\n"), clock, nil)
+	if secs, err := ttl(n, year, "a"); err != nil || secs <= 7*86400 {
+		t.Fatalf("YEAR override by default: TTL %d s, %v; want the rest of its year-long window (envoyproxy/ratelimit's behaviour)", secs, err)
+	}
+
+	n = startEnvoyNode(t, "ovday", srv, envoyDir(t, "domain: d\n"), clock, func(c *Config) { c.EnvoyOverrideMaxUnit = "day" })
+	if secs, err := ttl(n, day, "b"); err != nil || secs <= 0 || secs > 86400 {
+		t.Fatalf("DAY override under envoy_override_max_unit = day: TTL %d s, %v; want at most a day", secs, err)
+	}
+	_, err := ttl(n, year, "c")
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "envoy_override_max_unit") {
+		t.Fatalf("YEAR override under envoy_override_max_unit = day: %v; want INVALID_ARGUMENT naming envoy_override_max_unit", err)
+	}
+	if secs, _ := srv.DoInt("EXISTS", "rl:fw:envoy:override|d|user=c|5/31536000"); secs != 0 {
+		t.Errorf("the refused request made its counter key")
+	}
+
+	cfg := DefaultConfig()
+	cfg.EnvoyOverrideMaxUnit = "fortnight"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "envoy_override_max_unit") {
+		t.Errorf("Validate(envoy_override_max_unit = fortnight) = %v; want an error naming it", err)
 	}
 }
