@@ -1,6 +1,11 @@
 package node
 
-import "sync"
+import (
+	"crypto/sha256"
+	"sync"
+
+	"github.com/ratelimiter/ratelimiter/limiter"
+)
 
 // denyCache answers keys that are over their limit until a known time
 // without asking the store. An entry only answers requests at least as
@@ -27,6 +32,22 @@ type denial struct {
 	nextAt  int64 // node clock, µs: when more quota comes (at or before until)
 }
 
+// maxDenyKeyBytes is the longest key the deny cache holds as it is; a
+// longer one (an Envoy counter key reaches 33 KB) is held by its SHA-256,
+// behind a NUL no key may start with (HTTP keys hold no control
+// characters, Envoy keys start with "envoy:"). deny_cache_size (10,000)
+// such keys held 330 MB as they were; hashing one costs about as much as
+// reading it from the request.
+const maxDenyKeyBytes = limiter.MaxKeyBytes
+
+// digestKey is the form under which a key over maxDenyKeyBytes is cached.
+func digestKey(key []byte) [1 + sha256.Size]byte {
+	var d [1 + sha256.Size]byte
+	sum := sha256.Sum256(key)
+	copy(d[1:], sum[:])
+	return d
+}
+
 func newDenyCache(n int) *denyCache {
 	return &denyCache{m: make(map[string]denial, n), ring: make([]string, 0, n), n: n}
 }
@@ -34,6 +55,10 @@ func newDenyCache(n int) *denyCache {
 func (c *denyCache) get(key []byte, p *Policy, cost, now int64) (denial, bool) {
 	if c.n == 0 {
 		return denial{}, false
+	}
+	if len(key) > maxDenyKeyBytes {
+		d := digestKey(key)
+		key = d[:]
 	}
 	c.mu.RLock()
 	d, ok := c.m[string(key)]
@@ -48,6 +73,10 @@ func (c *denyCache) get(key []byte, p *Policy, cost, now int64) (denial, bool) {
 func (c *denyCache) put(key string, d denial) {
 	if c.n == 0 {
 		return
+	}
+	if len(key) > maxDenyKeyBytes {
+		d := digestKey(unsafeBytes(key))
+		key = string(d[:])
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -174,3 +174,52 @@ func TestEnvoyOverrideMaxUnit(t *testing.T) {
 		t.Errorf("Validate(envoy_override_max_unit = fortnight) = %v; want an error naming it", err)
 	}
 }
+
+// TestLongKeysCostLittleInTheDenyCache: the deny cache remembers a key
+// longer than 512 bytes by its SHA-256, so deny_cache_size (10,000) of
+// Envoy's 33 KB keys hold 330 KB, not 330 MB, and a denied long key is
+// still answered from the cache.
+func TestLongKeysCostLittleInTheDenyCache(t *testing.T) {
+	// 32 levels of 512-byte keys, any value: the longest counter key a
+	// file allows.
+	key := strings.Repeat("k", maxEnvoyEntryBytes)
+	n := startLocalEnvoyNode(t, envoyDir(t, "domain: d\ndescriptors: "+
+		strings.Repeat("[{key: "+key+", descriptors: ", maxEnvoyEntries-1)+
+		"[{key: "+key+", rate_limit: {unit: hour, requests_per_unit: 1}}]"+
+		strings.Repeat("}]", maxEnvoyEntries-1)+"\n"), nil)
+	long := func(i int) *rls.RateLimitRequest {
+		d := &rlcommon.RateLimitDescriptor{}
+		for range maxEnvoyEntries {
+			d.Entries = append(d.Entries, &rlcommon.RateLimitDescriptor_Entry{Key: key, Value: fmt.Sprintf("%03d%s", i, strings.Repeat("v", maxEnvoyEntryBytes-3))})
+		}
+		return &rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{d}}
+	}
+	const keys = 100
+	for i := range keys {
+		for j, want := range []rls.RateLimitResponse_Code{rls.RateLimitResponse_OK, rls.RateLimitResponse_OVER_LIMIT} {
+			if r, err := n.shouldRateLimit(long(i)); err != nil || r.OverallCode != want {
+				t.Fatalf("descriptor %d, request %d: %v, %v; want %v", i, j+1, r, err, want)
+			}
+		}
+	}
+	n.denies.mu.RLock()
+	held, entries := 0, len(n.denies.m)
+	for k := range n.denies.m {
+		held += len(k)
+	}
+	n.denies.mu.RUnlock()
+	t.Logf("%d denied descriptors of 33 KB keys: %d deny-cache entries, %d bytes of keys", keys, entries, held)
+	if entries != keys || held > keys*64 {
+		t.Errorf("deny cache: %d entries holding %d bytes of keys; want %d entries of at most 64 bytes each", entries, held, keys)
+	}
+	before := n.metrics.localDenials.Get()
+	if r, err := n.shouldRateLimit(long(7)); err != nil || r.OverallCode != rls.RateLimitResponse_OVER_LIMIT {
+		t.Fatalf("a denied long descriptor again: %v, %v; want OVER_LIMIT", r, err)
+	}
+	if got := n.metrics.localDenials.Get() - before; got != 1 {
+		t.Errorf("a denied long descriptor again: %d answers from the deny cache; want 1", got)
+	}
+	if r, err := n.shouldRateLimit(long(keys)); err != nil || r.OverallCode != rls.RateLimitResponse_OK {
+		t.Errorf("a new long descriptor: %v, %v; want OK (its own entry)", r, err)
+	}
+}
