@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"strconv"
 	"time"
@@ -59,6 +60,12 @@ func badRequest(detail string) *problemError {
 func (in *checkInput) validate(p *Policy) *problemError {
 	if msg := limiter.ValidateKey(in.key); msg != "" {
 		return badRequest(msg)
+	}
+	if bytes.HasPrefix(in.key, envoyKeyPrefixBytes) {
+		// Envoy's counters count on the same Redis keys: under an HTTP
+		// limit that matched it, a check on envoy:web|user=bob spent bob's
+		// descriptor budget.
+		return badRequest("a key starting with " + strconv.Quote(envoyKeyPrefix) + " is an Envoy descriptor's counter; an HTTP check may not spend it")
 	}
 	if in.cost <= 0 {
 		return badRequest("cost must be a positive integer")

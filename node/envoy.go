@@ -33,8 +33,11 @@ const (
 const envoyReloadPoll = 500 * time.Millisecond
 
 // envoyKeyPrefix starts every counter key decided for Envoy, so descriptor
-// counters stay apart from the keys of the HTTP API.
+// counters stay apart from the keys of the HTTP API, whose checks refuse
+// keys with it.
 const envoyKeyPrefix = "envoy:"
+
+var envoyKeyPrefixBytes = []byte(envoyKeyPrefix)
 
 // maxDetailedSeries bounds the descriptor series that detailed_metric and
 // value_to_metric may create on one node; beyond it new values count under

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/limiter"
 )
 
 // TestEnvoyCounterKeysNeverCollide: two different descriptors never count
@@ -221,5 +224,36 @@ func TestLongKeysCostLittleInTheDenyCache(t *testing.T) {
 	}
 	if r, err := n.shouldRateLimit(long(keys)); err != nil || r.OverallCode != rls.RateLimitResponse_OK {
 		t.Errorf("a new long descriptor: %v, %v; want OK (its own entry)", r, err)
+	}
+}
+
+// TestHTTPChecksCannotSpendEnvoyCounters: an HTTP check on a key with
+// Envoy's prefix is a 400 and spends nothing. Before, under an HTTP limit
+// matching envoy:* (fixed_window, as descriptors count), two checks on
+// envoy:web|user=bob spent bob's descriptor budget of 2.
+func TestHTTPChecksCannotSpendEnvoyCounters(t *testing.T) {
+	dir := envoyDir(t, "domain: web\ndescriptors:\n  - key: user\n    rate_limit: {unit: hour, requests_per_unit: 2}\n")
+	n := startLocalEnvoyNode(t, dir, func(c *Config) {
+		c.Limits = append(c.Limits, limiter.Limit{KeyPattern: "envoy:*", MaxRequests: 1000, WindowSeconds: 3600, Algorithm: limiter.FixedWindow})
+	})
+	for _, uri := range []string{"/api/v1/check?key=envoy:web%7Cuser%3Dbob", "/api/v1/check?key=envoy:x"} {
+		resp, err := http.Get(n.URL + uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || !strings.Contains(string(body), "Envoy descriptor") {
+			t.Errorf("GET %s: %d %s; want 400 saying the key is an Envoy descriptor's", uri, resp.StatusCode, body)
+		}
+	}
+	resp, err := http.Post(n.URL+"/api/v1/check/batch", "application/json", strings.NewReader(`{"checks":[{"key":"envoy:web|user=bob"},{"key":"envoy:web|user=bob"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	r, err := n.shouldRateLimit(rlsRequest("web", "user=bob"))
+	if err != nil || r.OverallCode != rls.RateLimitResponse_OK || r.Statuses[0].LimitRemaining != 1 {
+		t.Errorf("Envoy after the HTTP checks: %v, %v; want OK with 1 of 2 left (batch answered %d)", r, err, resp.StatusCode)
 	}
 }
