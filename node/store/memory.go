@@ -135,6 +135,19 @@ func (s *MemoryStore) Read(_ context.Context, hashes ...string) (Snapshot, error
 	return snap, nil
 }
 
+// ReadShared always reads every block: one process has no other node to
+// keep up with, and the in-process twin keeps no log of changes.
+func (s *MemoryStore) ReadShared(ctx context.Context, _ int64, _ string, hashes ...string) (Shared, error) {
+	snap, err := s.Read(ctx, append(append([]string(nil), hashes...), HashBlocks)...)
+	if err != nil {
+		return Shared{}, err
+	}
+	last := len(snap.Hashes) - 1
+	sh := Shared{Snapshot: snap, Blocks: snap.Hashes[last]}
+	sh.Hashes = snap.Hashes[:last]
+	return sh, nil
+}
+
 func (s *MemoryStore) ReadField(_ context.Context, hash, field string) (int64, string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

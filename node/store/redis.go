@@ -35,6 +35,7 @@ type RedisStore struct {
 
 	algos                  [limiter.NumAlgorithms]script
 	swap, prune, heartbeat script
+	readShared             script
 	batch                  script
 	// batcher groups concurrent checks; nil until the first connection.
 	batcher       atomic.Pointer[batcher]
@@ -54,13 +55,55 @@ func newScript(src string) script {
 	return script{lua: rueidis.NewLuaScript(src), src: src, sha: hex.EncodeToString(sum[:])}
 }
 
-// swapLua is a compare-and-set on one hash field that also bumps the version.
+// swapLua is a compare-and-set on one hash field that also bumps the
+// version. A change of a block (ARGV[4] = "1") is logged in the sorted set
+// KEYS[3], the field scored by the version it made, so a node reads only
+// the blocks changed since its last sync; the log keeps the newest
+// ARGV[5] fields and records in KEYS[4] (floor) the newest version it
+// dropped, and names itself (id) by the store's clock when it begins.
 const swapLua = `
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or ''
 if cur ~= ARGV[2] then return 0 end
 if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
-redis.call('INCR', KEYS[2])
+local v = redis.call('INCR', KEYS[2])
+if ARGV[4] == '1' then
+  if redis.call('HEXISTS', KEYS[4], 'id') == 0 then
+    local t = redis.call('TIME')
+    redis.call('HSET', KEYS[4], 'id', t[1] .. '.' .. t[2], 'floor', v - 1)
+  end
+  redis.call('ZADD', KEYS[3], v, ARGV[1])
+  local n = redis.call('ZCARD', KEYS[3])
+  local max = tonumber(ARGV[5])
+  if n > max then
+    local gone = redis.call('ZPOPMIN', KEYS[3], n - max)
+    redis.call('HSET', KEYS[4], 'floor', gone[#gone])
+  end
+end
 return 1
+`
+
+// readSharedLua reads, at one instant, the store's clock, the version, the
+// hashes KEYS[5…] whole, and the blocks (KEYS[4]): only those the log
+// (KEYS[2], KEYS[3]) holds as changed after version ARGV[1] when the log
+// is the one named ARGV[2] and reaches back that far, else (and when the
+// version is behind ARGV[1]: a stale replica) all of them.
+const readSharedLua = `
+local t = redis.call('TIME')
+local v = redis.call('GET', KEYS[1]) or '0'
+local id = redis.call('HGET', KEYS[3], 'id') or ''
+local floor = tonumber(redis.call('HGET', KEYS[3], 'floor') or '0')
+local whole = {}
+for i = 5, #KEYS do whole[#whole + 1] = redis.call('HGETALL', KEYS[i]) end
+if id ~= '' and id == ARGV[2] and tonumber(ARGV[1]) >= floor and tonumber(ARGV[1]) <= tonumber(v) then
+  local fields = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')
+  local changed = {}
+  for _, f in ipairs(fields) do
+    changed[#changed + 1] = f
+    changed[#changed + 1] = redis.call('HGET', KEYS[4], f) or ''
+  end
+  return {t, v, id, whole, 1, changed}
+end
+return {t, v, id, whole, 0, redis.call('HGETALL', KEYS[4])}
 `
 
 // pruneLua deletes each field (ARGV odd) still holding its value (ARGV
@@ -193,7 +236,7 @@ func NewRedisStore(rawURL, prefix string, t Timeouts) (*RedisStore, error) {
 		prefix = "rl"
 	}
 	s := &RedisStore{opt: opt, prefix: prefix,
-		swap: newScript(swapLua), prune: newScript(pruneLua), heartbeat: newScript(heartbeatLua), batch: newScript(limiter.BatchScript()),
+		swap: newScript(swapLua), prune: newScript(pruneLua), readShared: newScript(readSharedLua), heartbeat: newScript(heartbeatLua), batch: newScript(limiter.BatchScript()),
 		version: "{" + prefix + "}:version", hkey: "{" + prefix + "}:"}
 	for i, row := range limiter.AlgorithmTable {
 		s.algos[i] = newScript(row.Lua)
@@ -492,6 +535,73 @@ func (s *RedisStore) Read(ctx context.Context, hashes ...string) (Snapshot, erro
 	return snap, nil
 }
 
+var maxBlockChangesArg = strconv.Itoa(MaxBlockChanges)
+
+func (s *RedisStore) ReadShared(ctx context.Context, since int64, log string, hashes ...string) (Shared, error) {
+	c := s.get()
+	if c == nil {
+		return Shared{}, ErrUnavailable
+	}
+	keys := []string{s.version, s.hkey + "blocklog", s.hkey + "blocklog:meta", s.hkey + HashBlocks}
+	for _, h := range hashes {
+		keys = append(keys, s.hkey+h)
+	}
+	arr, err := s.readShared.lua.Exec(ctx, c, keys, []string{strconv.FormatInt(since, 10), log}).ToArray()
+	if err != nil {
+		return Shared{}, err
+	}
+	if len(arr) != 6 {
+		return Shared{}, fmt.Errorf("shared-state script returned %d values, want 6", len(arr))
+	}
+	var sh Shared
+	t, err := arr[0].AsStrSlice()
+	if err != nil {
+		return sh, err
+	}
+	if len(t) != 2 {
+		return sh, fmt.Errorf("TIME returned %d values", len(t))
+	}
+	sec, err1 := strconv.ParseInt(t[0], 10, 64)
+	usec, err2 := strconv.ParseInt(t[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return sh, fmt.Errorf("TIME returned %q", t)
+	}
+	sh.Now = sec*1e6 + usec
+	// GET answers a bulk string, which Lua hands back as a string.
+	vs, err := arr[1].ToString()
+	if err != nil {
+		return sh, err
+	}
+	if sh.Version, err = strconv.ParseInt(vs, 10, 64); err != nil {
+		return sh, fmt.Errorf("version %q: %w", vs, err)
+	}
+	if sh.Log, err = arr[2].ToString(); err != nil {
+		return sh, err
+	}
+	whole, err := arr[3].ToArray()
+	if err != nil {
+		return sh, err
+	}
+	if len(whole) != len(hashes) {
+		return sh, fmt.Errorf("shared-state script returned %d hashes, want %d", len(whole), len(hashes))
+	}
+	sh.Hashes = make([]map[string]string, len(hashes))
+	for i := range whole {
+		if sh.Hashes[i], err = whole[i].AsStrMap(); err != nil {
+			return sh, err
+		}
+	}
+	partial, err := arr[4].AsInt64()
+	if err != nil {
+		return sh, err
+	}
+	sh.Partial = partial == 1
+	if sh.Blocks, err = arr[5].AsStrMap(); err != nil {
+		return sh, err
+	}
+	return sh, nil
+}
+
 func (s *RedisStore) ReadField(ctx context.Context, hash, field string) (int64, string, error) {
 	c := s.get()
 	if c == nil {
@@ -548,7 +658,12 @@ func (s *RedisStore) Swap(ctx context.Context, hash, field, old, new string) (bo
 	if c == nil {
 		return false, ErrUnavailable
 	}
-	n, err := s.swap.lua.Exec(ctx, c, []string{s.hkey + hash, s.version}, []string{field, old, new}).AsInt64()
+	logged := "0"
+	if hash == HashBlocks {
+		logged = "1"
+	}
+	n, err := s.swap.lua.Exec(ctx, c, []string{s.hkey + hash, s.version, s.hkey + "blocklog", s.hkey + "blocklog:meta"},
+		[]string{field, old, new, logged, maxBlockChangesArg}).AsInt64()
 	return n == 1, err
 }
 

@@ -46,6 +46,10 @@ type Store interface {
 	// already ignores (expired blocks), so their removal changes no node's
 	// state and must not make every node read the shared hashes again.
 	Prune(ctx context.Context, hash string, fields map[string]string) error
+	// ReadShared is Read of hashes whole, with HashBlocks read whole too or,
+	// when the store's log of block changes reaches back to version since
+	// and is the log named by log, only the blocks changed after since.
+	ReadShared(ctx context.Context, since int64, log string, hashes ...string) (Shared, error)
 	// Swap sets hash[field] to new if its current value is old ("" means
 	// absent), deleting the field when new is "", and bumps the version.
 	// It reports whether the swap happened.
@@ -75,6 +79,24 @@ type Snapshot struct {
 	Version int64
 	Hashes  []map[string]string // in the order asked for
 }
+
+// Shared is what ReadShared returns.
+type Shared struct {
+	Snapshot
+	// Log names the store's log of block changes ("" while there is none);
+	// a node passes it back to ReadShared, so a log lost with the data
+	// (or begun again) is never read as the continuation of the old one.
+	Log string
+	// Partial: Blocks holds only the blocks changed after since, "" for one
+	// deleted. Otherwise Blocks is the whole hash.
+	Partial bool
+	Blocks  map[string]string
+}
+
+// MaxBlockChanges is how many block changes the store's log keeps (the
+// oldest go first): a node that fell further behind reads every block.
+// 10,000 changes of keys up to 512 bytes hold at most about 6 MB.
+const MaxBlockChanges = 10_000
 
 // Item is one decision to make.
 type Item struct {
