@@ -318,11 +318,14 @@ func (n *Node) finish(p *Policy, in checkInput, res limiter.Result, err error, n
 		d.reason = reasonLimit
 		if p.Shadow {
 			d.allowed, d.reason = true, reasonShadow
-		} else if res.RetryAfter > 0 && res.Remaining == 0 {
+		} else if res.RetryAfter > 0 && res.Remaining == 0 && !p.perRequest {
 			// With nothing left, no node can admit anything before more
 			// quota comes, so until then the answer stays exact, r and t
 			// included. A denial with units left (a cost too large) is not
 			// kept: a cheaper request may take them, here or elsewhere.
+			// Nor is one of a policy compiled for its request, which no
+			// other request could match: 100 such denials took 100 of
+			// the cache's entries and answered nothing.
 			n.denies.put(string(in.key), denial{policy: p, cost: in.cost, until: now + res.RetryAfter, resetAt: now + res.ResetAfter,
 				nextAt: now + res.NextAfter})
 		}

@@ -272,6 +272,7 @@ func (n *Node) overrideLimit(it *envoyItem, keys []byte, domain string, entries 
 	it.limit, it.unit = l, u
 	if o.RequestsPerUnit > 0 {
 		it.policy = compile(envoyLimit(l), n.cfg.FailureMode)
+		it.policy.perRequest = true
 	}
 	return keys
 }

@@ -257,3 +257,29 @@ func TestHTTPChecksCannotSpendEnvoyCounters(t *testing.T) {
 		t.Errorf("Envoy after the HTTP checks: %v, %v; want OK with 1 of 2 left (batch answered %d)", r, err, resp.StatusCode)
 	}
 }
+
+// TestOverrideDenialsStayOutOfTheDenyCache: a limit sent with the
+// descriptor is compiled for its request, so a cached denial of it could
+// never answer another request (the cache matches the policy too); kept,
+// a flood of them evicted the denials that do. Before, 100 denied
+// override descriptors left 100 entries, none of them ever used.
+func TestOverrideDenialsStayOutOfTheDenyCache(t *testing.T) {
+	n := startLocalEnvoyNode(t, envoyDir(t, "domain: d\n"), nil)
+	before := n.metrics.localDenials.Get()
+	for i := range 100 {
+		d := desc(fmt.Sprintf("user=u%d", i))
+		d.Limit = &rlcommon.RateLimitDescriptor_RateLimitOverride{RequestsPerUnit: 1, Unit: 3} // hour
+		for j, want := range []rls.RateLimitResponse_Code{rls.RateLimitResponse_OK, rls.RateLimitResponse_OVER_LIMIT, rls.RateLimitResponse_OVER_LIMIT} {
+			r, err := n.shouldRateLimit(&rls.RateLimitRequest{Domain: "d", Descriptors: []*rlcommon.RateLimitDescriptor{d}})
+			if err != nil || r.OverallCode != want {
+				t.Fatalf("override %d, request %d: %v, %v; want %v", i, j+1, r, err, want)
+			}
+		}
+	}
+	n.denies.mu.RLock()
+	entries := len(n.denies.m)
+	n.denies.mu.RUnlock()
+	if used := n.metrics.localDenials.Get() - before; entries != 0 || used != 0 {
+		t.Errorf("after 100 denied overrides: %d deny-cache entries, %d answers from them; want 0 and 0", entries, used)
+	}
+}

@@ -16,6 +16,9 @@ type Policy struct {
 	// quotedName starts the RateLimit item.
 	policyHeader []byte
 	quotedName   []byte
+	// perRequest: compiled for one request (a limit Envoy sent with the
+	// descriptor), so no later request can match a denial cached with it.
+	perRequest bool
 }
 
 func compile(l limiter.Limit, nodeFailureMode string) *Policy {
