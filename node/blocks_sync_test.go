@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/internal/redistest"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // redisCalls is how many times srv ran each command so far (INFO
@@ -198,5 +200,59 @@ func TestIdempotencyPruneKeepsTheVersion(t *testing.T) {
 	// The claim, the block and the answer: three changes.
 	if v1-v0 != 3 || left != 1 {
 		t.Errorf("one write with 50 expired records: version +%d, %d records left; want +3 and only the new one", v1-v0, left)
+	}
+}
+
+// TestSyncAfterAStoreFailureReadsEveryBlock: once the store failed a call,
+// the next sync reads every block, not only those its log lists. A
+// failover to a stale replica fails calls on the way, and the new master
+// may hold blocks under log versions this node has already seen; here a
+// block written without a log entry stands for one. Without the rule the
+// other node never sees it until its minutely full read.
+func TestSyncAfterAStoreFailureReadsEveryBlock(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	var nodes [2]*testNode
+	for i := range nodes {
+		cfg := exactConfig("failover"+strconv.Itoa(i), srv)
+		cfg.SyncInterval.Duration = time.Hour // only the syncs this test makes
+		nodes[i] = startNode(t, cfg, nil, nil)
+	}
+	n, n2 := nodes[0], nodes[1]
+	put := func(key string) {
+		t.Helper()
+		if resp := testkit.Call(t, "POST", n.URL+"/api/v1/blocks/"+key, `{"duration_seconds":60}`, nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("POST block %s: %d", key, resp.StatusCode)
+		}
+	}
+	has := func(key string) bool {
+		_, ok := n2.state.Load().blocks[key]
+		return ok
+	}
+	// Two changes, so that n2's state comes from the log, not a full read.
+	for _, key := range []string{"k1", "k2"} {
+		put(key)
+		if err := n2.sync(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ghost, _ := json.Marshal(block{ExpiresAt: time.Now().Add(time.Hour), CreatedAt: time.Now()})
+	if _, err := srv.DoInt("HSET", "{rl}:blocks", "ghost", string(ghost)); err != nil {
+		t.Fatal(err)
+	}
+	put("k3")
+	if err := n2.sync(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if !has("k3") || has("ghost") {
+		t.Fatalf("a sync without a failure: k3 %v, ghost %v; want the log's change only (the test relies on it)", has("k3"), has("ghost"))
+	}
+	n2.storeFailed("sync", errors.New("injected: the store went away"))
+	put("k4")
+	if err := n2.sync(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if !has("k4") || !has("ghost") {
+		t.Errorf("the sync after a store failure: k4 %v, ghost %v; want every block read", has("k4"), has("ghost"))
 	}
 }

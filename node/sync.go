@@ -113,9 +113,14 @@ func (n *Node) sync(ctx context.Context, force bool) error {
 	// store's log of changes reaches back that far; every block at least
 	// every fullSyncEvery, so a change the log missed (one made through a
 	// node of an older version during an upgrade) is never missed long.
+	// Every block, too, once the store failed a call since the last full
+	// read: a failover to a stale replica fails calls on the way, and the
+	// new master's log may number other changes with versions this node
+	// has already seen.
 	prevState := n.state.Load()
 	since, log := int64(0), ""
-	if prevState != nil && !full && n.now().UnixMicro()-prevState.fullAt < fullSyncEvery.Microseconds() {
+	if prevState != nil && !full && n.lastFailure.Load() < prevState.fullAt &&
+		n.now().UnixMicro()-prevState.fullAt < fullSyncEvery.Microseconds() {
 		since, log = prevState.version, prevState.blockLog
 	}
 	snap, err := n.store.ReadShared(ctx, since, log, store.HashLimits, store.HashDrain)
