@@ -101,43 +101,32 @@ func (n *Node) handleBlock(ctx *fasthttp.RequestCtx, key string, add bool) {
 // It reads only the field: a block's create or delete read all of
 // max_blocks blocks before (170 ms at 100,000).
 func (n *Node) changeShared(ctx context.Context, hash, field string, change func(now int64, raw string) (string, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, n.mgmtTimeout())
-	defer cancel()
-	for range 8 {
-		n.metrics.redisOps["write"].Inc()
-		now, raw, err := n.store.ReadField(ctx, hash, field)
-		if err != nil {
-			n.storeFailed("write", err)
-			return err
-		}
-		next, err := change(now, raw)
-		if err != nil || next == raw {
-			return err
-		}
-		ok, err := n.store.Swap(ctx, hash, field, raw, next)
-		if err != nil {
-			n.storeFailed("write", err)
-			return err
-		}
-		if ok {
-			return nil
-		}
-	}
-	return errConflict
+	return n.swapShared(ctx, hash, field, false, func(snap store.Snapshot, raw string) (string, error) {
+		return change(snap.Now, raw)
+	})
 }
 
-// swapShared is changeShared for a change that reads the whole hash too.
-func (n *Node) swapShared(ctx context.Context, hash, field string, change func(snap store.Snapshot, raw string) (string, error)) error {
+// swapShared is changeShared for a change that may need the whole hash
+// too (snap.Hashes[0], read only when whole is set).
+func (n *Node) swapShared(ctx context.Context, hash, field string, whole bool, change func(snap store.Snapshot, raw string) (string, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, n.mgmtTimeout())
 	defer cancel()
 	for range 8 {
 		n.metrics.redisOps["write"].Inc()
-		snap, err := n.store.Read(ctx, hash)
+		var snap store.Snapshot
+		var raw string
+		var err error
+		if whole {
+			if snap, err = n.store.Read(ctx, hash); err == nil {
+				raw = snap.Hashes[0][field]
+			}
+		} else {
+			snap.Now, raw, err = n.store.ReadField(ctx, hash, field)
+		}
 		if err != nil {
 			n.storeFailed("write", err)
 			return err
 		}
-		raw := snap.Hashes[0][field]
 		next, err := change(snap, raw)
 		if err != nil || next == raw {
 			return err

@@ -99,7 +99,7 @@ func (n *Node) claimIdempotency(ctx *fasthttp.RequestCtx, key, fp string) (strin
 	var claim string
 	var replay *idemRecord
 	var last store.Snapshot
-	err := n.swapShared(ctx, hashIdempotency, key, func(snap store.Snapshot, old string) (string, error) {
+	err := n.swapShared(ctx, hashIdempotency, key, true, func(snap store.Snapshot, old string) (string, error) {
 		last, claim, replay = snap, "", nil
 		var rec idemRecord
 		if old != "" && json.Unmarshal([]byte(old), &rec) == nil && !rec.expired(snap.Now) {
