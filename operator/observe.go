@@ -11,6 +11,28 @@ import (
 	"regexp"
 	"strings"
 	"sync/atomic"
+
+	"github.com/ratelimiter/ratelimiter/operator/internal/jsonscan"
+)
+
+// Bounds on one answer of a subject or of Prometheus, which may be
+// compromised or behind a broken proxy and answer anything.
+const (
+	// maxAnswerBytes bounds what is read of one answer. The largest a
+	// rate-limiter node gives is GET /api/v1/blocks at max_blocks: 100,000
+	// blocks of IPv4 keys with the shipped block_key's reason are 17.5 MB
+	// (1.4x margin; keys of up to about 90 bytes fit). The largest the
+	// shipped subject reads, GET /api/v1/limits at max_limits (1,000
+	// limits of 512-byte patterns, each with its previous version), is
+	// 2.6 MB.
+	maxAnswerBytes = 24 << 20
+	// maxAnswerValues bounds what one answer may cost once decoded into
+	// generic values, where a value costs far more than its bytes: 16 MiB
+	// of `{},` decoded into 794 MiB. At this count (jsonscan.Values) the
+	// costliest answer decodes into about 70 MiB; the largest legitimate
+	// ones count far fewer: 100,000 blocks 600,002 (1.7x margin), 1,000
+	// limits 24,006.
+	maxAnswerValues = 1 << 20
 )
 
 // observer reads a subject's observations over HTTP, failing over between
@@ -194,15 +216,22 @@ func (o *observer) get(ctx context.Context, u string) (any, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
 	if err != nil {
 		return nil, err
+	}
+	if len(body) > maxAnswerBytes {
+		// Cut, it would fail to decode as "unexpected end of JSON input".
+		return nil, fmt.Errorf("GET %s: the answer is larger than %d MiB (maxAnswerBytes)", u, maxAnswerBytes>>20)
 	}
 	if resp.StatusCode == http.StatusNotFound {
 		return nil, fmt.Errorf("GET %s: %w", u, errGone)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: status %d", u, resp.StatusCode)
+	}
+	if _, err := jsonscan.Values(body, maxAnswerValues); err != nil {
+		return nil, fmt.Errorf("GET %s: the answer has %w (maxAnswerValues), refused before decoding", u, err)
 	}
 	var v any
 	if err := json.Unmarshal(body, &v); err != nil {

@@ -1,0 +1,156 @@
+package operator
+
+// What a hostile subject (a compromised node, a misbehaving proxy in front
+// of it or of Prometheus) can make one observation cost. Each test serves
+// the hostile answer from a real HTTP server on loopback and measures what
+// the operator allocated or did.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ratelimiter/ratelimiter/config"
+	"github.com/ratelimiter/ratelimiter/limiter"
+	"github.com/ratelimiter/ratelimiter/node"
+	"github.com/ratelimiter/ratelimiter/operator/internal/jsonscan"
+)
+
+// serveJSON answers every GET of path with body (a 404 elsewhere) and
+// counts the GETs.
+func serveJSON(t testing.TB, bodies map[string][]byte) (string, *atomic.Int64) {
+	t.Helper()
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		body, ok := bodies[r.URL.Path]
+		if !ok {
+			body, ok = bodies["*"]
+		}
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(body)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, &n
+}
+
+// rawSubject is a subject with these observations on base.
+func rawSubject(base string, obs ...Observation) *Subject {
+	return &Subject{BaseURLs: []string{base}, Timeout: config.Duration{Duration: 5 * time.Second}, Observations: obs}
+}
+
+// allocated is the bytes f allocated (the whole process: run it alone).
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// emptyObjects is a JSON list of empty objects of about size bytes: the
+// answer that costs the most once decoded for its length.
+func emptyObjects(size int) []byte {
+	return []byte("[" + strings.Repeat("{},", size/3-1) + "{}]")
+}
+
+// TestHostileAnswerDecodedCostBounded: an answer within the byte cap that
+// would decode into far more memory than its bytes (16 MiB of `{},`) is
+// refused before it is decoded, with an error naming the bound.
+func TestHostileAnswerDecodedCostBounded(t *testing.T) {
+	base, _ := serveJSON(t, map[string][]byte{"/x": emptyObjects(16 << 20)})
+	o := newObserver(rawSubject(base, Observation{Name: "x", Path: "/x"}), []string{base})
+	var err error
+	n := allocated(func() { _, err = o.observe(context.Background()) })
+	t.Logf("a 16 MiB answer of empty objects: %d MiB allocated, err %v", n>>20, err)
+	if err == nil || !strings.Contains(err.Error(), "observation x") || !strings.Contains(err.Error(), "JSON values") {
+		t.Errorf("observe = %v; want it refused, naming the observation and the JSON values bound", err)
+	}
+	if n > 64<<20 {
+		t.Errorf("observe allocated %d MiB; want at most 64 MiB (the body and its reading)", n>>20)
+	}
+}
+
+// TestLargestLegitimateAnswersFit: the largest answers a rate-limiter node
+// gives, in its own encoding, are read and decoded whole: GET
+// /api/v1/limits at max_limits (1,000 limits of 512-byte patterns, each
+// with its previous version) and GET /api/v1/blocks at max_blocks
+// (100,000 blocks of IPv4 keys with the reason the shipped block_key
+// action gives).
+func TestLargestLegitimateAnswersFit(t *testing.T) {
+	at := time.Date(2026, 12, 5, 17, 0, 0, 123456789, time.UTC)
+	limits := make([]map[string]any, 1000)
+	for i := range limits {
+		l := limiter.Limit{KeyPattern: fmt.Sprintf("%04d:%s*", i, strings.Repeat("p", 506)), MaxRequests: 100_000_000, WindowSeconds: 86400,
+			Burst: 100_000_000, FailureMode: "closed", MaxCost: 1000}
+		l.Normalize()
+		rec := func(l limiter.Limit) map[string]any {
+			b, _ := json.Marshal(l)
+			var m map[string]any
+			json.Unmarshal(b, &m)
+			m["created_at"], m["updated_at"], m["source"] = at, at, "api"
+			return m
+		}
+		limits[i] = rec(l)
+		limits[i]["previous"] = rec(l)
+	}
+	blocks := make([]node.BlockView, 100_000)
+	for i := range blocks {
+		blocks[i] = node.BlockView{Key: fmt.Sprintf("ip:10.%d.%d.%d", i>>16, i>>8&255, i&255), ExpiresAt: at.Add(time.Hour), RemainingMs: 3_599_999,
+			CreatedAt: at, Reason: "blocked by the operator"}
+	}
+	docs := map[string]any{"/api/v1/limits": map[string]any{"limits": limits, "unmatched": "allow", "version": 123456, "descriptors": []any{}},
+		"/api/v1/blocks": map[string]any{"blocks": blocks}}
+	bodies := map[string][]byte{}
+	for path, doc := range docs {
+		b, err := json.Marshal(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bodies[path] = b
+		n, _ := jsonscan.Values(b, 1<<30)
+		t.Logf("%s: %d bytes (%.0f%% of maxAnswerBytes), %d values (%.0f%% of maxAnswerValues)",
+			path, len(b), 100*float64(len(b))/maxAnswerBytes, n, 100*float64(n)/maxAnswerValues)
+	}
+	base, _ := serveJSON(t, bodies)
+	o := newObserver(rawSubject(base, Observation{Name: "limits", Path: "/api/v1/limits", Field: "limits"},
+		Observation{Name: "blocks", Path: "/api/v1/blocks", Field: "blocks"}), []string{base})
+	obs, err := o.observe(context.Background())
+	if err != nil {
+		t.Fatalf("observe: %v", err)
+	}
+	if got, _ := obs["limits"].([]any); len(got) != len(limits) {
+		t.Errorf("observed %d limits; want %d", len(got), len(limits))
+	}
+	if got, _ := obs["blocks"].([]any); len(got) != len(blocks) {
+		t.Errorf("observed %d blocks; want %d", len(got), len(blocks))
+	}
+}
+
+// TestWorstAcceptedAnswer measures the costliest answer still accepted:
+// empty objects up to maxAnswerValues.
+func TestWorstAcceptedAnswer(t *testing.T) {
+	base, _ := serveJSON(t, map[string][]byte{"/x": emptyObjects(3 * (maxAnswerValues/2 - 1))})
+	o := newObserver(rawSubject(base, Observation{Name: "x", Path: "/x"}), []string{base})
+	var err error
+	n := allocated(func() { _, err = o.observe(context.Background()) })
+	t.Logf("the worst accepted answer: %d MiB allocated", n>>20)
+	if err != nil {
+		t.Fatalf("observe = %v; want it accepted", err)
+	}
+	if n > 128<<20 {
+		t.Errorf("observe allocated %d MiB; want at most 128 MiB", n>>20)
+	}
+}
