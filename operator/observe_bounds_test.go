@@ -154,3 +154,63 @@ func TestWorstAcceptedAnswer(t *testing.T) {
 		t.Errorf("observe allocated %d MiB; want at most 128 MiB", n>>20)
 	}
 }
+
+// TestForEachBounded: a list of 100,000 entities (within the answer
+// bounds) would make a for_each observation GET each of them, every tick;
+// the pass refuses it before the first per-entity GET, naming the
+// observation. The old code is stopped after 5,000 GETs so the test stays
+// short either way.
+func TestForEachBounded(t *testing.T) {
+	var list strings.Builder
+	list.WriteString(`{"nodes":[`)
+	for i := range 100_000 {
+		if i > 0 {
+			list.WriteByte(',')
+		}
+		fmt.Fprintf(&list, `{"id":"n%d"}`, i)
+	}
+	list.WriteString(`]}`)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	base, gets := serveJSON(t, map[string][]byte{"/nodes": []byte(list.String()), "*": []byte(`{"rps":1}`)})
+	o := newObserver(rawSubject(base, Observation{Name: "nodes", Path: "/nodes", Field: "nodes"},
+		Observation{Name: "node_metrics", Path: "/nodes/{id}/metrics", ForEach: "nodes"}), []string{base})
+	done := make(chan struct{})
+	go func() { // stop the unbounded code after 5,000 GETs
+		defer close(done)
+		for ctx.Err() == nil && gets.Load() < 5000 {
+			runtime.Gosched()
+		}
+		cancel()
+	}()
+	start := time.Now()
+	_, err := o.observe(ctx)
+	took := time.Since(start)
+	cancel()
+	<-done
+	t.Logf("100,000 entities: %d GETs in %s, err %v", gets.Load(), took, err)
+	if n := gets.Load(); n != 1 {
+		t.Errorf("the pass made %d GETs; want 1 (the list), the for_each refused before its first", n)
+	}
+	if err == nil || !strings.Contains(err.Error(), "observation node_metrics") || !strings.Contains(err.Error(), "maxGetsPerPass") {
+		t.Errorf("observe = %v; want an error naming node_metrics and maxGetsPerPass", err)
+	}
+}
+
+// TestPassValuesBounded: each answer within maxAnswerValues, but one per
+// entity of a for_each, would add up; the pass stops at maxPassValues.
+func TestPassValuesBounded(t *testing.T) {
+	base, gets := serveJSON(t, map[string][]byte{"/nodes": []byte(`[{"id":1},{"id":2},{"id":3},{"id":4},{"id":5},{"id":6},{"id":7},{"id":8},{"id":9},{"id":10}]`),
+		"*": emptyObjects(3 * (maxAnswerValues/2 - 10_000))})
+	o := newObserver(rawSubject(base, Observation{Name: "nodes", Path: "/nodes"},
+		Observation{Name: "node_metrics", Path: "/nodes/{id}/metrics", ForEach: "nodes"}), []string{base})
+	var err error
+	n := allocated(func() { _, err = o.observe(context.Background()) })
+	t.Logf("10 answers of %d values each: %d GETs, %d MiB allocated, err %v", maxAnswerValues-20_000, gets.Load(), n>>20, err)
+	if err == nil || !strings.Contains(err.Error(), "observation node_metrics") || !strings.Contains(err.Error(), "maxPassValues") {
+		t.Errorf("observe = %v; want an error naming node_metrics and maxPassValues", err)
+	}
+	if n > 192<<20 {
+		t.Errorf("observe allocated %d MiB; want at most 192 MiB", n>>20)
+	}
+}
