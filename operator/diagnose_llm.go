@@ -33,6 +33,23 @@ const (
 	// maxModelRecommendations bounds the proposals one answer can make, so
 	// a runaway answer cannot flood the database.
 	maxModelRecommendations = 10
+	// maxToolCallsPerAnswer and maxToolCallsPerDiagnosis bound the tools
+	// one answer and one diagnosis may run: each read_* is a whole pass over
+	// the subject (up to maxGetsPerPass GETs), each result goes back to the
+	// model in every later turn. The system prompt asks for a few calls;
+	// the shipped subject offers six read tools, so one answer may read
+	// every one, and a diagnosis every one twice with a few lookups. An
+	// answer over either is refused whole (the playbook diagnoses): running
+	// some of its calls would leave others unanswered, which both APIs
+	// refuse.
+	maxToolCallsPerAnswer    = 8
+	maxToolCallsPerDiagnosis = 16
+	// maxToolInputBytes bounds one tool call's input, which is decoded
+	// (a lookup's parameters), sent back to the model in every later turn
+	// and audited. Parameters are a few short values (a key is at most 512
+	// bytes); submit_diagnosis is the largest, and an answer of the default
+	// max_tokens (2048) is about 8 KiB of text.
+	maxToolInputBytes = 64 << 10
 	// defaultBackOff is how long to leave a provider alone after a 429, 503
 	// or 529 that gave no Retry-After; maxBackOff caps what one may ask.
 	defaultBackOff = 30 * time.Second
@@ -214,6 +231,7 @@ func (m *llmDiagnoser) Diagnose(ctx context.Context, t Ticket, obs map[string]an
 	// tool results; audited just before it is sent.
 	sending := map[string]any{"turn": 1, "provider": m.cfg.Provider, "model": m.cfg.Model,
 		"endpoint": m.client.Endpoint(), "system": m.system, "tools": names, "messages": msgs}
+	toolCalls := 0 // made in this diagnosis
 	for turn := 1; turn <= m.cfg.MaxTurns; turn++ {
 		if err := m.budget(ctx, d.Tokens); err != nil {
 			return d, err
@@ -239,6 +257,9 @@ func (m *llmDiagnoser) Diagnose(ctx context.Context, t Ticket, obs map[string]an
 			return d, fmt.Errorf("turn %d: the model refused: %s", turn, resp.Refusal)
 		case llm.StopMaxTokens:
 			return d, fmt.Errorf("turn %d: the answer was cut at [operator.llm] max_tokens (%d)", turn, m.cfg.MaxTokens)
+		}
+		if err := checkToolCalls(resp.ToolCalls, &toolCalls); err != nil {
+			return d, fmt.Errorf("turn %d: %w", turn, err)
 		}
 		msgs = append(msgs, llm.Message{Role: "assistant", Text: resp.Text, ToolCalls: resp.ToolCalls})
 		var next llm.Message
@@ -268,6 +289,28 @@ func (m *llmDiagnoser) Diagnose(ctx context.Context, t Ticket, obs map[string]an
 		sending = map[string]any{"turn": turn + 1, "messages": []llm.Message{next}}
 	}
 	return d, fmt.Errorf("no diagnosis within [operator.llm] max_turns (%d)", m.cfg.MaxTurns)
+}
+
+// checkToolCalls refuses an answer whose tool calls are too many, for the
+// answer or with those made before in the diagnosis (*made, which it
+// counts), or one with too large an input.
+func checkToolCalls(calls []llm.ToolCall, made *int) error {
+	if len(calls) > maxToolCallsPerAnswer {
+		return fmt.Errorf("%w: the model asked for %d tool calls in one answer, more than maxToolCallsPerAnswer (%d)",
+			llm.ErrMalformed, len(calls), maxToolCallsPerAnswer)
+	}
+	if *made+len(calls) > maxToolCallsPerDiagnosis {
+		return fmt.Errorf("the model asked for %d tool calls in this diagnosis, more than maxToolCallsPerDiagnosis (%d)",
+			*made+len(calls), maxToolCallsPerDiagnosis)
+	}
+	for _, c := range calls {
+		if len(c.Input) > maxToolInputBytes {
+			return fmt.Errorf("%w: the input of tool call %q is %d bytes, more than maxToolInputBytes (%d)",
+				llm.ErrMalformed, c.Name, len(c.Input), maxToolInputBytes)
+		}
+	}
+	*made += len(calls)
+	return nil
 }
 
 // call runs one read tool. A tool that fails (the subject did not answer,
