@@ -3,6 +3,7 @@ package llm
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"runtime"
 	"strings"
 	"testing"
@@ -29,12 +30,21 @@ func TestHostileAnswerCostBounded(t *testing.T) {
 		if len(body) > maxResponseBytes {
 			t.Fatalf("%s: the answer is %d bytes, over maxResponseBytes", name, len(body))
 		}
-		s := startStandIn(t, reply{200, nil, body})
+		status := 200
+		if strings.HasPrefix(body, `{"error"`) {
+			status = 500
+		}
+		s := startStandIn(t, reply{status, nil, body})
 		c := newClient(t, provider, s.URL)
 		var err error
 		n := allocated(func() { _, err = c.Complete(context.Background(), hello) })
 		t.Logf("%s: %d bytes allocated %d MiB, err %v", name, len(body), n>>20, err)
-		if refused && (err == nil || !strings.Contains(err.Error(), "maxResponseValues")) {
+		if status != 200 {
+			var ae *APIError
+			if !errors.As(err, &ae) || ae.Status != 500 {
+				t.Errorf("%s: error %v; want the HTTP 500", name, err)
+			}
+		} else if refused && (err == nil || !strings.Contains(err.Error(), "maxResponseValues")) {
 			t.Errorf("%s: error %v; want it refused, naming maxResponseValues", name, err)
 		}
 		if n > 32<<20 {
@@ -46,4 +56,5 @@ func TestHostileAnswerCostBounded(t *testing.T) {
 	// The arguments are a string: counted as one value, decoded only once
 	// they are known to be small enough for the caller to take.
 	f("openai arguments of empty objects", OpenAI, `{"choices":[{"message":{"tool_calls":[{"id":"c1","function":{"name":"read_nodes","arguments":`+string(args)+`}}]},"finish_reason":"tool_calls"}]}`, false)
+	f("openai error code of empty objects", OpenAI, `{"error":{"message":"m","type":"t","code":`+objects+`}}`, false)
 }

@@ -274,7 +274,10 @@ func (c *Client) apiError(resp *http.Response, data []byte) error {
 		Message string          `json:"message"`
 		Type    string          `json:"type"`
 	}
-	if json.Unmarshal(data, &body) == nil {
+	// An error answer is counted like any other before it is decoded (its
+	// code is decoded as any); one over the budget is shown as text.
+	_, tooMany := jsonscan.Values(data, maxResponseValues)
+	if tooMany == nil && json.Unmarshal(data, &body) == nil {
 		var obj struct {
 			Type    string `json:"type"`
 			Code    any    `json:"code"`
