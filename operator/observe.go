@@ -81,15 +81,22 @@ func newObserver(subj *Subject, urls []string) *observer {
 // ones before it). Any failure fails the whole observation: a partial view
 // must not resolve tickets.
 func (o *observer) observe(ctx context.Context) (map[string]any, error) {
+	out, _, err := o.observeCounted(ctx)
+	return out, err
+}
+
+// observeCounted is observe, also saying how many JSON values the answers
+// it decoded had, for what keeps the observation (the history).
+func (o *observer) observeCounted(ctx context.Context) (map[string]any, int, error) {
 	out, p := map[string]any{}, newPass()
 	for _, ob := range o.subj.Observations {
 		v, err := o.one(ctx, p, ob, out)
 		if err != nil {
-			return nil, fmt.Errorf("observation %s: %w", ob.Name, err)
+			return nil, 0, fmt.Errorf("observation %s: %w", ob.Name, err)
 		}
 		out[ob.Name] = v
 	}
-	return out, nil
+	return out, maxPassValues - p.values, nil
 }
 
 // read reads one observation afresh, with the ones before it that a

@@ -214,3 +214,42 @@ func TestPassValuesBounded(t *testing.T) {
 		t.Errorf("observe allocated %d MiB; want at most 192 MiB", n>>20)
 	}
 }
+
+// TestHistoryBounded: the history keeps an observation per interval for
+// 30 minutes (360 at 5 s), each as large as a pass allows; it keeps at most
+// maxHistoryValues of them, dropping the oldest, and always the latest.
+// Here with answers just within maxAnswerValues: 12 passes, of which the
+// history keeps the last 4.
+func TestHistoryBounded(t *testing.T) {
+	base, _ := serveJSON(t, map[string][]byte{"/x": emptyObjects(3 * (maxAnswerValues/2 - 1))})
+	o := newObserver(rawSubject(base, Observation{Name: "x", Path: "/x"}), []string{base})
+	h := newHistory(time.Second)
+	h.maxValues = 4 * maxAnswerValues // the constant is 16 of them: the test keeps to 4 to stay light
+	t0 := time.Date(2026, 12, 5, 17, 0, 0, 0, time.UTC)
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapAlloc
+	for i := range 12 {
+		obs, n, err := o.observeCounted(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.add(obs, n, t0.Add(time.Duration(i)*time.Second))
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	t.Logf("12 passes of %d values: %d kept (%d values), live heap %d MiB", maxAnswerValues, len(h.samples), h.values, int64(ms.HeapAlloc-before)>>20)
+	if len(h.samples) != 4 || h.values > h.maxValues {
+		t.Errorf("the history kept %d samples, %d values; want 4, at most %d", len(h.samples), h.values, h.maxValues)
+	}
+	if h.at(t0.Add(7*time.Second)) != nil || h.at(t0.Add(8*time.Second)) == nil {
+		t.Errorf("at(7s) found %v, at(8s) %v; want nothing (dropped), then the oldest kept", h.at(t0.Add(7*time.Second)) != nil, h.at(t0.Add(8*time.Second)) != nil)
+	}
+	// One pass larger than the whole budget is still kept, alone: an
+	// expression compares the present with the past, never with nothing.
+	h.add(map[string]any{"x": 1}, h.maxValues+1, t0.Add(20*time.Second))
+	if len(h.samples) != 1 {
+		t.Errorf("after a pass over the budget the history kept %d samples; want 1, the latest", len(h.samples))
+	}
+}

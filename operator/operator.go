@@ -287,7 +287,7 @@ func (o *Operator) Tick(ctx context.Context) error {
 	start := time.Now()
 	defer o.metrics.loop.UpdateDuration(start)
 	now := o.now()
-	obs, obsErr := o.obs.observe(ctx)
+	obs, values, obsErr := o.obs.observeCounted(ctx)
 	o.obsMu.Lock()
 	o.lastAt, o.lastErr = now, obsErr
 	if obsErr == nil {
@@ -302,7 +302,7 @@ func (o *Operator) Tick(ctx context.Context) error {
 	var slo sloPass
 	if obsErr == nil {
 		ev = o.eval.evaluate(obs, now)
-		o.eval.hist.add(obs, now)
+		o.eval.hist.add(obs, values, now)
 		slo = o.sloPass(obs, now)
 	}
 	st, err := o.begin(ctx, now, slo)
