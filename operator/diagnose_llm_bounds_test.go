@@ -7,9 +7,12 @@ package operator
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 func TestLLMToolCallsBounded(t *testing.T) {
@@ -77,4 +80,57 @@ func TestLLMToolCallsBounded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLLMDiagnosesInFlightBounded: a list of 20 stuck workers opens 20
+// tickets in one tick; with a model diagnoser each is diagnosed beside the
+// loop, but no more than maxDiagnosesInFlight at once: the others wait,
+// open, for a later tick, and their "opened" is sent at once.
+func TestLLMDiagnosesInFlightBounded(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var model *standInModel
+	wait := func(t *testing.T, r modelReq) modelReply {
+		<-release
+		return model.submit(answer("stuck", "worker_stuck", ""))
+	}
+	model = startModel(t, "anthropic")
+	for range 20 {
+		model.steps = append(model.steps, wait)
+	}
+	workers := map[string]bool{}
+	for i := range 20 {
+		workers[fmt.Sprintf("w%d", i)] = true
+	}
+	q := startQueue(t, workers)
+	cfg, subj := queueSubject(t)
+	cfg.Mode = ModeObserve
+	cfg.Diagnoser = DiagnoserLLM
+	cfg.LLM.Provider, cfg.LLM.BaseURL, cfg.LLM.Model, cfg.LLM.APIKeyEnv = model.provider, model.URL, "test-model", llmKeyEnv
+	e := newOp(t, cfg, subj, []string{q.URL}, time.Now)
+	// Diagnose beside the loop, as Run does.
+	bgCtx, stop := context.WithCancel(context.Background())
+	e.op.bg = &background{ctx: bgCtx, inflight: map[int64]bool{}}
+	t.Cleanup(func() { stop(); e.op.bg.wg.Wait() })
+	inflight := func() int {
+		e.op.bg.mu.Lock()
+		defer e.op.bg.mu.Unlock()
+		return len(e.op.bg.inflight)
+	}
+	e.tick(t)
+	n := inflight()
+	t.Logf("20 tickets opened: %d diagnoses in flight", n)
+	if n != 4 {
+		t.Errorf("%d diagnoses in flight after the tick; want 4 (maxDiagnosesInFlight)", n)
+	}
+	if tk := e.tickets(t); len(tk) != 20 {
+		t.Errorf("%d tickets; want 20", len(tk))
+	}
+	close(release)
+	testkit.WaitFor(t, 5*time.Second, "the first diagnoses to end", func() bool { return inflight() == 0 })
+	e.tick(t)
+	if n := inflight(); n != 4 {
+		t.Errorf("%d diagnoses in flight after the second tick; want 4 more", n)
+	}
+	testkit.WaitFor(t, 5*time.Second, "the second diagnoses to end", func() bool { return inflight() == 0 })
 }

@@ -67,11 +67,21 @@ type background struct {
 	inflight map[int64]bool
 }
 
-// start claims ticket for a diagnosis; false when one is under way.
+// maxDiagnosesInFlight bounds the model diagnoses running at once. A
+// subject can list any number of violating entities, each a new ticket in
+// one tick: every diagnosis is a conversation with the model carrying the
+// observation, and the token budgets are checked before a call, so
+// hundreds at once would all pass them before any had spent. A ticket
+// left out stays open without a diagnosis, and a later tick that still
+// sees it firing starts it (record).
+const maxDiagnosesInFlight = 4
+
+// start claims ticket for a diagnosis; false when one is under way, or
+// maxDiagnosesInFlight are.
 func (b *background) start(ticket int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.inflight[ticket] {
+	if b.inflight[ticket] || len(b.inflight) >= maxDiagnosesInFlight {
 		return false
 	}
 	b.inflight[ticket] = true
@@ -436,6 +446,10 @@ func (o *Operator) record(ctx context.Context, v Violation, now time.Time, obs m
 		// A model may take a minute, longer than the lease: it answers
 		// beside the loop, and the ticket says diagnosing meanwhile.
 		if !o.bg.start(t.ID) {
+			if opened {
+				o.notify.notify(EventOpened, t, fmt.Sprintf("waiting for the %s diagnoser: %d diagnoses under way (maxDiagnosesInFlight)",
+					o.diagName, maxDiagnosesInFlight), now)
+			}
 			return nil
 		}
 		if _, err := o.store.SetStatus(ctx, t.ID, []string{StatusOpen}, StatusDiagnosing, "operator", "asking the "+o.diagName+" diagnoser"); err != nil {
