@@ -253,3 +253,35 @@ func TestHistoryBounded(t *testing.T) {
 		t.Errorf("after a pass over the budget the history kept %d samples; want 1, the latest", len(h.samples))
 	}
 }
+
+// TestRecordsPerTickBounded: a list of 1,500 violating entities would open
+// (then update) 1,500 tickets a tick, each a SQLite transaction and a
+// diagnosis; one tick records at most maxRecordsPerTick, and the others,
+// still firing, are neither opened nor resolved.
+func TestRecordsPerTickBounded(t *testing.T) {
+	workers := map[string]bool{}
+	for i := range 1500 {
+		workers[fmt.Sprintf("w%04d", i)] = true
+	}
+	q := startQueue(t, workers)
+	cfg, subj := queueSubject(t)
+	cfg.Mode = ModeObserve
+	e := newOp(t, cfg, subj, []string{q.URL}, time.Now)
+	start := time.Now()
+	e.tick(t)
+	took := time.Since(start)
+	tk := e.tickets(t)
+	t.Logf("1,500 violating entities: first tick %s, %d tickets", took, len(tk))
+	if len(tk) != 1000 {
+		t.Errorf("%d tickets after the first tick; want 1000 (maxRecordsPerTick)", len(tk))
+	}
+	if !strings.Contains(e.logs.String(), "1500 violations fire, more than the 1000 one tick records (maxRecordsPerTick)") {
+		t.Errorf("logs lack the error naming maxRecordsPerTick:\n%.2000s", e.logs.String())
+	}
+	e.tick(t)
+	for _, k := range e.tickets(t) {
+		if k.Status == StatusResolved {
+			t.Errorf("ticket %s resolved while its violation fires", k.Key)
+		}
+	}
+}
