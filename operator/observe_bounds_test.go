@@ -285,3 +285,40 @@ func TestRecordsPerTickBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestTicketTextsBounded: what a ticket stores from an entity (its name,
+// its message, its snapshot) is bounded whatever the subject answers: a
+// 1 MiB worker name is refused as an entity, a 1 MiB field is cut from
+// the message and left out of the snapshot.
+func TestTicketTextsBounded(t *testing.T) {
+	huge := strings.Repeat("x", 1<<20)
+	q := startQueue(t, map[string]bool{"w1": true, huge: true})
+	q.set(func(q *queueService) { q.extra = map[string]any{"note": huge} })
+	cfg, subj := queueSubject(t)
+	cfg.Mode = ModeObserve
+	for i := range subj.Invariants {
+		if subj.Invariants[i].Name == "worker_stuck" {
+			subj.Invariants[i].Message = "Worker {{.name}} is stuck: {{.note}}"
+		}
+	}
+	e := newOp(t, cfg, subj, []string{q.URL}, time.Now)
+	e.tick(t)
+	tk := e.tickets(t)
+	total := 0
+	for _, k := range tk {
+		total += len(k.Key) + len(k.Message) + len(k.Observation)
+	}
+	t.Logf("%d tickets, %d bytes of key, message and snapshot", len(tk), total)
+	if len(tk) != 1 || tk[0].Key != "worker_stuck:w1" {
+		t.Fatalf("tickets %v; want only worker_stuck:w1", keys(tk))
+	}
+	if n := len(tk[0].Message); n > maxMessageBytes+len("…") || !strings.HasPrefix(tk[0].Message, "Worker w1 is stuck: xxx") {
+		t.Errorf("message of %d bytes; want it cut at maxMessageBytes (%d)", n, maxMessageBytes)
+	}
+	if n := len(tk[0].Observation); n > 200 || !strings.Contains(string(tk[0].Observation), "maxSnapshotBytes") {
+		t.Errorf("snapshot of %d bytes (%.200s); want it replaced by a note naming maxSnapshotBytes", n, tk[0].Observation)
+	}
+	if !strings.Contains(e.logs.String(), "more than maxEntityBytes (512)") {
+		t.Errorf("logs lack the error naming maxEntityBytes")
+	}
+}
