@@ -50,6 +50,12 @@ const (
 	// bytes); submit_diagnosis is the largest, and an answer of the default
 	// max_tokens (2048) is about 8 KiB of text.
 	maxToolInputBytes = 64 << 10
+	// maxAnswerTextBytes bounds the text of one answer (a refusal's too),
+	// kept in the conversation, audited and, from a refusal, stored on the
+	// ticket; one string is one JSON value, which maxResponseValues does
+	// not bound. The same room as a tool input: an answer of the default
+	// max_tokens is about 8 KiB.
+	maxAnswerTextBytes = 64 << 10
 	// defaultBackOff is how long to leave a provider alone after a 429, 503
 	// or 529 that gave no Retry-After; maxBackOff caps what one may ask.
 	defaultBackOff = 30 * time.Second
@@ -249,6 +255,12 @@ func (m *llmDiagnoser) Diagnose(ctx context.Context, t Ticket, obs map[string]an
 			return d, fmt.Errorf("turn %d: %w", turn, err)
 		}
 		d.Tokens += resp.Usage.Total()
+		// Checked before it is audited or kept: an answer over a bound is
+		// recorded as an error, not stored whole.
+		if err := checkAnswer(resp, &toolCalls); err != nil {
+			m.audit(ctx, t.ID, "llm_error", map[string]any{"turn": turn, "error": m.red.text(err.Error())})
+			return d, fmt.Errorf("turn %d: %w", turn, err)
+		}
 		m.audit(ctx, t.ID, "llm_response", map[string]any{"turn": turn, "stop": resp.RawStop, "text": resp.Text,
 			"tool_calls": resp.ToolCalls, "refusal": resp.Refusal, "usage": resp.Usage, "tokens": resp.Usage.Total(),
 			"ms": time.Since(start).Milliseconds()})
@@ -257,9 +269,6 @@ func (m *llmDiagnoser) Diagnose(ctx context.Context, t Ticket, obs map[string]an
 			return d, fmt.Errorf("turn %d: the model refused: %s", turn, resp.Refusal)
 		case llm.StopMaxTokens:
 			return d, fmt.Errorf("turn %d: the answer was cut at [operator.llm] max_tokens (%d)", turn, m.cfg.MaxTokens)
-		}
-		if err := checkToolCalls(resp.ToolCalls, &toolCalls); err != nil {
-			return d, fmt.Errorf("turn %d: %w", turn, err)
 		}
 		msgs = append(msgs, llm.Message{Role: "assistant", Text: resp.Text, ToolCalls: resp.ToolCalls})
 		var next llm.Message
@@ -291,10 +300,14 @@ func (m *llmDiagnoser) Diagnose(ctx context.Context, t Ticket, obs map[string]an
 	return d, fmt.Errorf("no diagnosis within [operator.llm] max_turns (%d)", m.cfg.MaxTurns)
 }
 
-// checkToolCalls refuses an answer whose tool calls are too many, for the
-// answer or with those made before in the diagnosis (*made, which it
-// counts), or one with too large an input.
-func checkToolCalls(calls []llm.ToolCall, made *int) error {
+// checkAnswer refuses an answer with too much text, or whose tool calls
+// are too many, for the answer or with those made before in the diagnosis
+// (*made, which it counts), or one with too large an input.
+func checkAnswer(resp *llm.Response, made *int) error {
+	if n := len(resp.Text) + len(resp.Refusal); n > maxAnswerTextBytes {
+		return fmt.Errorf("%w: the answer has %d bytes of text, more than maxAnswerTextBytes (%d)", llm.ErrMalformed, n, maxAnswerTextBytes)
+	}
+	calls := resp.ToolCalls
 	if len(calls) > maxToolCallsPerAnswer {
 		return fmt.Errorf("%w: the model asked for %d tool calls in one answer, more than maxToolCallsPerAnswer (%d)",
 			llm.ErrMalformed, len(calls), maxToolCallsPerAnswer)

@@ -47,6 +47,9 @@ func TestLLMToolCallsBounded(t *testing.T) {
 			tc{"100_KiB_input", p, []func(m *standInModel) modelReply{func(m *standInModel) modelReply {
 				return m.calls(100, 10, modelCall{"read_workers", map[string]any{"pad": strings.Repeat("x", 100<<10)}})
 			}}, `the input of tool call "read_workers" is 102410 bytes, more than maxToolInputBytes (65536)`, 1, 0},
+			tc{"100_KiB_text", p, []func(m *standInModel) modelReply{func(m *standInModel) modelReply {
+				return m.text(strings.Repeat("x", 100<<10), map[string]string{"anthropic": "end_turn", "openai": "stop"}[m.provider])
+			}}, "the answer has 102400 bytes of text, more than maxAnswerTextBytes (65536)", 1, 0},
 		)
 	}
 	for _, c := range cases {
