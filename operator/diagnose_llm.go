@@ -33,6 +33,29 @@ const (
 	// maxModelRecommendations bounds the proposals one answer can make, so
 	// a runaway answer cannot flood the database.
 	maxModelRecommendations = 10
+	// maxToolCallsPerAnswer and maxToolCallsPerDiagnosis bound the tools
+	// one answer and one diagnosis may run: each read_* is a whole pass over
+	// the subject (up to maxGetsPerPass GETs), each result goes back to the
+	// model in every later turn. The system prompt asks for a few calls;
+	// the shipped subject offers six read tools, so one answer may read
+	// every one, and a diagnosis every one twice with a few lookups. An
+	// answer over either is refused whole (the playbook diagnoses): running
+	// some of its calls would leave others unanswered, which both APIs
+	// refuse.
+	maxToolCallsPerAnswer    = 8
+	maxToolCallsPerDiagnosis = 16
+	// maxToolInputBytes bounds one tool call's input, which is decoded
+	// (a lookup's parameters), sent back to the model in every later turn
+	// and audited. Parameters are a few short values (a key is at most 512
+	// bytes); submit_diagnosis is the largest, and an answer of the default
+	// max_tokens (2048) is about 8 KiB of text.
+	maxToolInputBytes = 64 << 10
+	// maxAnswerTextBytes bounds the text of one answer (a refusal's too),
+	// kept in the conversation, audited and, from a refusal, stored on the
+	// ticket; one string is one JSON value, which maxResponseValues does
+	// not bound. The same room as a tool input: an answer of the default
+	// max_tokens is about 8 KiB.
+	maxAnswerTextBytes = 64 << 10
 	// defaultBackOff is how long to leave a provider alone after a 429, 503
 	// or 529 that gave no Retry-After; maxBackOff caps what one may ask.
 	defaultBackOff = 30 * time.Second
@@ -214,6 +237,7 @@ func (m *llmDiagnoser) Diagnose(ctx context.Context, t Ticket, obs map[string]an
 	// tool results; audited just before it is sent.
 	sending := map[string]any{"turn": 1, "provider": m.cfg.Provider, "model": m.cfg.Model,
 		"endpoint": m.client.Endpoint(), "system": m.system, "tools": names, "messages": msgs}
+	toolCalls := 0 // made in this diagnosis
 	for turn := 1; turn <= m.cfg.MaxTurns; turn++ {
 		if err := m.budget(ctx, d.Tokens); err != nil {
 			return d, err
@@ -231,6 +255,12 @@ func (m *llmDiagnoser) Diagnose(ctx context.Context, t Ticket, obs map[string]an
 			return d, fmt.Errorf("turn %d: %w", turn, err)
 		}
 		d.Tokens += resp.Usage.Total()
+		// Checked before it is audited or kept: an answer over a bound is
+		// recorded as an error, not stored whole.
+		if err := checkAnswer(resp, &toolCalls); err != nil {
+			m.audit(ctx, t.ID, "llm_error", map[string]any{"turn": turn, "error": m.red.text(err.Error())})
+			return d, fmt.Errorf("turn %d: %w", turn, err)
+		}
 		m.audit(ctx, t.ID, "llm_response", map[string]any{"turn": turn, "stop": resp.RawStop, "text": resp.Text,
 			"tool_calls": resp.ToolCalls, "refusal": resp.Refusal, "usage": resp.Usage, "tokens": resp.Usage.Total(),
 			"ms": time.Since(start).Milliseconds()})
@@ -268,6 +298,32 @@ func (m *llmDiagnoser) Diagnose(ctx context.Context, t Ticket, obs map[string]an
 		sending = map[string]any{"turn": turn + 1, "messages": []llm.Message{next}}
 	}
 	return d, fmt.Errorf("no diagnosis within [operator.llm] max_turns (%d)", m.cfg.MaxTurns)
+}
+
+// checkAnswer refuses an answer with too much text, or whose tool calls
+// are too many, for the answer or with those made before in the diagnosis
+// (*made, which it counts), or one with too large an input.
+func checkAnswer(resp *llm.Response, made *int) error {
+	if n := len(resp.Text) + len(resp.Refusal); n > maxAnswerTextBytes {
+		return fmt.Errorf("%w: the answer has %d bytes of text, more than maxAnswerTextBytes (%d)", llm.ErrMalformed, n, maxAnswerTextBytes)
+	}
+	calls := resp.ToolCalls
+	if len(calls) > maxToolCallsPerAnswer {
+		return fmt.Errorf("%w: the model asked for %d tool calls in one answer, more than maxToolCallsPerAnswer (%d)",
+			llm.ErrMalformed, len(calls), maxToolCallsPerAnswer)
+	}
+	if *made+len(calls) > maxToolCallsPerDiagnosis {
+		return fmt.Errorf("the model asked for %d tool calls in this diagnosis, more than maxToolCallsPerDiagnosis (%d)",
+			*made+len(calls), maxToolCallsPerDiagnosis)
+	}
+	for _, c := range calls {
+		if len(c.Input) > maxToolInputBytes {
+			return fmt.Errorf("%w: the input of tool call %q is %d bytes, more than maxToolInputBytes (%d)",
+				llm.ErrMalformed, c.Name, len(c.Input), maxToolInputBytes)
+		}
+	}
+	*made += len(calls)
+	return nil
 }
 
 // call runs one read tool. A tool that fails (the subject did not answer,

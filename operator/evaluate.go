@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/expr-lang/expr/vm"
@@ -108,6 +109,11 @@ func (e *evaluator) evaluate(obs map[string]any, now time.Time) evaluation {
 					inv.Name, inv.path, quoteJoin(unknown), len(cs), inv.Over)})
 		}
 		for _, c := range cs {
+			if len(c.entity) > maxEntityBytes {
+				ev.errs = append(ev.errs, fmt.Errorf("invariant %s: an entity of %d bytes (%q…), more than maxEntityBytes (%d): left out",
+					inv.Name, len(c.entity), c.entity[:32], maxEntityBytes))
+				continue
+			}
 			key := inv.Name + ":" + c.entity
 			seen[key] = true
 			out, err := runExpr(inv.prog, c.env)
@@ -125,7 +131,7 @@ func (e *evaluator) evaluate(obs map[string]any, now time.Time) evaluation {
 			case stepFiring:
 				v.Entity = c.entity
 				v.Message = e.message(inv.Invariant, c)
-				v.Observation, _ = json.Marshal(c.element)
+				v.Observation = snapshot(c.element)
 				ev.firing = append(ev.firing, v)
 			case stepHolding:
 				ev.holding[key] = true
@@ -223,8 +229,34 @@ func candidates(inv compiledInvariant, obs map[string]any, hist *history, now ti
 	return out
 }
 
-// message renders the invariant's message; a broken template still gives
-// a useful line.
+// What a ticket keeps of an entity, stored on every update, sent in every
+// notification and shown on the status page, whatever the subject answers.
+const (
+	// maxEntityBytes bounds an entity's name, part of the ticket's key: it
+	// names a node or a rate-limit key, and a key is at most 512 bytes. A
+	// longer one is left out of the evaluation, with an error.
+	maxEntityBytes = 512
+	// maxMessageBytes bounds a rendered message, a line for a human: longer
+	// is cut.
+	maxMessageBytes = 2048
+	// maxSnapshotBytes bounds the snapshot of the entity kept on the
+	// ticket (an element of the shipped subject is under 1 KiB; an
+	// invariant with no over snapshots the whole observation): a larger one
+	// is replaced by a note of its size.
+	maxSnapshotBytes = 64 << 10
+)
+
+// snapshot is v as JSON for a ticket, within maxSnapshotBytes.
+func snapshot(v any) json.RawMessage {
+	b, _ := json.Marshal(v)
+	if len(b) > maxSnapshotBytes {
+		b, _ = json.Marshal(map[string]any{"omitted": fmt.Sprintf("%d bytes, more than maxSnapshotBytes (%d)", len(b), maxSnapshotBytes)})
+	}
+	return b
+}
+
+// message renders the invariant's message, within maxMessageBytes; a
+// broken template still gives a useful line.
 func (e *evaluator) message(inv Invariant, c candidate) string {
 	if inv.Message == "" {
 		return fmt.Sprintf("%s violated for %q", inv.Name, c.entity)
@@ -239,6 +271,9 @@ func (e *evaluator) message(inv Invariant, c candidate) string {
 	s, err := e.tmpl.render(inv.Message, data)
 	if err != nil {
 		return fmt.Sprintf("%s violated for %q (message template failed: %v)", inv.Name, c.entity, err)
+	}
+	if len(s) > maxMessageBytes {
+		s = strings.ToValidUTF8(s[:maxMessageBytes], "") + "…"
 	}
 	return s
 }

@@ -18,11 +18,15 @@ type history struct {
 	samples []histSample // oldest first
 	step    time.Duration
 	keep    time.Duration
+	// values is the JSON values of the answers behind samples; maxValues
+	// bounds it (maxHistoryValues).
+	values, maxValues int
 }
 
 type histSample struct {
-	at  time.Time
-	obs map[string]any
+	at     time.Time
+	obs    map[string]any
+	values int // of the answers the observation was decoded from
 }
 
 // One sample per loop interval, at most one a second, over 30 min: it
@@ -30,22 +34,38 @@ type histSample struct {
 // before any change (at the default 5 s interval, 360 samples, a few MB).
 const historyKeep = 30 * time.Minute
 
+// maxHistoryValues bounds what the history holds, counted as the JSON
+// values of the answers behind its samples: each can be as large as a pass
+// allows (maxPassValues), and 360 passes of answers at maxAnswerValues held
+// about 12 GiB (33 MiB each). At this count it holds about 550 MiB at worst.
+// The oldest samples go first, so a large subject keeps a shorter past: the
+// shipped subject decodes about 66,000 values a pass on a cluster of 1,000
+// nodes and 1,000 limits, which keeps 21 minutes, past the 15 a rollback
+// may look; a cluster of 10 nodes and 50 limits, about 2,500, keeps the
+// whole 30.
+const maxHistoryValues = 16 << 20
+
 func newHistory(interval time.Duration) *history {
-	return &history{step: max(interval, time.Second), keep: historyKeep}
+	return &history{step: max(interval, time.Second), keep: historyKeep, maxValues: maxHistoryValues}
 }
 
-// add records obs, taken at now, if the last sample is a step old.
-func (h *history) add(obs map[string]any, now time.Time) {
+// add records obs, taken at now and decoded from answers of values JSON
+// values, if the last sample is a step old. The latest sample is always
+// kept, whatever its size.
+func (h *history) add(obs map[string]any, values int, now time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if n := len(h.samples); n > 0 && now.Sub(h.samples[n-1].at) < h.step {
 		return
 	}
-	h.samples = append(h.samples, histSample{at: now, obs: obs})
+	h.samples = append(h.samples, histSample{at: now, obs: obs, values: values})
+	h.values += values
 	cut := 0
-	for cut < len(h.samples) && now.Sub(h.samples[cut].at) > h.keep {
+	for cut < len(h.samples)-1 && (now.Sub(h.samples[cut].at) > h.keep || h.values > h.maxValues) {
+		h.values -= h.samples[cut].values
 		cut++
 	}
+	clear(h.samples[:cut]) // let the dropped observations go
 	h.samples = h.samples[cut:]
 }
 

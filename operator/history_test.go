@@ -17,9 +17,9 @@ func TestHistoryFunctions(t *testing.T) {
 		}}
 	}
 	for i := range 5 { // 0, 10, 20, 30, 40 % at t0, +5 s, …
-		h.add(sample(float64(10*i)), t0.Add(time.Duration(i)*5*time.Second))
+		h.add(sample(float64(10*i)), 1, t0.Add(time.Duration(i)*5*time.Second))
 	}
-	h.add(sample(99), t0.Add(21*time.Second)) // within a step of the last: not kept
+	h.add(sample(99), 1, t0.Add(21*time.Second)) // within a step of the last: not kept
 	now := t0.Add(20 * time.Second)
 	env := h.funcs("node_metrics", "node_id", "a", now)
 	at := env["at"].(func(any) any)
@@ -47,6 +47,6 @@ func TestHistoryFunctions(t *testing.T) {
 	other := h.funcs("node_metrics", "node_id", "b", now)["ago"].(func(any) any)
 	f(`b's ago("10s")`, rate(other("10s")), 80.0)
 	// Older than the history keeps: gone.
-	h.add(sample(1), t0.Add(historyKeep+time.Minute))
+	h.add(sample(1), 1, t0.Add(historyKeep+time.Minute))
 	f(`at(t0+12s) after 30 min`, at(t0.Add(12*time.Second)), nil)
 }

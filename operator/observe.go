@@ -11,7 +11,53 @@ import (
 	"regexp"
 	"strings"
 	"sync/atomic"
+
+	"github.com/ratelimiter/ratelimiter/operator/internal/jsonscan"
 )
+
+// Bounds on one answer of a subject or of Prometheus, which may be
+// compromised or behind a broken proxy and answer anything.
+const (
+	// maxAnswerBytes bounds what is read of one answer. The largest a
+	// rate-limiter node gives is GET /api/v1/blocks at max_blocks: 100,000
+	// blocks of IPv4 keys with the shipped block_key's reason are 17.5 MB
+	// (1.4x margin; keys of up to about 90 bytes fit). The largest the
+	// shipped subject reads, GET /api/v1/limits at max_limits (1,000
+	// limits of 512-byte patterns, each with its previous version), is
+	// 2.6 MB.
+	maxAnswerBytes = 24 << 20
+	// maxAnswerValues bounds what one answer may cost once decoded into
+	// generic values, where a value costs far more than its bytes: 16 MiB
+	// of `{},` decoded into 794 MiB. At this count (jsonscan.Values) the
+	// costliest answer decodes into about 70 MiB; the largest legitimate
+	// ones count far fewer: 100,000 blocks 600,002 (1.7x margin), 1,000
+	// limits 24,006.
+	maxAnswerValues = 1 << 20
+)
+
+// Bounds on one pass over the subject: a tick's observe, or one read or
+// lookup a model asks for. A hostile list multiplies the work of a
+// for_each observation, which GETs once per element, and what the pass
+// holds: every answer stays in memory until the pass ends.
+const (
+	// maxGetsPerPass bounds the GETs of one pass, for_each ones included.
+	// The shipped subject makes 4 plus one per node: this is a cluster of
+	// 1,000 nodes with room to spare. A GET on loopback takes about 145 µs,
+	// so a pass of this many takes about 150 ms against a healthy subject.
+	maxGetsPerPass = 1024
+	// maxPassValues bounds the JSON values of all the answers of one pass,
+	// so that up to maxGetsPerPass answers cannot each cost
+	// maxAnswerValues: the costliest pass holds about 140 MiB. The
+	// largest legitimate answer (100,000 blocks) counts 600,002.
+	maxPassValues = 2 << 20
+)
+
+// pass is what one pass over the subject may still spend.
+type pass struct {
+	gets, values int
+}
+
+func newPass() *pass { return &pass{gets: maxGetsPerPass, values: maxPassValues} }
 
 // observer reads a subject's observations over HTTP, failing over between
 // its base URLs, and from Prometheus.
@@ -35,23 +81,30 @@ func newObserver(subj *Subject, urls []string) *observer {
 // ones before it). Any failure fails the whole observation: a partial view
 // must not resolve tickets.
 func (o *observer) observe(ctx context.Context) (map[string]any, error) {
-	out := map[string]any{}
+	out, _, err := o.observeCounted(ctx)
+	return out, err
+}
+
+// observeCounted is observe, also saying how many JSON values the answers
+// it decoded had, for what keeps the observation (the history).
+func (o *observer) observeCounted(ctx context.Context) (map[string]any, int, error) {
+	out, p := map[string]any{}, newPass()
 	for _, ob := range o.subj.Observations {
-		v, err := o.one(ctx, ob, out)
+		v, err := o.one(ctx, p, ob, out)
 		if err != nil {
-			return nil, fmt.Errorf("observation %s: %w", ob.Name, err)
+			return nil, 0, fmt.Errorf("observation %s: %w", ob.Name, err)
 		}
 		out[ob.Name] = v
 	}
-	return out, nil
+	return out, maxPassValues - p.values, nil
 }
 
 // read reads one observation afresh, with the ones before it that a
 // for_each or expr may use.
 func (o *observer) read(ctx context.Context, name string) (any, error) {
-	seen := map[string]any{}
+	seen, p := map[string]any{}, newPass()
 	for _, ob := range o.subj.Observations {
-		v, err := o.one(ctx, ob, seen)
+		v, err := o.one(ctx, p, ob, seen)
 		if err != nil {
 			return nil, fmt.Errorf("observation %s: %w", ob.Name, err)
 		}
@@ -73,21 +126,27 @@ func (o *observer) lookup(ctx context.Context, l *Lookup, params map[string]any)
 	if err != nil {
 		return nil, err
 	}
-	v, err := o.getJSON(ctx, path)
+	v, err := o.getJSON(ctx, newPass(), path)
 	if err != nil {
 		return nil, err
 	}
 	return field(v, l.Field)
 }
 
-func (o *observer) one(ctx context.Context, ob Observation, seen map[string]any) (any, error) {
+func (o *observer) one(ctx context.Context, p *pass, ob Observation, seen map[string]any) (any, error) {
 	var v any
 	var err error
 	switch {
 	case ob.PromQL != "":
-		v, err = o.promql(ctx, ob.PromQL)
+		v, err = o.promql(ctx, p, ob.PromQL)
 	case ob.ForEach != "":
 		list, _ := seen[ob.ForEach].([]any)
+		if len(list) > p.gets {
+			// Refused whole, before the first GET: a partial list would
+			// resolve the tickets of the entities left out.
+			return nil, fmt.Errorf("for_each over %s: %d elements, more GETs than the %d this pass may still make (maxGetsPerPass %d)",
+				ob.ForEach, len(list), p.gets, maxGetsPerPass)
+		}
 		results := make([]any, 0, len(list))
 		for _, el := range list {
 			m, _ := el.(map[string]any)
@@ -95,7 +154,7 @@ func (o *observer) one(ctx context.Context, ob Observation, seen map[string]any)
 			if err != nil {
 				return nil, err
 			}
-			r, err := o.getJSON(ctx, path)
+			r, err := o.getJSON(ctx, p, path)
 			if errors.Is(err, errGone) {
 				continue // the entity left between the two reads
 			}
@@ -109,7 +168,7 @@ func (o *observer) one(ctx context.Context, ob Observation, seen map[string]any)
 		}
 		v = results
 	default:
-		if v, err = o.getJSON(ctx, ob.Path); err == nil {
+		if v, err = o.getJSON(ctx, p, ob.Path); err == nil {
 			v, err = field(v, ob.Field)
 		}
 	}
@@ -169,12 +228,12 @@ func field(v any, path string) (any, error) {
 
 // getJSON GETs path from the first base URL that answers, starting with the
 // one that answered last.
-func (o *observer) getJSON(ctx context.Context, path string) (any, error) {
+func (o *observer) getJSON(ctx context.Context, p *pass, path string) (any, error) {
 	var lastErr error
 	start := int(o.good.Load())
 	for i := range o.urls {
 		idx := (start + i) % len(o.urls)
-		v, err := o.get(ctx, o.urls[idx]+path)
+		v, err := o.get(ctx, p, o.urls[idx]+path)
 		if err == nil {
 			o.good.Store(int32(idx))
 			return v, nil
@@ -184,7 +243,11 @@ func (o *observer) getJSON(ctx context.Context, path string) (any, error) {
 	return nil, lastErr
 }
 
-func (o *observer) get(ctx context.Context, u string) (any, error) {
+func (o *observer) get(ctx context.Context, p *pass, u string) (any, error) {
+	if p.gets <= 0 {
+		return nil, fmt.Errorf("GET %s: this pass made its %d GETs (maxGetsPerPass)", u, maxGetsPerPass)
+	}
+	p.gets--
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, err
@@ -194,9 +257,13 @@ func (o *observer) get(ctx context.Context, u string) (any, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
 	if err != nil {
 		return nil, err
+	}
+	if len(body) > maxAnswerBytes {
+		// Cut, it would fail to decode as "unexpected end of JSON input".
+		return nil, fmt.Errorf("GET %s: the answer is larger than %d MiB (maxAnswerBytes)", u, maxAnswerBytes>>20)
 	}
 	if resp.StatusCode == http.StatusNotFound {
 		return nil, fmt.Errorf("GET %s: %w", u, errGone)
@@ -204,6 +271,15 @@ func (o *observer) get(ctx context.Context, u string) (any, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: status %d", u, resp.StatusCode)
 	}
+	n, err := jsonscan.Values(body, min(maxAnswerValues, p.values))
+	switch {
+	case err != nil && p.values < maxAnswerValues:
+		return nil, fmt.Errorf("GET %s: the answers of this pass have %d JSON values and this one %w (maxPassValues %d), refused before decoding",
+			u, maxPassValues-p.values, err, maxPassValues)
+	case err != nil:
+		return nil, fmt.Errorf("GET %s: the answer has %w (maxAnswerValues), refused before decoding", u, err)
+	}
+	p.values -= n
 	var v any
 	if err := json.Unmarshal(body, &v); err != nil {
 		return nil, fmt.Errorf("GET %s: %w", u, err)
@@ -213,8 +289,8 @@ func (o *observer) get(ctx context.Context, u string) (any, error) {
 
 // promql runs an instant query; a vector becomes a list of its series'
 // labels plus "value", a scalar a number.
-func (o *observer) promql(ctx context.Context, q string) (any, error) {
-	v, err := o.get(ctx, strings.TrimRight(o.subj.PrometheusURL, "/")+"/api/v1/query?query="+url.QueryEscape(q))
+func (o *observer) promql(ctx context.Context, p *pass, q string) (any, error) {
+	v, err := o.get(ctx, p, strings.TrimRight(o.subj.PrometheusURL, "/")+"/api/v1/query?query="+url.QueryEscape(q))
 	if err != nil {
 		return nil, err
 	}

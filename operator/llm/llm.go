@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ratelimiter/ratelimiter/operator/internal/jsonscan"
 )
 
 // Providers.
@@ -40,6 +42,14 @@ const anthropicVersion = "2023-06-01"
 // maxResponseBytes bounds what is read of one answer: a model's answer is
 // small, and a broken proxy must not make the operator buffer gigabytes.
 const maxResponseBytes = 4 << 20
+
+// maxResponseValues bounds what one answer costs once decoded: 4 MiB of
+// empty content blocks decoded into 638 MiB. An answer is counted
+// (jsonscan.Values) and refused beyond this before it is decoded; at this
+// count it costs a few MiB. A real answer counts a few hundred values: a
+// submit_diagnosis with 10 recommendations and 50 pieces of evidence about
+// 150.
+const maxResponseValues = 1 << 16
 
 // Config says where and how to reach a model.
 type Config struct {
@@ -234,6 +244,9 @@ func (c *Client) Complete(ctx context.Context, r Request) (*Response, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, c.apiError(resp, data)
 	}
+	if _, err := jsonscan.Values(data, maxResponseValues); err != nil {
+		return nil, fmt.Errorf("%w: the answer has %w (maxResponseValues), refused before decoding", ErrMalformed, err)
+	}
 	var out *Response
 	if c.cfg.Provider == Anthropic {
 		out, err = anthropicDecode(data)
@@ -261,7 +274,10 @@ func (c *Client) apiError(resp *http.Response, data []byte) error {
 		Message string          `json:"message"`
 		Type    string          `json:"type"`
 	}
-	if json.Unmarshal(data, &body) == nil {
+	// An error answer is counted like any other before it is decoded (its
+	// code is decoded as any); one over the budget is shown as text.
+	_, tooMany := jsonscan.Values(data, maxResponseValues)
+	if tooMany == nil && json.Unmarshal(data, &body) == nil {
 		var obj struct {
 			Type    string `json:"type"`
 			Code    any    `json:"code"`
@@ -326,14 +342,16 @@ func truncate(b []byte, n int) []byte {
 }
 
 // objectInput checks that a tool call's input is a JSON object (an empty
-// input becomes {}), the only shape a tool takes.
+// input becomes {}), the only shape a tool takes. It checks without
+// decoding: an input (an OpenAI arguments string is not counted with the
+// answer) can be megabytes of values, which the caller bounds before it
+// decodes any.
 func objectInput(name string, raw []byte) (json.RawMessage, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
 		return json.RawMessage("{}"), nil
 	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
+	if raw[0] != '{' || !json.Valid(raw) {
 		return nil, fmt.Errorf("%w: the input of tool call %q is not a JSON object: %s", ErrMalformed, name, truncate(raw, 200))
 	}
 	return json.RawMessage(raw), nil
