@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ratelimiter/ratelimiter/config"
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 	"github.com/ratelimiter/ratelimiter/limiter"
 	"github.com/ratelimiter/ratelimiter/node"
 	"github.com/ratelimiter/ratelimiter/operator/internal/jsonscan"
@@ -50,16 +51,6 @@ func rawSubject(base string, obs ...Observation) *Subject {
 	return &Subject{BaseURLs: []string{base}, Timeout: config.Duration{Duration: 5 * time.Second}, Observations: obs}
 }
 
-// allocated is the bytes f allocated (the whole process: run it alone).
-func allocated(f func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
-
 // emptyObjects is a JSON list of empty objects of about size bytes: the
 // answer that costs the most once decoded for its length.
 func emptyObjects(size int) []byte {
@@ -73,7 +64,7 @@ func TestHostileAnswerDecodedCostBounded(t *testing.T) {
 	base, _ := serveJSON(t, map[string][]byte{"/x": emptyObjects(16 << 20)})
 	o := newObserver(rawSubject(base, Observation{Name: "x", Path: "/x"}), []string{base})
 	var err error
-	n := allocated(func() { _, err = o.observe(context.Background()) })
+	n, _ := testkit.Allocated(func() { _, err = o.observe(context.Background()) })
 	t.Logf("a 16 MiB answer of empty objects: %d MiB allocated, err %v", n>>20, err)
 	if err == nil || !strings.Contains(err.Error(), "observation x") || !strings.Contains(err.Error(), "JSON values") {
 		t.Errorf("observe = %v; want it refused, naming the observation and the JSON values bound", err)
@@ -145,7 +136,7 @@ func TestWorstAcceptedAnswer(t *testing.T) {
 	base, _ := serveJSON(t, map[string][]byte{"/x": emptyObjects(3 * (maxAnswerValues/2 - 1))})
 	o := newObserver(rawSubject(base, Observation{Name: "x", Path: "/x"}), []string{base})
 	var err error
-	n := allocated(func() { _, err = o.observe(context.Background()) })
+	n, _ := testkit.Allocated(func() { _, err = o.observe(context.Background()) })
 	t.Logf("the worst accepted answer: %d MiB allocated", n>>20)
 	if err != nil {
 		t.Fatalf("observe = %v; want it accepted", err)
@@ -205,7 +196,7 @@ func TestPassValuesBounded(t *testing.T) {
 	o := newObserver(rawSubject(base, Observation{Name: "nodes", Path: "/nodes"},
 		Observation{Name: "node_metrics", Path: "/nodes/{id}/metrics", ForEach: "nodes"}), []string{base})
 	var err error
-	n := allocated(func() { _, err = o.observe(context.Background()) })
+	n, _ := testkit.Allocated(func() { _, err = o.observe(context.Background()) })
 	t.Logf("10 answers of %d values each: %d GETs, %d MiB allocated, err %v", maxAnswerValues-20_000, gets.Load(), n>>20, err)
 	if err == nil || !strings.Contains(err.Error(), "observation node_metrics") || !strings.Contains(err.Error(), "maxPassValues") {
 		t.Errorf("observe = %v; want an error naming node_metrics and maxPassValues", err)

@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
 )
 
 // nested is a file whose descriptors nest depth levels, each key of keyLen
@@ -45,15 +46,11 @@ func TestParseDepthBound(t *testing.T) {
 	// 957 MB, and with 1 KB keys a 5 MB file would have held about 12 GB at
 	// once. Now it costs what yaml.v3 spends on the file.
 	doc := nested(4900, 8)
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	if _, err := Parse(map[string][]byte{"bomb.yaml": doc}, Options{}); err == nil {
+	grew, _ := testkit.Allocated(func() { _, err = Parse(map[string][]byte{"bomb.yaml": doc}, Options{}) })
+	if err == nil {
 		t.Fatal("Parse(4,900 levels) = nil error")
 	}
-	runtime.ReadMemStats(&after)
-	grew := after.TotalAlloc - before.TotalAlloc
-	if grew > 100*uint64(len(doc)) {
+	if grew > 100*int64(len(doc)) {
 		t.Errorf("Parse(%d-byte file nested 4,900 levels) allocated %d KB; want at most 100× the file (yaml.v3's node tree alone takes about 50×)", len(doc), grew>>10)
 	}
 }
@@ -75,19 +72,6 @@ func TestParseRefusesWhatNoRequestCanMatch(t *testing.T) {
 	if _, err := Parse(map[string][]byte{"f.yaml": []byte("domain: d\ndescriptors:\n  - key: " + ok + "\n    value: " + ok + "\n")}, Options{}); err != nil {
 		t.Errorf("Parse(512-byte key and value) = %v", err)
 	}
-}
-
-// allocated returns the bytes f allocates and what it leaves live.
-func allocated(f func()) (total, live int64) {
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	total = int64(after.TotalAlloc - before.TotalAlloc)
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	return total, int64(after.HeapAlloc) - int64(before.HeapAlloc)
 }
 
 // TestParseAliases: anchors, aliases and merge keys read as
@@ -170,7 +154,7 @@ func TestParseAliasBomb(t *testing.T) {
 	}
 	doc := []byte(b.String())
 	var err error
-	total, _ := allocated(func() { _, err = Parse(map[string][]byte{"bomb.yaml": doc}, Options{}) })
+	total, _ := testkit.Allocated(func() { _, err = Parse(map[string][]byte{"bomb.yaml": doc}, Options{}) })
 	if err == nil || !strings.Contains(err.Error(), "YAML aliases expand to more than 200000 nodes beyond the file's own") ||
 		!strings.HasPrefix(err.Error(), "bomb.yaml:") {
 		t.Fatalf("Parse(%d-byte alias bomb) = %v; want the expansion refused", len(doc), err)
@@ -194,7 +178,7 @@ func TestParseNameBound(t *testing.T) {
 	b.WriteString("]" + strings.Repeat("}]", MaxEntries-1) + "\n")
 	doc := []byte(b.String())
 	var err error
-	_, live := allocated(func() { _, err = Parse(map[string][]byte{"wide.yaml": doc}, Options{}) })
+	_, live := testkit.Allocated(func() { _, err = Parse(map[string][]byte{"wide.yaml": doc}, Options{}) })
 	if err == nil || !strings.Contains(err.Error(), "full names (domain.key_value…) add up to more than 64 MiB") {
 		t.Fatalf("Parse(%d-byte file of long names) = %v; want the names refused", len(doc), err)
 	}

@@ -510,19 +510,10 @@ func (s *RedisStore) Read(ctx context.Context, hashes ...string) (Snapshot, erro
 	}
 	res := c.DoMulti(ctx, cmds...)
 	var snap Snapshot
-	t, err := res[0].AsStrSlice()
-	if err != nil {
+	var err error
+	if snap.Now, err = timeOf(res[0]); err != nil {
 		return snap, err
 	}
-	if len(t) != 2 {
-		return snap, fmt.Errorf("TIME returned %d values", len(t))
-	}
-	sec, err1 := strconv.ParseInt(t[0], 10, 64)
-	usec, err2 := strconv.ParseInt(t[1], 10, 64)
-	if err1 != nil || err2 != nil {
-		return snap, fmt.Errorf("TIME returned %q", t)
-	}
-	snap.Now = sec*1e6 + usec
 	if snap.Version, err = res[1].AsInt64(); err != nil && !rueidis.IsRedisNil(err) {
 		return snap, err
 	}
@@ -554,19 +545,9 @@ func (s *RedisStore) ReadShared(ctx context.Context, since int64, log string, ha
 		return Shared{}, fmt.Errorf("shared-state script returned %d values, want 6", len(arr))
 	}
 	var sh Shared
-	t, err := arr[0].AsStrSlice()
-	if err != nil {
+	if sh.Now, err = timeOf(&arr[0]); err != nil {
 		return sh, err
 	}
-	if len(t) != 2 {
-		return sh, fmt.Errorf("TIME returned %d values", len(t))
-	}
-	sec, err1 := strconv.ParseInt(t[0], 10, 64)
-	usec, err2 := strconv.ParseInt(t[1], 10, 64)
-	if err1 != nil || err2 != nil {
-		return sh, fmt.Errorf("TIME returned %q", t)
-	}
-	sh.Now = sec*1e6 + usec
 	// GET answers a bulk string, which Lua hands back as a string.
 	vs, err := arr[1].ToString()
 	if err != nil {
@@ -608,23 +589,15 @@ func (s *RedisStore) ReadField(ctx context.Context, hash, field string) (int64, 
 		return 0, "", ErrUnavailable
 	}
 	res := c.DoMulti(ctx, c.B().Time().Build(), c.B().Hget().Key(s.hkey+hash).Field(field).Build())
-	t, err := res[0].AsStrSlice()
+	now, err := timeOf(res[0])
 	if err != nil {
 		return 0, "", err
-	}
-	if len(t) != 2 {
-		return 0, "", fmt.Errorf("TIME returned %d values", len(t))
-	}
-	sec, err1 := strconv.ParseInt(t[0], 10, 64)
-	usec, err2 := strconv.ParseInt(t[1], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, "", fmt.Errorf("TIME returned %q", t)
 	}
 	raw, err := res[1].ToString()
 	if err != nil && !rueidis.IsRedisNil(err) {
 		return 0, "", err
 	}
-	return sec*1e6 + usec, raw, nil
+	return now, raw, nil
 }
 
 func (s *RedisStore) Prune(ctx context.Context, hash string, fields map[string]string) error {
@@ -694,3 +667,21 @@ func (s *RedisStore) Forget(ctx context.Context, id string) error {
 }
 
 func formatInt(v int64) string { return strconv.FormatInt(v, 10) }
+
+// timeOf reads a TIME answer (a command's result or a script's array
+// element) as µs since the Unix epoch.
+func timeOf(m interface{ AsStrSlice() ([]string, error) }) (int64, error) {
+	t, err := m.AsStrSlice()
+	if err != nil {
+		return 0, err
+	}
+	if len(t) != 2 {
+		return 0, fmt.Errorf("TIME returned %d values", len(t))
+	}
+	sec, err1 := strconv.ParseInt(t[0], 10, 64)
+	usec, err2 := strconv.ParseInt(t[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("TIME returned %q", t)
+	}
+	return sec*1e6 + usec, nil
+}

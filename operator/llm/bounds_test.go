@@ -4,20 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"runtime"
 	"strings"
 	"testing"
-)
 
-// allocated is the bytes f allocated (the whole process: run it alone).
-func allocated(f func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
+	"github.com/ratelimiter/ratelimiter/internal/testkit"
+)
 
 // TestHostileAnswerCostBounded: an answer within maxResponseBytes made of
 // what costs the most once decoded (empty objects, as content blocks or in
@@ -37,7 +28,7 @@ func TestHostileAnswerCostBounded(t *testing.T) {
 		s := startStandIn(t, reply{status, nil, body})
 		c := newClient(t, provider, s.URL)
 		var err error
-		n := allocated(func() { _, err = c.Complete(context.Background(), hello) })
+		n, _ := testkit.Allocated(func() { _, err = c.Complete(context.Background(), hello) })
 		t.Logf("%s: %d bytes allocated %d MiB, err %v", name, len(body), n>>20, err)
 		if status != 200 {
 			var ae *APIError
