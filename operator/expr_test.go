@@ -1,6 +1,9 @@
 package operator
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // TestProgramsCompileOnce: the expressions the loop runs every tick are
 // compiled at start; one that did not compile is compiled at use, with its
@@ -18,7 +21,7 @@ func TestProgramsCompileOnce(t *testing.T) {
 	if _, err := ps.get("it +"); err == nil {
 		t.Errorf("get of a broken expression succeeded; want its compile error")
 	}
-	obs := newObserver(&Subject{Observations: []Observation{{Name: "x", Expr: "len(it)"}}}, nil)
+	obs := newObserver(&Subject{Observations: []Observation{{Name: "x", Expr: "len(it)"}}}, nil, time.Minute)
 	if obs.progs["len(it)"] == nil {
 		t.Errorf("newObserver did not compile the observation's expr")
 	}

@@ -304,5 +304,5 @@ func Sample(ctx context.Context, subj Subject, urls []string) (map[string]any, e
 	if subj.Timeout.Duration == 0 {
 		subj.Timeout.Duration = 2 * time.Second
 	}
-	return newObserver(&subj, urls).observe(ctx)
+	return newObserver(&subj, urls, passDeadline(DefaultConfig().Lease.Duration, subj.Timeout.Duration)).observe(ctx)
 }

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/ratelimiter/ratelimiter/operator/internal/jsonscan"
 )
@@ -52,6 +53,16 @@ const (
 	maxPassValues = 2 << 20
 )
 
+// A pass over the subject ends within its deadline, whatever the subject
+// does: up to maxGetsPerPass GETs each allowed the subject's timeout (2 s),
+// and failing over between base URLs, would hold one tick for over half an
+// hour, with the loop and its lease stalled behind it. A running operator
+// gives a pass half its lease (15 s by default), so a pass never outlives
+// the lease it renews, but never less than one GET's timeout; a pass past
+// its deadline fails like an unreachable subject, which is what it is to
+// the loop.
+func passDeadline(lease, getTimeout time.Duration) time.Duration { return max(lease/2, getTimeout) }
+
 // pass is what one pass over the subject may still spend.
 type pass struct {
 	gets, values int
@@ -62,19 +73,20 @@ func newPass() *pass { return &pass{gets: maxGetsPerPass, values: maxPassValues}
 // observer reads a subject's observations over HTTP, failing over between
 // its base URLs, and from Prometheus.
 type observer struct {
-	subj   *Subject
-	urls   []string
-	client *http.Client
-	good   atomic.Int32 // index of the base URL that last answered
-	progs  programs     // every observation's expr
+	subj     *Subject
+	urls     []string
+	client   *http.Client
+	good     atomic.Int32  // index of the base URL that last answered
+	progs    programs      // every observation's expr
+	deadline time.Duration // of one pass (passDeadline)
 }
 
-func newObserver(subj *Subject, urls []string) *observer {
+func newObserver(subj *Subject, urls []string, deadline time.Duration) *observer {
 	var srcs []string
 	for _, ob := range subj.Observations {
 		srcs = append(srcs, ob.Expr)
 	}
-	return &observer{subj: subj, urls: urls, client: &http.Client{Timeout: subj.Timeout.Duration}, progs: compilePrograms(srcs...)}
+	return &observer{subj: subj, urls: urls, client: &http.Client{Timeout: subj.Timeout.Duration}, progs: compilePrograms(srcs...), deadline: deadline}
 }
 
 // observe reads every observation in order (a for_each or expr may use the
@@ -88,11 +100,13 @@ func (o *observer) observe(ctx context.Context) (map[string]any, error) {
 // observeCounted is observe, also saying how many JSON values the answers
 // it decoded had, for what keeps the observation (the history).
 func (o *observer) observeCounted(ctx context.Context) (map[string]any, int, error) {
+	ctx, cancel := o.passContext(ctx)
+	defer cancel()
 	out, p := map[string]any{}, newPass()
 	for _, ob := range o.subj.Observations {
 		v, err := o.one(ctx, p, ob, out)
 		if err != nil {
-			return nil, 0, fmt.Errorf("observation %s: %w", ob.Name, err)
+			return nil, 0, o.passError(ctx, ob.Name, err)
 		}
 		out[ob.Name] = v
 	}
@@ -102,11 +116,13 @@ func (o *observer) observeCounted(ctx context.Context) (map[string]any, int, err
 // read reads one observation afresh, with the ones before it that a
 // for_each or expr may use.
 func (o *observer) read(ctx context.Context, name string) (any, error) {
+	ctx, cancel := o.passContext(ctx)
+	defer cancel()
 	seen, p := map[string]any{}, newPass()
 	for _, ob := range o.subj.Observations {
 		v, err := o.one(ctx, p, ob, seen)
 		if err != nil {
-			return nil, fmt.Errorf("observation %s: %w", ob.Name, err)
+			return nil, o.passError(ctx, ob.Name, err)
 		}
 		if ob.Name == name {
 			return v, nil
@@ -224,6 +240,22 @@ func field(v any, path string) (any, error) {
 		}
 	}
 	return v, nil
+}
+
+// passContext is ctx ending at the pass's deadline too.
+func (o *observer) passContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, o.deadline, errPassDeadline)
+}
+
+var errPassDeadline = errors.New("deadline of a pass over the subject")
+
+// passError is err from observation name, saying so when the pass ran out
+// of time rather than the one GET.
+func (o *observer) passError(ctx context.Context, name string, err error) error {
+	if context.Cause(ctx) == errPassDeadline {
+		return fmt.Errorf("observation %s: the pass over the subject took over %v (half the operator's lease): %w", name, o.deadline, err)
+	}
+	return fmt.Errorf("observation %s: %w", name, err)
 }
 
 // getJSON GETs path from the first base URL that answers, starting with the

@@ -62,7 +62,7 @@ func emptyObjects(size int) []byte {
 // refused before it is decoded, with an error naming the bound.
 func TestHostileAnswerDecodedCostBounded(t *testing.T) {
 	base, _ := serveJSON(t, map[string][]byte{"/x": emptyObjects(16 << 20)})
-	o := newObserver(rawSubject(base, Observation{Name: "x", Path: "/x"}), []string{base})
+	o := newObserver(rawSubject(base, Observation{Name: "x", Path: "/x"}), []string{base}, time.Minute)
 	var err error
 	n, _ := testkit.Allocated(func() { _, err = o.observe(context.Background()) })
 	t.Logf("a 16 MiB answer of empty objects: %d MiB allocated, err %v", n>>20, err)
@@ -117,7 +117,7 @@ func TestLargestLegitimateAnswersFit(t *testing.T) {
 	}
 	base, _ := serveJSON(t, bodies)
 	o := newObserver(rawSubject(base, Observation{Name: "limits", Path: "/api/v1/limits", Field: "limits"},
-		Observation{Name: "blocks", Path: "/api/v1/blocks", Field: "blocks"}), []string{base})
+		Observation{Name: "blocks", Path: "/api/v1/blocks", Field: "blocks"}), []string{base}, time.Minute)
 	obs, err := o.observe(context.Background())
 	if err != nil {
 		t.Fatalf("observe: %v", err)
@@ -134,7 +134,7 @@ func TestLargestLegitimateAnswersFit(t *testing.T) {
 // empty objects up to maxAnswerValues.
 func TestWorstAcceptedAnswer(t *testing.T) {
 	base, _ := serveJSON(t, map[string][]byte{"/x": emptyObjects(3 * (maxAnswerValues/2 - 1))})
-	o := newObserver(rawSubject(base, Observation{Name: "x", Path: "/x"}), []string{base})
+	o := newObserver(rawSubject(base, Observation{Name: "x", Path: "/x"}), []string{base}, time.Minute)
 	var err error
 	n, _ := testkit.Allocated(func() { _, err = o.observe(context.Background()) })
 	t.Logf("the worst accepted answer: %d MiB allocated", n>>20)
@@ -165,7 +165,7 @@ func TestForEachBounded(t *testing.T) {
 	defer cancel()
 	base, gets := serveJSON(t, map[string][]byte{"/nodes": []byte(list.String()), "*": []byte(`{"rps":1}`)})
 	o := newObserver(rawSubject(base, Observation{Name: "nodes", Path: "/nodes", Field: "nodes"},
-		Observation{Name: "node_metrics", Path: "/nodes/{id}/metrics", ForEach: "nodes"}), []string{base})
+		Observation{Name: "node_metrics", Path: "/nodes/{id}/metrics", ForEach: "nodes"}), []string{base}, time.Minute)
 	done := make(chan struct{})
 	go func() { // stop the unbounded code after 5,000 GETs
 		defer close(done)
@@ -194,7 +194,7 @@ func TestPassValuesBounded(t *testing.T) {
 	base, gets := serveJSON(t, map[string][]byte{"/nodes": []byte(`[{"id":1},{"id":2},{"id":3},{"id":4},{"id":5},{"id":6},{"id":7},{"id":8},{"id":9},{"id":10}]`),
 		"*": emptyObjects(3 * (maxAnswerValues/2 - 10_000))})
 	o := newObserver(rawSubject(base, Observation{Name: "nodes", Path: "/nodes"},
-		Observation{Name: "node_metrics", Path: "/nodes/{id}/metrics", ForEach: "nodes"}), []string{base})
+		Observation{Name: "node_metrics", Path: "/nodes/{id}/metrics", ForEach: "nodes"}), []string{base}, time.Minute)
 	var err error
 	n, _ := testkit.Allocated(func() { _, err = o.observe(context.Background()) })
 	t.Logf("10 answers of %d values each: %d GETs, %d MiB allocated, err %v", maxAnswerValues-20_000, gets.Load(), n>>20, err)
@@ -213,7 +213,7 @@ func TestPassValuesBounded(t *testing.T) {
 // history keeps the last 4.
 func TestHistoryBounded(t *testing.T) {
 	base, _ := serveJSON(t, map[string][]byte{"/x": emptyObjects(3 * (maxAnswerValues/2 - 1))})
-	o := newObserver(rawSubject(base, Observation{Name: "x", Path: "/x"}), []string{base})
+	o := newObserver(rawSubject(base, Observation{Name: "x", Path: "/x"}), []string{base}, time.Minute)
 	h := newHistory(time.Second)
 	h.maxValues = 4 * maxAnswerValues // the constant is 16 of them: the test keeps to 4 to stay light
 	t0 := time.Date(2026, 12, 5, 17, 0, 0, 0, time.UTC)
@@ -311,5 +311,56 @@ func TestTicketTextsBounded(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), "more than maxEntityBytes (512)") {
 		t.Errorf("logs lack the error naming maxEntityBytes")
+	}
+}
+
+// TestPassEndsAtItsDeadline: a subject that answers every GET slowly, each
+// within the subject's timeout, cannot hold a pass past its deadline.
+// Before, a for_each over 20 entities answering in 200 ms each held the
+// pass 4 s; up to maxGetsPerPass GETs of 2 s each would have held one
+// tick, and the lease it renews, for over half an hour.
+func TestPassEndsAtItsDeadline(t *testing.T) {
+	var list strings.Builder
+	list.WriteString(`{"nodes":[`)
+	for i := range 20 {
+		if i > 0 {
+			list.WriteByte(',')
+		}
+		fmt.Fprintf(&list, `{"id":"n%d"}`, i)
+	}
+	list.WriteString(`]}`)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/nodes" {
+			w.Write([]byte(list.String()))
+			return
+		}
+		select { // slow, yet within the subject's 5 s timeout
+		case <-time.After(200 * time.Millisecond):
+		case <-r.Context().Done():
+		}
+		w.Write([]byte(`{"rps":1}`))
+	}))
+	t.Cleanup(srv.Close)
+	subj := rawSubject(srv.URL, Observation{Name: "nodes", Path: "/nodes", Field: "nodes"},
+		Observation{Name: "node_metrics", Path: "/nodes/{id}/metrics", ForEach: "nodes"})
+	const deadline = 500 * time.Millisecond
+	for _, pass := range []struct {
+		name string
+		run  func(o *observer) error
+	}{
+		{"observe", func(o *observer) error { _, err := o.observe(context.Background()); return err }},
+		{"read", func(o *observer) error { _, err := o.read(context.Background(), "node_metrics"); return err }},
+	} {
+		o := newObserver(subj, []string{srv.URL}, deadline)
+		start := time.Now()
+		err := pass.run(o)
+		took := time.Since(start)
+		t.Logf("%s: %v, err %v", pass.name, took, err)
+		if err == nil || !strings.Contains(err.Error(), "observation node_metrics") || !strings.Contains(err.Error(), "half the operator's lease") {
+			t.Errorf("%s = %v; want an error naming node_metrics and the pass's deadline", pass.name, err)
+		}
+		if took > deadline+time.Second {
+			t.Errorf("%s took %v; want it ended at its %v deadline", pass.name, took, deadline)
+		}
 	}
 }

@@ -139,7 +139,7 @@ func New(cfg Config, subj Subject, urls []string, store *Store, secrets Secrets,
 		}
 	}
 	o.notify = newNotifier(cfg.Webhook, secrets.WebhookToken, cfg.Subject, o.metrics.set, o.log)
-	o.obs = newObserver(o.subj, subj.BaseURLs)
+	o.obs = newObserver(o.subj, subj.BaseURLs, passDeadline(cfg.Lease.Duration, o.subj.Timeout.Duration))
 	var slos []string
 	for _, slo := range subj.SLOs {
 		slos = append(slos, slo.Expr)
