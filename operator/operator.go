@@ -57,6 +57,9 @@ type Operator struct {
 	// savedTimers are the grace timers as last stored: a tick stores them
 	// only when they changed.
 	savedTimers map[string]Timer
+	// recordFrom is where in the firing violations the next tick starts
+	// recording when they are more than maxRecordsPerTick.
+	recordFrom int
 }
 
 // background tracks the diagnoses in flight, one per ticket.
@@ -357,17 +360,23 @@ func (o *Operator) Tick(ctx context.Context) error {
 		}
 		ev.firing = append(ev.firing, v)
 	}
-	for i, v := range ev.firing {
+	for _, v := range ev.firing {
 		active[v.Key()] = true // recorded or not, it fires: its ticket is not resolved
-		if i >= maxRecordsPerTick {
-			continue
-		}
-		if err := o.record(ctx, v, now, obs); err != nil {
+	}
+	// Past maxRecordsPerTick, each tick records the next window of the
+	// violations (in key order, wrapping), so none waits more than
+	// len/maxRecordsPerTick ticks; always the first ones would starve the
+	// rest for as long as the flood lasts.
+	n, from := len(ev.firing), 0
+	if n > maxRecordsPerTick {
+		from = o.recordFrom % n
+		o.recordFrom = from + maxRecordsPerTick
+		o.log.Error("too many violations", "err", fmt.Sprintf("%d violations fire, more than the %d one tick records (maxRecordsPerTick): this tick records those from #%d in key order, the next tick the following ones; none of them is resolved meanwhile", n, maxRecordsPerTick, from))
+	}
+	for i := range min(n, maxRecordsPerTick) {
+		if err := o.record(ctx, ev.firing[(from+i)%n], now, obs); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	if n := len(ev.firing); n > maxRecordsPerTick {
-		o.log.Error("too many violations", "err", fmt.Sprintf("%d violations fire, more than the %d one tick records (maxRecordsPerTick): the others wait, their tickets neither opened, updated nor resolved", n, maxRecordsPerTick))
 	}
 	// What record wrote (a ticket, a diagnosis, proposals) is read again;
 	// a quiet pass wrote nothing and keeps begin's state.
