@@ -326,7 +326,7 @@ func (n *Node) finish(p *Policy, in checkInput, res limiter.Result, err error, n
 			// Nor is one of a policy compiled for its request, which no
 			// other request could match: 100 such denials took 100 of
 			// the cache's entries and answered nothing.
-			n.denies.put(string(in.key), denial{policy: p, cost: in.cost, until: now + res.RetryAfter, resetAt: now + res.ResetAfter,
+			n.denies.put(in.key, denial{policy: p, cost: in.cost, until: now + res.RetryAfter, resetAt: now + res.ResetAfter,
 				nextAt: now + res.NextAfter})
 		}
 	}

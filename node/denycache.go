@@ -69,15 +69,17 @@ func (c *denyCache) get(key []byte, p *Policy, cost, now int64) (denial, bool) {
 	return d, true
 }
 
-// put remembers key's denial; key must not alias request memory.
-func (c *denyCache) put(key string, d denial) {
+// put remembers key's denial. key may alias request memory: put copies
+// what it keeps, and a long key only as its digest, never whole.
+func (c *denyCache) put(k []byte, d denial) {
 	if c.n == 0 {
 		return
 	}
-	if len(key) > maxDenyKeyBytes {
-		d := digestKey(unsafeBytes(key))
-		key = string(d[:])
+	if len(k) > maxDenyKeyBytes {
+		dk := digestKey(k)
+		k = dk[:]
 	}
+	key := string(k)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	had := len(c.m)

@@ -24,9 +24,9 @@ import (
 // within 2×: see BenchmarkDeniedCheck.
 func BenchmarkDenyCachePut(b *testing.B) {
 	const size = 10_000
-	keys := make([]string, 1<<16) // more than size: a key comes back only after its eviction
+	keys := make([][]byte, 1<<16) // more than size: a key comes back only after its eviction
 	for i := range keys {
-		keys[i] = "user:" + strconv.Itoa(i)
+		keys[i] = []byte("user:" + strconv.Itoa(i))
 	}
 	p := &Policy{}
 	live := denial{policy: p, cost: 1, until: 1 << 62}
@@ -69,7 +69,7 @@ func BenchmarkDeniedCheck(b *testing.B) {
 			p := n.state.Load().policies["*"]
 			if state == "full" {
 				for i := range cfg.DenyCacheSize {
-					n.denies.put("filler:"+strconv.Itoa(i), denial{policy: p, cost: 1, until: 1 << 62})
+					n.denies.put([]byte("filler:"+strconv.Itoa(i)), denial{policy: p, cost: 1, until: 1 << 62})
 				}
 			}
 			var ctx fasthttp.RequestCtx
