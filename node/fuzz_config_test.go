@@ -40,6 +40,9 @@ func FuzzNodeConfig(f *testing.F) {
 		"forward_auth_deny_status = 403\nmax_limits = 0\nmax_blocks = -1\nmanagement_listen = \":0\"\nadmin_token_file = \"/nonexistent\"\nadmin_reads = true\n"))
 	f.Add([]byte("[node]\nkey_from = \"xff\"\ntrusted_proxies = 9223372036854775807\nkey_prefix = \"\\u0000\"\n"))
 	f.Add([]byte("[node]\nredis_url = \"redis://a:1?dial_timeout=-1s\"\nredis_timeout = \"-1ns\"\n"))
+	for _, unit := range []string{`""`, `"YEAR"`, `"fortnight"`, `7`, `["day"]`} {
+		f.Add([]byte("[node]\nenvoy_override_max_unit = " + unit + "\n"))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fc := nodeFile{Node: DefaultConfig()}
 		if err := config.Decode("fuzz.toml", data, &fc); err != nil {

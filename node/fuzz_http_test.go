@@ -72,6 +72,10 @@ func FuzzHTTP(f *testing.F) {
 	for _, r := range readmeRequests {
 		f.Add(r.method, r.path, r.query, r.body, r.auth)
 	}
+	// Keys the node refuses since the hostile-input rounds: an Envoy
+	// counter's prefix on the HTTP path, and a block's reason over 256 bytes.
+	f.Add("POST", "/api/v1/check", "", `{"key":"envoy:web|user=bob"}`, false)
+	f.Add("POST", "/api/v1/blocks/k1", "", `{"duration_seconds":60,"reason":"`+strings.Repeat("r", 300)+`"}`, true)
 	cfg := testConfig("fuzz", nil)
 	cfg.AdminToken = "s3cret"
 	m := startMemNode(f, cfg)

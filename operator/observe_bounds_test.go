@@ -152,18 +152,10 @@ func TestWorstAcceptedAnswer(t *testing.T) {
 // observation. The old code is stopped after 5,000 GETs so the test stays
 // short either way.
 func TestForEachBounded(t *testing.T) {
-	var list strings.Builder
-	list.WriteString(`{"nodes":[`)
-	for i := range 100_000 {
-		if i > 0 {
-			list.WriteByte(',')
-		}
-		fmt.Fprintf(&list, `{"id":"n%d"}`, i)
-	}
-	list.WriteString(`]}`)
+	list := nodeList(100_000)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	base, gets := serveJSON(t, map[string][]byte{"/nodes": []byte(list.String()), "*": []byte(`{"rps":1}`)})
+	base, gets := serveJSON(t, map[string][]byte{"/nodes": list, "*": []byte(`{"rps":1}`)})
 	o := newObserver(rawSubject(base, Observation{Name: "nodes", Path: "/nodes", Field: "nodes"},
 		Observation{Name: "node_metrics", Path: "/nodes/{id}/metrics", ForEach: "nodes"}), []string{base}, time.Minute)
 	done := make(chan struct{})
@@ -326,18 +318,10 @@ func TestTicketTextsBounded(t *testing.T) {
 // pass 4 s; up to maxGetsPerPass GETs of 2 s each would have held one
 // tick, and the lease it renews, for over half an hour.
 func TestPassEndsAtItsDeadline(t *testing.T) {
-	var list strings.Builder
-	list.WriteString(`{"nodes":[`)
-	for i := range 20 {
-		if i > 0 {
-			list.WriteByte(',')
-		}
-		fmt.Fprintf(&list, `{"id":"n%d"}`, i)
-	}
-	list.WriteString(`]}`)
+	list := nodeList(20)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/nodes" {
-			w.Write([]byte(list.String()))
+			w.Write(list)
 			return
 		}
 		select { // slow, yet within the subject's 5 s timeout
@@ -369,4 +353,18 @@ func TestPassEndsAtItsDeadline(t *testing.T) {
 			t.Errorf("%s took %v; want it ended at its %v deadline", pass.name, took, deadline)
 		}
 	}
+}
+
+// nodeList is a subject's answer listing n nodes, n0 to n(n-1).
+func nodeList(n int) []byte {
+	var b strings.Builder
+	b.WriteString(`{"nodes":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"id":"n%d"}`, i)
+	}
+	b.WriteString(`]}`)
+	return []byte(b.String())
 }
